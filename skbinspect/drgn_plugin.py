@@ -1,0 +1,47 @@
+"""drgn plugin: ``%skbinspect COMMAND ...`` inside a drgn session on a Linux kernel.
+
+Registered through the ``drgn.plugins`` entry point.  drgn imports this module when a program's target
+is set; the command then runs the same CLI as ``skbinspect`` on the session's program (global target
+options are ignored: the session already has its target and debug info).
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+import drgn
+from drgn.commands import argument, parse_shell_command
+from drgn.commands.linux import linux_kernel_custom_command
+
+__all__ = ["drgn_prog_set"]
+
+_CACHE_KEY = "skbinspect.target"
+
+
+def drgn_prog_set(prog: drgn.Program) -> None:
+    """drgn plugin hook: nothing to do per program; importing this module registered the command."""
+
+
+def _target(prog: drgn.Program):  # type: ignore[no-untyped-def]
+    from .target import target_from_program
+
+    t = prog.cache.get(_CACHE_KEY)
+    if t is None:
+        t = prog.cache[_CACHE_KEY] = target_from_program(prog)
+    return t
+
+
+@linux_kernel_custom_command(
+    name="skbinspect",
+    description="where did my packets go? (skbinspect)",
+    usage="**skbinspect** [--json] *COMMAND* [*OPTIONS*]",
+    long_description="Runs a skbinspect command (info, ...) on this program, with the same options "
+    "and output as the skbinspect CLI. Try %skbinspect --help.",
+    arguments=(argument("args", nargs="*", help="skbinspect command and options"),),
+    parse=parse_shell_command,
+)
+def _cmd_skbinspect(prog: drgn.Program, name: str, args: List[str], **kwargs: Any) -> None:
+    from .cli import State, run
+
+    state = State(None, None, (), True, False, prog_factory=lambda: _target(prog))
+    run(list(args), obj=state, prog_name="%skbinspect")

@@ -1,0 +1,309 @@
+"""Build lab vmcores and their ground truth; boot live guests for QMP tests.
+
+A *boot* runs one scenario script (guest/scenarios/NAME.sh) in a fresh guest.  The ``lab`` boot holds
+the four base scenarios (tun-full, tun-mq, macvtap-full, trace-instance) side by side, each with its own
+devices and holder process, so one vmcore per kernel carries all of them with their truth.
+
+Layout of one built vmcore (under ``<cache>/vmcores/<kernel>/<boot>-<key>/``):
+  vmcore        ELF dump written by QEMU's dump-guest-memory (paused guest, -device vmcoreinfo)
+  truth.json    the guest's own view, see parse_truth()
+  out/          the raw files the guest captured
+  console.log   the guest's console
+  lab.json      manifest: kernel files, paths, key, timings
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+from .config import KERNELS, cache_dir
+from .initramfs import GUEST_DIR, build_initramfs, build_skblab, guest_sources_digest
+from .kernels import KernelFiles, LabError, fetch_kernel
+from .qemu import Guest
+
+__all__ = ["LabVmcore", "LiveGuest", "build_vmcore", "live_guest", "parse_truth", "LAB_FORMAT"]
+
+log = logging.getLogger("lab")
+
+#: Bump when the layout of a built vmcore directory or truth.json changes.
+LAB_FORMAT = 1
+
+BOOT_TIMEOUT = 600.0  # boot + scenario under TCG, generous for a loaded 2-core machine
+
+
+@dataclass
+class LabVmcore:
+    """A built lab vmcore with its ground truth and the debug files that match it."""
+
+    kernel: KernelFiles
+    boot: str
+    dir: str
+    vmcore: str
+    truth_path: str
+    key: str
+    timings: Dict[str, float] = field(default_factory=dict)
+    _truth: Optional[Dict[str, Any]] = field(default=None, repr=False)
+
+    @property
+    def truth(self) -> Dict[str, Any]:
+        if self._truth is None:
+            self._truth = json.loads(Path(self.truth_path).read_text())
+        return self._truth
+
+    @property
+    def symbols(self) -> List[str]:
+        """``-s`` arguments for skbinspect: the vmlinux and the module debug directory."""
+        return [self.kernel.debug_vmlinux, self.kernel.debug_modules_dir]
+
+    def to_json(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d.pop("_truth")
+        d["kernel"] = self.kernel.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "LabVmcore":
+        d = dict(d)
+        d["kernel"] = KernelFiles(**d["kernel"])
+        return cls(**d)
+
+
+def _key(kernel: KernelFiles, boot: str) -> str:
+    h = hashlib.sha256()
+    h.update(f"{LAB_FORMAT}\0{kernel.release}\0{kernel.version}\0{boot}\0".encode())
+    h.update(guest_sources_digest().encode())
+    h.update(Path(__file__).read_bytes())
+    h.update((Path(__file__).parent / "qemu.py").read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _read_out_disk(img: Path, dest: Path) -> None:
+    with tarfile.open(img, "r:") as tar:
+        for m in tar.getmembers():
+            if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in Path(m.name).parts:
+                continue
+            tar.extract(m, dest)
+
+
+def _parse_holder_lines(text: str) -> Dict[str, Any]:
+    """Parse a holder's info file and its drained/consumed frame logs."""
+    out: Dict[str, Any] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:1] == ["pid"]:
+            out["pid"] = int(parts[1])
+        elif parts[:1] == ["comm"]:
+            out["comm"] = parts[1]
+    return out
+
+
+def _parse_frames(text: str) -> Dict[int, Dict[str, Any]]:
+    queues: Dict[int, Dict[str, Any]] = {}
+    for line in text.splitlines():
+        m = re.match(r"queue (\d+) fd (\d+) (frame (\d+) ([0-9a-f]*)|error (\d+))$", line.strip())
+        if not m:
+            continue
+        q = queues.setdefault(int(m.group(1)), {"index": int(m.group(1)), "fd": int(m.group(2)), "frames": []})
+        if m.group(4) is not None:
+            q["frames"].append({"len": int(m.group(4)), "hex": m.group(5)})
+        else:
+            q["read_error"] = int(m.group(6))
+    return queues
+
+
+def parse_softnet_stat(text: str) -> List[List[int]]:
+    return [[int(x, 16) for x in line.split()] for line in text.splitlines() if line.strip()]
+
+
+def parse_truth(out: Path, kernel: KernelFiles) -> Dict[str, Any]:
+    """Turn the guest's captured files into truth.json.
+
+    Keys: release, cmdline, nproc, ip_link (``ip -j -s -s link``), softnet_stat (rows of ints, as
+    printed), trace.top / trace.instances.NAME ({text, buffer_size_kb[, buffer_subbuf_size_kb]}),
+    formats ("skb:kfree_skb": format file text), holders.NAME ({pid, comm, queues: [{index, fd,
+    frames_drained: [{len, hex}], frames_consumed: [...]}]}), kernel (the Debian package facts).
+    """
+
+    def read(rel: str) -> str:
+        p = out / rel
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    truth: Dict[str, Any] = {
+        "format": LAB_FORMAT,
+        "kernel": {"suite": kernel.suite, "release": kernel.release, "version": kernel.version},
+        "release": read("release").strip(),
+        "cmdline": read("cmdline").strip(),
+        "nproc": int(read("nproc").strip() or 0),
+        "ip_link": json.loads(read("ip-link.json") or "[]"),
+        "ip_link_text": read("ip-link.txt"),
+        "proc_net_dev": read("proc-net-dev"),
+        "senders": read("senders"),
+        "softnet_stat": parse_softnet_stat(read("softnet_stat")),
+        "trace": {"top": {}, "instances": {}},
+        "formats": {},
+        "holders": {},
+    }
+    for sub in ("top",):
+        d = out / "trace" / sub
+        truth["trace"][sub] = {p.name: p.read_text(errors="replace") for p in sorted(d.glob("*"))} if d.is_dir() else {}
+    inst_root = out / "trace" / "instances"
+    if inst_root.is_dir():
+        for d in sorted(inst_root.iterdir()):
+            truth["trace"]["instances"][d.name] = {p.name: p.read_text(errors="replace") for p in sorted(d.glob("*"))}
+    fmt_root = out / "formats"
+    if fmt_root.is_dir():
+        truth["formats"] = {p.name: p.read_text() for p in sorted(fmt_root.iterdir())}
+    hold_root = out / "holders"
+    if hold_root.is_dir():
+        for d in sorted(hold_root.iterdir()):
+            info_text = read(f"holders/{d.name}/info")
+            h = _parse_holder_lines(info_text)
+            queues = {int(m.group(1)): {"index": int(m.group(1)), "fd": int(m.group(2))}
+                      for m in re.finditer(r"^queue (\d+) fd (\d+)$", info_text, re.M)}
+            drained = _parse_frames(read(f"holders/{d.name}/drained"))
+            consumed = _parse_frames(read(f"holders/{d.name}/consumed"))
+            for i, q in queues.items():
+                q["frames_drained"] = drained.get(i, {}).get("frames", [])
+                if "read_error" in drained.get(i, {}):
+                    q["drain_error"] = drained[i]["read_error"]
+                q["frames_consumed"] = consumed.get(i, {}).get("frames", [])
+            h["queues"] = [queues[i] for i in sorted(queues)]
+            h["replies"] = {p.stem: p.read_text().strip() for p in sorted(d.glob("*.reply"))}
+            truth["holders"][d.name] = h
+    return truth
+
+
+def _boot_once(kernel: KernelFiles, boot: str, work: Path) -> Dict[str, float]:
+    scenario = GUEST_DIR / "scenarios" / f"{boot}.sh"
+    timings: Dict[str, float] = {}
+    t0 = time.monotonic()
+    skblab = build_skblab(cache_dir() / "bin")
+    initrd = build_initramfs(kernel, scenario, work / "initramfs.cpio", skblab)
+    with Guest(work, kernel.vmlinuz, initrd) as g:
+        g.start()
+        g.wait_for("READY", BOOT_TIMEOUT)
+        timings["ready_s"] = round(time.monotonic() - t0, 2)
+        timings["dump_s"] = round(g.dump(work / "vmcore"), 2)
+        g.send("go")
+        g.wait_for("DONE", 300)
+        g.wait_exit(60)
+    _read_out_disk(g.out_disk, work / "out")
+    g.out_disk.unlink()
+    (work / "initramfs.cpio").unlink()
+    truth = parse_truth(work / "out", kernel)
+    if truth["release"] != kernel.release:
+        raise LabError(f"guest says release {truth['release']!r}, expected {kernel.release!r}")
+    (work / "truth.json").write_text(json.dumps(truth, indent=1))
+    timings["total_s"] = round(time.monotonic() - t0, 2)
+    return timings
+
+
+def load_vmcore(kernel: KernelFiles, boot: str = "lab") -> Optional[LabVmcore]:
+    """The cached vmcore of ``boot`` on ``kernel``, if it was built with the current sources."""
+    manifest = cache_dir() / "vmcores" / kernel.name / f"{boot}-{_key(kernel, boot)}" / "lab.json"
+    if manifest.exists():
+        return LabVmcore.from_json(json.loads(manifest.read_text()))
+    return None
+
+
+def build_vmcore(kernel: KernelFiles, boot: str = "lab", retries: int = 1) -> LabVmcore:
+    """Build (or reuse) the vmcore of ``boot`` on ``kernel``; retries a failed boot once."""
+    cached = load_vmcore(kernel, boot)
+    if cached:
+        return cached
+    key = _key(kernel, boot)
+    final = cache_dir() / "vmcores" / kernel.name / f"{boot}-{key}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Older builds of the same boot are superseded: remove them so the cache does not grow.
+    for old in final.parent.glob(f"{boot}-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    errors = []
+    for attempt in range(retries + 1):
+        work = Path(tempfile.mkdtemp(prefix=f".{boot}-", dir=final.parent))
+        try:
+            timings = _boot_once(kernel, boot, work)
+        except LabError as e:
+            errors.append(str(e))
+            log.warning("%s/%s: boot %d failed: %s", kernel.name, boot, attempt + 1, str(e).splitlines()[0])
+            failed = final.parent / f".failed-{boot}"
+            shutil.rmtree(failed, ignore_errors=True)
+            work.rename(failed)
+            continue
+        lab = LabVmcore(kernel, boot, str(final), str(final / "vmcore"), str(final / "truth.json"), key, timings)
+        (work / "lab.json").write_text(json.dumps(lab.to_json(), indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        work.rename(final)
+        return lab
+    raise LabError(
+        f"{kernel.name} ({kernel.release}): the {boot} guest failed {len(errors)} times "
+        f"(logs in {final.parent / ('.failed-' + boot)}):\n" + "\n---\n".join(errors)
+    )
+
+
+def build(names: List[str], boot: str = "lab", jobs: int = 2) -> List[LabVmcore]:
+    """Fetch kernels and build vmcores for ``names``, ``jobs`` guests at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(name: str) -> LabVmcore:
+        t = time.monotonic()
+        kernel = fetch_kernel(KERNELS[name])
+        lab = build_vmcore(kernel, boot)
+        log.info("%s: %s ready in %.0f s (%s)", name, kernel.release, time.monotonic() - t, lab.vmcore)
+        return lab
+
+    with ThreadPoolExecutor(max(1, jobs)) as ex:
+        return list(ex.map(one, names))
+
+
+# ---- live guests (QMP) -------------------------------------------------------------------------------
+
+
+@dataclass
+class LiveGuest:
+    """A running lab guest: read it with ``skbinspect --qemu <qmp_socket>``."""
+
+    kernel: KernelFiles
+    qmp_socket: str
+    info: Dict[str, Any]
+    guest: Guest
+
+    @property
+    def symbols(self) -> List[str]:
+        return [self.kernel.debug_vmlinux, self.kernel.debug_modules_dir]
+
+
+@contextmanager
+def live_guest(kernel: KernelFiles, boot: str = "live") -> Iterator[LiveGuest]:
+    """Boot ``boot`` and keep it running (traffic flowing) while the caller reads it over QMP."""
+    work = Path(tempfile.mkdtemp(prefix=f"live-{kernel.name}-", dir=cache_dir()))
+    try:
+        skblab = build_skblab(cache_dir() / "bin")
+        initrd = build_initramfs(kernel, GUEST_DIR / "scenarios" / f"{boot}.sh", work / "initramfs.cpio", skblab)
+        with Guest(work, kernel.vmlinuz, initrd) as g:
+            g.start()
+            line = g.wait_for("INFO", BOOT_TIMEOUT)
+            info: Dict[str, Any] = {"raw": line}
+            m = re.search(r"pid (\d+)", line)
+            if m:
+                info["pid"] = int(m.group(1))
+            g.wait_for("READY", 120)
+            # drgn's QMP reader and ours must not share the socket: give drgn its own.
+            g.qmp.close()  # type: ignore[union-attr]
+            g.qmp = None
+            yield LiveGuest(kernel, str(g.qmp_path), info, g)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
