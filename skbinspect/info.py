@@ -102,9 +102,12 @@ def target_info(target: Target, panic: bool = True) -> TargetInfo:
         except ValueError:
             warnings.append(f"VMCOREINFO CRASHTIME is not a number: {vmci['CRASHTIME']!r}")
     try:
-        info.kernel_time = int(prog["tk_core"].timekeeper.xtime_sec)
-    except (LookupError, drgn.FaultError, AttributeError):
-        pass
+        # drgn's helper knows both tk_core and the 6.17+ timekeeper_data[TIMEKEEPER_CORE].
+        from drgn.helpers.linux.timekeeping import ktime_get_real_seconds
+
+        info.kernel_time = int(ktime_get_real_seconds(prog))
+    except (LookupError, drgn.FaultError, AttributeError) as e:
+        warnings.append(f"cannot read the kernel's wall clock: {e}")
     if panic and target.kind == "vmcore":
         try:
             from drgn.helpers.linux.panic import panic_message
