@@ -127,3 +127,6 @@ def run(args: Optional[List[str]] = None, obj: Any = None, prog_name: str = "skb
 
 def main() -> None:
     sys.exit(run())
+
+
+# feature command modules (each registers its commands on `cli`; one import line per module)
