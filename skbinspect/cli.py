@@ -130,3 +130,4 @@ def main() -> None:
 
 
 # feature command modules (each registers its commands on `cli`; one import line per module)
+from . import cli_ring  # noqa: E402,F401
