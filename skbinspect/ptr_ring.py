@@ -27,6 +27,7 @@ __all__ = [
     "RingSnapshot",
     "analyze_ring",
     "read_ptr_ring",
+    "read_ring_indices",
 ]
 
 #: Rings larger than this are treated as garbage (the kernel caps tx_queue_len far lower in practice;
@@ -209,3 +210,13 @@ def read_ptr_ring(prog: drgn.Program, address: int, live: Optional[bool] = None)
             continue
         snap.retries = retries
         return snap
+
+
+def read_ring_indices(prog: drgn.Program, address: int) -> Optional[Dict[str, int]]:
+    """Only the ring's header fields (producer, consumer_head, consumer_tail, size, batch, queue), one read;
+    ``None`` if unreadable.  Used to see what a live consumer took while entries were being read."""
+    lay = _layout(prog)
+    try:
+        return _header(prog.read(address, lay.size), lay)
+    except drgn.FaultError:
+        return None

@@ -24,7 +24,7 @@ from drgn.helpers.linux.pid import for_each_task
 
 from .errors import SkbinspectError
 from .layout import struct_layout
-from .ptr_ring import RingSnapshot, read_ptr_ring
+from .ptr_ring import RingSnapshot, read_ptr_ring, read_ring_indices
 from .skb import RingEntry, read_entries
 
 __all__ = [
@@ -94,6 +94,8 @@ class TapQueue:
     holders: List[QueueHolder] = field(default_factory=list)
     #: a reader gets a virtio-net header of this many bytes before each frame (IFF_VNET_HDR), else 0
     vnet_hdr_sz: int = 0
+    #: live targets: entries consumed by the reader while they were being read (not listed)
+    consumed_while_reading: int = 0
     entries: List[RingEntry] = field(default_factory=list)
     stale_entries: List[RingEntry] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
@@ -136,6 +138,7 @@ class TapQueue:
             },
             "holders": [h.to_json() for h in self.holders],
             "vnet_hdr_sz": self.vnet_hdr_sz,
+            "consumed_while_reading": self.consumed_while_reading,
             "notes": self.notes,
         }  # fmt: skip
         if entries:
@@ -456,6 +459,7 @@ def read_tap_devices(
         module without it are listed with a note instead of being read.
     """
     devices: List[TapDevice] = []
+    is_live = bool(prog.flags & drgn.ProgramFlags.IS_LIVE) if live is None else live
     for dev, kind, inum in find_tap_devices(prog, names, netns):
         needed = {"tun": ["tun"], "macvtap": ["tap", "macvtap"], "ipvtap": ["tap", "ipvtap"]}[kind]
         missing = [m for m in needed if not module_ok(m)]
@@ -488,6 +492,8 @@ def read_tap_devices(
                 continue
             if entries:
                 q.entries = read_entries(prog, q.ring.slots, q.ring.analysis.live, l2)
+                if is_live:
+                    _drop_consumed_while_reading(prog, q)
             if stale and q.ring.analysis.stale:
                 q.stale_entries = read_entries(prog, q.ring.slots, q.ring.analysis.stale, l2, stale=True)
         devices.append(d)
@@ -503,6 +509,28 @@ def read_tap_devices(
             for q in d.queues:
                 q.holders = sorted(found.get(q.address, []), key=lambda h: (h.pid, h.fd))
     return devices
+
+
+def _drop_consumed_while_reading(prog: drgn.Program, q: TapQueue) -> None:
+    """Live targets: entries a reader consumed while we were reading them may already be freed and
+    reused; keep only those still live afterwards, and say how many were dropped."""
+    now = read_ring_indices(prog, q.ring.address)
+    r = q.ring
+    if now is None or (now["consumer_head"] == r.consumer_head and now["queue"] == r.queue):
+        return
+    if now["queue"] != r.queue or now["size"] != r.size:
+        q.notes.append("the ring was resized while being read: entries may be stale")
+        return
+    taken = (now["consumer_head"] - r.consumer_head) % r.size if r.size else 0
+    if taken >= len(q.entries):
+        gone = len(q.entries)
+        q.entries = []
+    else:
+        gone = taken
+        q.entries = q.entries[taken:]
+    q.consumed_while_reading = gone
+    if gone:
+        q.notes.append(f"{gone} entries were consumed by the reader while being read and are not listed")
 
 
 def _safe_name(dev: drgn.Object) -> str:

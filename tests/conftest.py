@@ -78,3 +78,15 @@ def run_skbinspect(*args: str, env: Dict[str, str] = None, user: str = None, tim
     full_env.pop("SKBINSPECT_DEBUG", None)
     full_env.update(env or {})
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def default_live_guest() -> Iterator[LiveGuest]:
+    """A running guest of the default kernel (for long live tests run on one kernel)."""
+    from tests.vmcores.config import DEFAULT_KERNEL
+
+    try:
+        with live_guest(lab_kernel(DEFAULT_KERNEL)) as g:
+            yield g
+    except LabError as e:
+        pytest.fail(f"live lab guest for {DEFAULT_KERNEL} failed: {e}", pytrace=False)
