@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -179,3 +180,43 @@ def test_module_without_debug_info_still_lists_devices(lab_vmcore: LabVmcore) ->
     for d in devs.values():
         assert d["queues"] == [] and any("has no debug info" in n for n in d["notes"])
     assert any("module tun is loaded but has no debug info" in w for w in out["warnings"])
+
+
+def test_garbage_ring_fields_and_queue_pointer(tmp_path, default_lab_vmcore: LabVmcore) -> None:  # type: ignore[no-untyped-def]
+    """In a copy of the dump: tap0's ring gets an absurd size, macvtap0's a queue pointer to nowhere.
+    Both are reported as unreadable with the reason; tapmq is still read in full."""
+    import drgn
+
+    from skbinspect.target import open_target
+    from skbinspect.tuntap import read_tap_devices
+    from tests.vmcores.corrupt import copy_vmcore, patch_virt
+
+    lab = default_lab_vmcore
+    t = open_target(core=lab.vmcore, symbols=lab.symbols)
+    devs = {d.name: d for d in read_tap_devices(t.prog, entries=False, holders=False)}
+    ring_t = t.prog.type("struct ptr_ring")
+    tap0_ring = devs["tap0"].queues[0].ring.address
+    mvt_ring = devs["macvtap0"].queues[0].ring.address
+    core = copy_vmcore(lab.vmcore, tmp_path / "vmcore")
+    patch_virt(t.prog, core, tap0_ring + drgn.offsetof(ring_t, "size"), struct.pack("<i", 0x7FFFFFF0))
+    patch_virt(t.prog, core, mvt_ring + drgn.offsetof(ring_t, "queue"), struct.pack("<Q", 0xDEAD000000000000))
+
+    out = json.loads(_run_ok(str(core), lab, "--json", "ring", "--entries"))
+    got = devices_by_name(out)
+    r = got["tap0"]["queues"][0]["ring"]
+    assert "implausible ring size" in r["error"] and got["tap0"]["queues"][0]["entries"] == []
+    r = got["macvtap0"]["queues"][0]["ring"]
+    assert "unreadable" in r["error"] and "0xdead000000000000" in r["error"]
+    mq = got["tapmq"]
+    assert all(q["ring"]["error"] is None for q in mq["queues"])
+    assert sum(len(q["entries"]) for q in mq["queues"]) == sum(
+        len(q["frames_drained"]) for q in lab.truth["holders"]["tun-mq"]["queues"])
+    text = _run_ok(str(core), lab, "ring")
+    assert "unreadable" in text and "implausible ring size" in text
+
+
+def _run_ok(core: str, lab: LabVmcore, *args: str) -> str:
+    p = run_skbinspect("-c", core, *symbols_args(lab.symbols), *args)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    return p.stdout
