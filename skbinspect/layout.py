@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import drgn
 
@@ -27,6 +27,31 @@ class StructLayout:
 
     def has(self, name: str) -> bool:
         return name in self.fields
+
+    def unpacker(self, names: Iterable[str]) -> "Tuple[Callable[[bytes], Tuple[int, ...]], Dict[str, int], Dict[str, Tuple[int, int]]]":
+        """For hot loops: ``(unpack, positions, bitfields)``.
+
+        ``unpack(raw)`` is one ``struct`` unpack returning a tuple; ``positions[name]`` is each present
+        member's index in it (members this kernel lacks, or that overlap an earlier one, are absent);
+        for a bit field the tuple holds its containing bytes and ``bitfields[name] = (shift, mask)``.
+        """
+        plain = sorted((self.fields[n][0], n) for n in names if n in self.fields)
+        fmt = "<"
+        pos = 0
+        positions: Dict[str, int] = {}
+        bitfields: Dict[str, Tuple[int, int]] = {}
+        for off, n in plain:
+            _, size, bits, signed = self.fields[n]
+            if off < pos:
+                continue  # overlaps the previous member (a union)
+            fmt += f"{off - pos}x" if off > pos else ""
+            fmt += (_SFMT if signed and bits is None else _FMT)[size]
+            pos = off + size
+            positions[n] = len(positions)
+            if bits is not None:
+                shift, nbits = divmod(bits, 1 << 16)
+                bitfields[n] = (shift, (1 << nbits) - 1)
+        return struct.Struct(fmt).unpack_from, positions, bitfields
 
     def decode(self, raw: bytes, base: int = 0) -> Dict[str, int]:
         out = {}

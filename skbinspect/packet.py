@@ -6,7 +6,7 @@ complete layer, with a note, never an exception.
 
 from __future__ import annotations
 
-import ipaddress
+from socket import AF_INET, AF_INET6, inet_ntop
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -20,7 +20,15 @@ TCP_FLAGS = "FSRPAUEC"
 
 
 def _mac(b: bytes) -> str:
-    return ":".join(f"{x:02x}" for x in b)
+    return b.hex(":")
+
+
+def _ip4(b: bytes) -> str:
+    return inet_ntop(AF_INET, b)
+
+
+def _ip6(b: bytes) -> str:
+    return inet_ntop(AF_INET6, b)
 
 
 @dataclass
@@ -107,8 +115,8 @@ def _decode_l3(ethertype: int, data: bytes, off: int, pkt: DecodedPacket) -> Non
         if hlen == 6 and plen == 4:
             pkt.layers.append({
                 "proto": "ARP", "op": {1: "request", 2: "reply"}.get(op, str(op)),
-                "sha": _mac(data[off + 8:off + 14]), "spa": str(ipaddress.IPv4Address(data[off + 14:off + 18])),
-                "tha": _mac(data[off + 18:off + 24]), "tpa": str(ipaddress.IPv4Address(data[off + 24:off + 28])),
+                "sha": _mac(data[off + 8:off + 14]), "spa": _ip4(data[off + 14:off + 18]),
+                "tha": _mac(data[off + 18:off + 24]), "tpa": _ip4(data[off + 24:off + 28]),
             })
         else:
             pkt.layers.append({"proto": "ARP", "op": str(op), "spa": "?", "tpa": "?"})
@@ -123,8 +131,8 @@ def _decode_l3(ethertype: int, data: bytes, off: int, pkt: DecodedPacket) -> Non
             pkt.notes.append(f"bad IPv4 header (version/ihl {vihl:#x})")
             return
         pkt.layers.append({
-            "proto": "IPv4", "src": str(ipaddress.IPv4Address(data[off + 12:off + 16])),
-            "dst": str(ipaddress.IPv4Address(data[off + 16:off + 20])), "ttl": ttl, "ipproto": proto,
+            "proto": "IPv4", "src": _ip4(data[off + 12:off + 16]),
+            "dst": _ip4(data[off + 16:off + 20]), "ttl": ttl, "ipproto": proto,
             "total_length": tot, "id": ident, "fragment": frag & 0x1FFF or bool(frag & 0x2000),
         })
         if frag & 0x1FFF:
@@ -140,8 +148,8 @@ def _decode_l3(ethertype: int, data: bytes, off: int, pkt: DecodedPacket) -> Non
             pkt.notes.append("bad IPv6 version")
             return
         pkt.layers.append({
-            "proto": "IPv6", "src": str(ipaddress.IPv6Address(data[off + 8:off + 24])),
-            "dst": str(ipaddress.IPv6Address(data[off + 24:off + 40])), "hop_limit": hlim, "ipproto": nh,
+            "proto": "IPv6", "src": _ip6(data[off + 8:off + 24]),
+            "dst": _ip6(data[off + 24:off + 40]), "hop_limit": hlim, "ipproto": nh,
             "payload_length": plen,
         })
         off += 40

@@ -27,7 +27,12 @@ def err_console() -> Console:
 
 
 def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=False, default=str)
+    """Indented for a person on a terminal; compact (and much faster: the C encoder) when piped."""
+    # json.dumps, not json.dump: only the one-shot path uses the C encoder.
+    if sys.stdout.isatty():
+        sys.stdout.write(json.dumps(obj, indent=2, default=str))
+    else:
+        sys.stdout.write(json.dumps(obj, separators=(",", ":"), default=str))
     sys.stdout.write("\n")
 
 
