@@ -132,3 +132,4 @@ def main() -> None:
 # feature command modules (each registers its commands on `cli`; one import line per module)
 from . import cli_ring  # noqa: E402,F401
 from . import cli_stats  # noqa: E402,F401
+from . import cli_trace  # noqa: E402,F401

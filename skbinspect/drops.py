@@ -1,0 +1,276 @@
+"""``skbinspect drops``: the kfree_skb events of a trace buffer grouped for people.
+
+Drops are grouped by reason and location (the function that freed the skb), with counts, first and last
+time, rate, the most common stacks, the tasks that dropped, and the device (and TX queue) when the same
+buffer holds an event that names the device for the same skb (``net:net_dev_queue``,
+``net:net_dev_start_xmit``, ``net:netif_receive_skb``, ... recorded before the drop).  The kfree_skb event
+itself carries no device, and the skb's own memory is freed (and soon reused) by the time the event is
+read, so no guess is made from it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import drgn
+
+from .ftrace import TraceArray, TraceReader, trace_reader
+from .skb_events import Symbolizer, reason_names, symbolizer
+
+__all__ = ["DropGroup", "DropsReport", "drops_report", "TIMELINE_BUCKETS"]
+
+TIMELINE_BUCKETS = 48
+#: net events that name the device of an skb (fields ``skbaddr`` and ``name``).
+DEVICE_EVENTS = ("net_dev_queue", "net_dev_start_xmit", "net_dev_xmit", "netif_receive_skb", "netif_rx",
+                 "netif_receive_skb_entry", "netif_rx_entry", "napi_gro_receive_entry", "napi_gro_frags_entry")
+
+
+@dataclass
+class DropGroup:
+    """Drops with one reason at one location.
+
+    :ivar reason: the reason's name (None: the kernel records no reasons, or the value has no name).
+    :ivar reason_value: the ``enum skb_drop_reason`` value (None before 5.17).
+    :ivar location_symbol: ``function+0xoff [module]``.
+    :ivar stacks: distinct stacks (tuples of return addresses) and how often each was recorded.
+    :ivar devices: ``"dev"`` or ``"dev queue N"`` -> count, from net events of the same skb in the buffer.
+    """
+
+    reason: Optional[str]
+    reason_value: Optional[int]
+    location: Optional[int]
+    location_symbol: Optional[str]
+    count: int = 0
+    first_ts: Optional[int] = None
+    last_ts: Optional[int] = None
+    protocols: Counter = field(default_factory=Counter)
+    stacks: Counter = field(default_factory=Counter)
+    devices: Counter = field(default_factory=Counter)
+    tasks: Counter = field(default_factory=Counter)
+    in_ns: bool = True
+    _syms: Optional[Symbolizer] = field(default=None, repr=False, compare=False)
+
+    @property
+    def reason_label(self) -> str:
+        if self.reason:
+            return self.reason
+        if self.reason_value is not None:
+            return "0x%x" % self.reason_value
+        return "-"
+
+    @property
+    def span_s(self) -> Optional[float]:
+        if self.first_ts is None or self.last_ts is None or not self.in_ns:
+            return None
+        return (self.last_ts - self.first_ts) / 1e9
+
+    @property
+    def rate(self) -> Optional[float]:
+        """Drops per second between the first and the last (None for a single drop)."""
+        span = self.span_s
+        if not span or self.count < 2:
+            return None
+        return (self.count - 1) / span
+
+    @property
+    def device_label(self) -> Optional[str]:
+        if not self.devices:
+            return None
+        parts = [f"{d} ({n})" if len(self.devices) > 1 else d for d, n in self.devices.most_common(3)]
+        known = sum(self.devices.values())
+        s = ", ".join(parts)
+        if known < self.count:
+            s += f"; {self.count - known} unknown"
+        return s
+
+    def frames(self, stack: Tuple[int, ...]) -> List[str]:
+        syms = self._syms
+        if syms is None:
+            return ["0x%x" % a for a in stack]
+        return [syms.format(a, offset=False) for a in stack]
+
+    def top_stacks(self, n: int = 3, trim: bool = False) -> List[Tuple[List[str], int]]:
+        """The ``n`` most common stacks as symbol names (stacks that differ only in return offsets are
+        counted together); with ``trim`` the tracing frames above the dropping function are left out."""
+        merged: Counter = Counter()
+        for st, c in self.stacks.items():
+            merged[tuple(self.frames(st))] += c
+        out = []
+        fn = (self.location_symbol or "").split("+", 1)[0].split(" ", 1)[0]
+        for frames, c in merged.most_common(n):
+            fl = list(frames)
+            if trim and fn:
+                for i, fr in enumerate(fl):
+                    if fr.split(" ", 1)[0] == fn:
+                        fl = fl[i:]
+                        break
+            out.append((fl, c))
+        return out
+
+    @property
+    def distinct_stacks(self) -> int:
+        return len({tuple(self.frames(st)) for st in self.stacks})
+
+    def to_json(self, stacks: int = 3) -> Dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "reason_value": self.reason_value,
+            "location": "0x%x" % self.location if self.location is not None else None,
+            "location_symbol": self.location_symbol,
+            "count": self.count,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "rate_per_s": self.rate,
+            "protocols": {str(k): v for k, v in self.protocols.most_common()},
+            "tasks": dict(self.tasks.most_common(10)),
+            "devices": dict(self.devices.most_common()),
+            "stacks": [{"count": c, "frames": f} for f, c in self.top_stacks(stacks)],
+            "distinct_stacks": self.distinct_stacks,
+        }
+
+
+@dataclass
+class DropsReport:
+    """The drops of one trace array (see :func:`drops_report`)."""
+
+    trace_array: TraceArray
+    groups: List[DropGroup]
+    total: int  # kfree_skb events counted (after the reason filter)
+    kfree_total: int  # kfree_skb events in the buffer
+    consumed: int  # consume_skb events in the buffer
+    first_ts: Optional[int]
+    last_ts: Optional[int]
+    in_ns: bool
+    has_reasons: bool
+    timelines: Dict[str, List[int]] = field(default_factory=dict)
+    bucket_s: float = 0.0
+    notes: List[str] = field(default_factory=list)
+    filtered: bool = False
+
+    @property
+    def span_s(self) -> Optional[float]:
+        if self.first_ts is None or self.last_ts is None or not self.in_ns:
+            return None
+        return (self.last_ts - self.first_ts) / 1e9
+
+    def by_reason(self) -> Dict[str, int]:
+        c: Counter = Counter()
+        for g in self.groups:
+            c[g.reason_label] += g.count
+        return dict(c.most_common())
+
+    def to_json(self, stacks: int = 3) -> Dict[str, Any]:
+        return {
+            "instance": self.trace_array.name,
+            "total": self.total,
+            "kfree_skb_events": self.kfree_total,
+            "consume_skb_events": self.consumed,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "has_reasons": self.has_reasons,
+            "by_reason": self.by_reason(),
+            "groups": [g.to_json(stacks) for g in self.groups],
+            "timelines": self.timelines,
+            "bucket_s": self.bucket_s,
+            "buffer": {"entries": self.trace_array.entries, "written": self.trace_array.written,
+                       "lost": self.trace_array.lost},
+            "notes": self.notes,
+        }
+
+
+def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Sequence[str] = (),
+                 reader: Optional[TraceReader] = None, buckets: int = TIMELINE_BUCKETS) -> DropsReport:
+    """Group the kfree_skb events of a trace array by reason and location.
+
+    :param instance: trace instance name; None for the top-level buffer.
+    :param reasons: keep only these reason names (case-insensitive); default all.
+    """
+    r = reader or trace_reader(prog, instance)
+    tr = r.tr
+    names = reason_names(prog)
+    syms = symbolizer(prog)
+    kfree = r.formats.lookup("skb:kfree_skb")
+    consume = r.formats.lookup("skb:consume_skb")
+    dev_ids = set()
+    for n in DEVICE_EVENTS:
+        f = r.formats.lookup("net:" + n)
+        if f is not None and f.field("skbaddr") is not None and f.field("name") is not None:
+            dev_ids.add(f.id)
+    notes: List[str] = []
+    if kfree is None:
+        notes.append("this kernel has no skb:kfree_skb event")
+    want = {x.upper() for x in reasons}
+    types = {f.id for f in (kfree, consume) if f is not None} | dev_ids
+    groups: Dict[Tuple[Optional[int], Optional[int]], DropGroup] = {}
+    last_dev: Dict[int, str] = {}
+    times: Dict[str, List[int]] = {}
+    total = kfree_total = consumed = 0
+    first = last = None
+    kid = kfree.id if kfree else -1
+    cid = consume.id if consume else -1
+    for ev in r.events(types):
+        t = ev.type
+        if t in dev_ids:
+            f = ev.fields
+            dev = f.get("name") or "?"
+            q = f.get("queue_mapping")
+            last_dev[f.get("skbaddr", 0)] = f"{dev} queue {q}" if q is not None else dev
+            continue
+        if t == cid:
+            consumed += 1
+            continue
+        if t != kid:
+            continue
+        kfree_total += 1
+        f = ev.fields
+        rv = f.get("reason")
+        rname = names.name(rv) if rv is not None else None
+        if want and (rname or ("0x%x" % rv if rv is not None else "")).upper() not in want:
+            continue
+        loc = f.get("location")
+        key = (rv, loc)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = DropGroup(rname, rv, loc, syms.format(loc) if loc is not None else None,
+                                        in_ns=tr.in_ns, _syms=syms)
+        g.count += 1
+        total += 1
+        ts = ev.ts
+        if g.first_ts is None:
+            g.first_ts = ts
+        g.last_ts = ts
+        if first is None:
+            first = ts
+        last = ts
+        g.protocols[f.get("protocol", 0)] += 1
+        st = ev.stack
+        if st is not None:
+            g.stacks[tuple(st)] += 1
+        g.tasks[ev.comm] += 1
+        d = last_dev.get(f.get("skbaddr", 0))
+        if d is not None:
+            g.devices[d] += 1
+        times.setdefault(g.reason_label, []).append(ts)
+    if not names.has_reasons and kfree is not None and kfree.field("reason") is None:
+        has_reasons = False
+    else:
+        has_reasons = kfree is not None and kfree.field("reason") is not None
+    timelines: Dict[str, List[int]] = {}
+    bucket_s = 0.0
+    if first is not None and last is not None and last > first and total >= 2:
+        width = last - first
+        for name, ts_list in sorted(times.items(), key=lambda kv: -len(kv[1])):
+            counts = [0] * buckets
+            for ts in ts_list:
+                counts[min(buckets - 1, (ts - first) * buckets // width)] += 1
+            timelines[name] = counts
+        bucket_s = width / buckets / (1e9 if tr.in_ns else 1)
+    if tr.lost:
+        notes.append(f"the buffer lost {tr.lost} older events (it wrapped): earlier drops are not counted")
+    for d in r.damage:
+        notes.append(f"skipped: {d}")
+    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.reason_label, g.location_symbol or ""))
+    return DropsReport(tr, ordered, total, kfree_total, consumed, first, last, tr.in_ns, has_reasons, timelines,
+                       bucket_s, notes, bool(want))

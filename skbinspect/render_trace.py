@@ -1,0 +1,289 @@
+"""Rendering for ``skbinspect trace`` and ``skbinspect drops``: the tracefs ``trace`` line format, JSON
+objects, and the drops tables and timelines.  No kernel access here beyond the decoded events."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO
+
+from .ftrace import TraceArray, TraceEvent, TraceReader
+from .ftrace_decode import Damage, format_irq_flags, format_timestamp
+from .skb_events import Symbolizer, reason_names
+
+__all__ = [
+    "TraceTextFormatter",
+    "trace_header",
+    "event_json",
+    "loss_lines",
+    "render_drops",
+    "drops_json",
+    "histogram_line",
+]
+
+#: FTRACE_TRAMPOLINE_MARKER (kernel/trace/trace.h, 6.13+: (unsigned long)INT_MAX) in a stack.
+FTRACE_TRAMPOLINE_MARKER = 0x7FFFFFFF
+
+
+class TraceTextFormatter:
+    """Formats events as the tracefs ``trace`` file does (``print_trace_fmt()``): the context columns
+    (``trace_print_context()``: comm-pid, [tgid], [cpu], irq flags, time) then the event's own text
+    (its ``print_fmt``, or the ftrace entry's printer for stacks and ``print``)."""
+
+    def __init__(self, reader: TraceReader, syms: Symbolizer) -> None:
+        self.reader = reader
+        self.syms = syms
+        opts = reader.tr.options
+        self.irq_info = opts.get("irq-info", True)
+        self.context_info = opts.get("context-info", True)
+        self.record_tgid = opts.get("record-tgid", False)
+        self.sym_offset = opts.get("sym-offset", False)
+        self.sym_addr = opts.get("sym-addr", False)
+        self.in_ns = reader.tr.in_ns
+        self.bits = reader.flag_bits
+        self.delta = reader.tr.text_delta
+        self.stack_type = reader.stack_type
+        self._symfmt = lambda addr, off: syms.format(addr, off, size=off)  # %pS: func+0xoff/0xsize [mod]
+
+    def context(self, ev: TraceEvent) -> str:
+        if not self.context_info:
+            return ""
+        s = "%16s-%-7d " % (ev.comm, ev.pid)
+        if self.record_tgid:
+            s += "(-------) "
+        s += "[%03d] " % ev.cpu
+        if self.irq_info:
+            s += format_irq_flags(ev.flags, ev.preempt_count, self.bits)
+        return s + " " + format_timestamp(ev.ts, self.in_ns) + ": "
+
+    def ip_sym(self, ip: int) -> str:
+        """``seq_print_ip_sym()``."""
+        if not ip:
+            return "0"
+        info = self.syms.lookup(ip, self.sym_offset)
+        if info is None:
+            s = "0x%08x" % ip
+        elif self.sym_offset:
+            s = info.format(ip, True, True)
+        else:
+            s = info.name
+        if self.sym_addr:
+            s += " <%016x>" % ip
+        return s
+
+    def stack_lines(self, frames: Sequence[int]) -> List[str]:
+        out = []
+        for ip in frames:
+            if ip == FTRACE_TRAMPOLINE_MARKER:
+                out.append(" => [FTRACE TRAMPOLINE]")
+            else:
+                out.append(" => " + self.ip_sym(ip + self.delta))
+        return out
+
+    def body(self, ev: TraceEvent) -> str:
+        """The event's text after the context columns (may span lines, without the final newline)."""
+        if ev.type == self.stack_type:
+            return "\n".join(["<stack trace>"] + self.stack_lines(ev.stack or []))
+        fmt = ev.format
+        if fmt is None:
+            return "Unknown type %d" % ev.type
+        if fmt.system == "ftrace" and fmt.name == "print":
+            buf = ev.fields.get("buf", "")
+            ip = ev.fields.get("ip", 0)
+            return "%s: %s" % (self.ip_sym(ip), str(buf).rstrip("\n"))
+        pf = fmt.printer()
+        if pf is not None:
+            try:
+                return "%s: %s" % (fmt.name, pf.render(ev.fields, self._symfmt))
+            except Exception:  # noqa: BLE001 - an odd print_fmt must not stop the listing
+                pass
+        return "%s: %s" % (fmt.name, " ".join(f"{k}={_plain(v, fmt.field(k))}" for k, v in ev.fields.items()))
+
+    def text(self, ev: TraceEvent, with_stack: bool = False) -> str:
+        """The event's lines; with ``with_stack`` its attached stack follows as the trace file shows it."""
+        s = self.context(ev) + self.body(ev)
+        if with_stack:
+            for st in ev.stack_events:
+                s += "\n" + self.context(st) + self.body(st)
+        return s
+
+
+def _plain(v: Any, f: Any) -> str:
+    if isinstance(v, int) and f is not None and getattr(f, "is_pointer", False):
+        return "%016x" % v
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).hex()
+    return str(v)
+
+
+def trace_header(tr: TraceArray, reader: TraceReader, ncpus: int) -> List[str]:
+    """A header like the trace file's: entries in the buffer / written, CPUs, and the column legend."""
+    fmtr_cols = "||||" + ("|" if reader.flag_bits.migrate_column else "")
+    lines = [
+        f"# skbinspect trace: {'top-level buffer' if tr.is_top else 'instance ' + tr.name}"
+        f" (clock {tr.clock}, sub-buffer {tr.subbuf_size} bytes)",
+        "#",
+        f"# entries-in-buffer/entries-written: {tr.entries}/{tr.written}   #P:{ncpus}",
+        "#",
+        f"#           TASK-PID     CPU#  {fmtr_cols}  TIMESTAMP  FUNCTION",
+        "#              | |         |   " + "|" * len(fmtr_cols) + "     |         |",
+    ]
+    return lines
+
+
+def loss_lines(tr: TraceArray, reader: TraceReader) -> List[str]:
+    """What was lost or skipped, for people (empty when nothing was)."""
+    out = []
+    for c in reader.cpu_buffers:
+        parts = []
+        if c.overrun:
+            parts.append(f"{c.overrun} overwritten (the buffer wrapped)")
+        if c.dropped:
+            parts.append(f"{c.dropped} dropped (buffer full, overwrite off)")
+        if c.commit_overrun:
+            parts.append(f"{c.commit_overrun} lost to nested writers (commit overrun)")
+        if c.read:
+            parts.append(f"{c.read} consumed by trace_pipe readers")
+        if parts:
+            out.append(f"CPU {c.cpu}: " + ", ".join(parts))
+    if reader.missed_pages:
+        out.append(f"{reader.missed_pages} sub-buffers flagged RB_MISSED_EVENTS (events lost before them)")
+    for d in reader.damage:
+        out.append(f"skipped: {d}")
+    return out
+
+
+def event_json(ev: TraceEvent, fmt: TraceTextFormatter, instance: str, stacks: bool = False) -> Dict[str, Any]:
+    """One event as a JSON object: time (ns and as the trace file prints it), cpu, pid, comm, event name,
+    flags, fields (pointers as hex strings), and for skb events the symbolised location and reason name."""
+    f = ev.format
+    d: Dict[str, Any] = {
+        "instance": instance,
+        "ts": ev.ts,
+        "time": format_timestamp(ev.ts, fmt.in_ns).strip(),
+        "cpu": ev.cpu,
+        "pid": ev.pid,
+        "comm": ev.comm,
+        "event": ev.full_name if f else ("ftrace:kernel_stack" if ev.type == fmt.stack_type else f"event{ev.type}"),
+        "flags": format_irq_flags(ev.flags, ev.preempt_count, fmt.bits),
+    }
+    if ev.type == fmt.stack_type:
+        d["stack"] = _frames(ev.stack or [], fmt)
+        return d
+    fields: Dict[str, Any] = {}
+    for k, v in ev.fields.items():
+        fd = f.field(k) if f else None
+        if isinstance(v, int) and fd is not None and fd.is_pointer:
+            fields[k] = "0x%x" % v
+        elif isinstance(v, (bytes, bytearray)):
+            fields[k] = bytes(v).hex()
+        else:
+            fields[k] = v
+    d["fields"] = fields
+    if f is not None and f.system == "skb" and f.name in ("kfree_skb", "consume_skb"):
+        loc = ev.fields.get("location")
+        if loc is not None:
+            d["location_symbol"] = fmt.syms.format(loc)
+        if "reason" in ev.fields:
+            d["reason"] = reason_names(ev.reader.prog).name(ev.fields["reason"])
+    if stacks and ev.stack_records:
+        all_frames = ev.stacks
+        d["stack"] = _frames(all_frames[0], fmt)
+        if any(x != all_frames[0] for x in all_frames[1:]):  # e.g. options/stacktrace and a trigger
+            d["stacks"] = [_frames(x, fmt) for x in all_frames]
+    return d
+
+
+def _frames(frames: Sequence[int], fmt: TraceTextFormatter) -> List[Dict[str, Any]]:
+    out = []
+    for ip in frames:
+        a = ip + fmt.delta
+        out.append({"address": "0x%x" % a,
+                    "symbol": "[FTRACE TRAMPOLINE]" if ip == FTRACE_TRAMPOLINE_MARKER else fmt.syms.format(a)})
+    return out
+
+
+# ---- drops ----------------------------------------------------------------------------------------------
+
+_BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def histogram_line(counts: Sequence[int], ascii_only: bool = False) -> str:
+    """A one-line terminal histogram (block characters, or digits-like ASCII when piped)."""
+    peak = max(counts) if counts else 0
+    if not peak:
+        return " " * len(counts)
+    chars = " .:-=+*#%@" if ascii_only else _BLOCKS
+    top = len(chars) - 1
+    out = []
+    for c in counts:
+        if c == 0:
+            out.append(chars[0])
+        else:
+            out.append(chars[max(1, min(top, (c * top + peak - 1) // peak))])
+    return "".join(out)
+
+
+def _secs(ns: Optional[int], in_ns: bool = True) -> str:
+    if ns is None:
+        return "-"
+    return format_timestamp(ns, in_ns).strip()
+
+
+def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool = True) -> None:
+    """The drops report (:class:`skbinspect.drops.DropsReport`) as rich tables on a terminal, plain text
+    when piped."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .render import console
+
+    con = out or console()
+    tty = con.is_terminal
+    tr = report.trace_array
+    title = "top-level buffer" if tr.is_top else f"instance {tr.name}"
+    con.print(f"[bold]kfree_skb drops[/bold] in the {title}: {report.total} drops"
+              + (f" of {report.kfree_total} kfree_skb events" if report.kfree_total != report.total else "")
+              + (f", {report.consumed} consume_skb" if report.consumed else "")
+              + (f" over {report.span_s:.6f} s" if report.span_s else ""))
+    if not report.has_reasons:
+        con.print("This kernel records no drop reasons in kfree_skb (before 5.17): grouped by location only.")
+    for line in report.notes:
+        con.print(f"[yellow]note:[/yellow] {line}")
+    if not report.groups:
+        con.print("No kfree_skb events in the buffer" + (" match the filter." if report.filtered else "."))
+        return
+    t = Table(title="by reason and location", title_justify="left", show_lines=False)
+    for col, just in (("reason", "left"), ("location", "left"), ("count", "right"), ("first", "right"),
+                      ("last", "right"), ("rate/s", "right"), ("device / queue", "left"), ("tasks", "left")):
+        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    for g in report.groups:
+        t.add_row(escape(g.reason_label), escape(g.location_symbol or "-"), str(g.count),
+                  _secs(g.first_ts, report.in_ns), _secs(g.last_ts, report.in_ns),
+                  "%.1f" % g.rate if g.rate is not None else "-", escape(g.device_label or "-"),
+                  escape(", ".join(f"{c} ({n})" if len(g.tasks) > 1 else c for c, n in g.tasks.most_common(2))))
+    con.print(t)
+    if stacks:
+        for g in report.groups:
+            if not g.stacks:
+                continue
+            nd = g.distinct_stacks
+            con.print(f"[bold]{escape(g.reason_label)}[/bold] at {escape(g.location_symbol or '-')}: "
+                      f"{nd} distinct stack{'s' if nd != 1 else ''}" + (f", the {stacks} most common" if nd > stacks else ""))
+            for frames, n in g.top_stacks(stacks, trim=True):
+                con.print(f"  {n} x {escape(frames[0]) if frames else ''}")
+                for fr in frames[1:]:
+                    con.print(f"        {escape(fr)}")
+    if timeline and report.timelines:
+        first, last = report.first_ts, report.last_ts
+        width = len(next(iter(report.timelines.values())))
+        con.print(f"[bold]timeline[/bold] {_secs(first, report.in_ns)} s .. {_secs(last, report.in_ns)} s, "
+                  f"{width} buckets of {report.bucket_s:.6f} s")
+        name_w = max(len(k) for k in report.timelines)
+        for name, counts in report.timelines.items():
+            con.print(f"  {name.ljust(name_w)} |{histogram_line(counts, not tty)}| {sum(counts)}",
+                      markup=False)
+
+
+def drops_json(report: Any) -> Dict[str, Any]:
+    return report.to_json()
