@@ -223,7 +223,14 @@ def percpu_pointer_ok(prog: drgn.Program, ptr: int, size: int) -> Optional[bool]
     ranges = percpu_ranges(prog)
     if ranges is None:
         return None
-    return any(lo <= ptr and ptr + size <= hi for lo, hi in ranges)
+    if any(lo <= ptr and ptr + size <= hi for lo, hi in ranges):
+        return True
+    if prog.flags & drgn.ProgramFlags.IS_LIVE:
+        # A running kernel may have allocated a new chunk since the ranges were cached: look again.
+        del prog.cache["skbinspect.stats.percpu_ranges"]
+        ranges = percpu_ranges(prog)
+        return None if ranges is None else any(lo <= ptr and ptr + size <= hi for lo, hi in ranges)
+    return False
 
 
 def _little(prog: drgn.Program) -> bool:
