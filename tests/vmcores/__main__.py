@@ -18,7 +18,7 @@ import time
 
 from .config import DEFAULT_KERNEL, KERNELS, cache_dir, kernel_names
 from .kernels import LabError, load_cached_kernel
-from .lab import build, load_vmcore
+from .lab import TEST_BOOTS, build, load_vmcore
 
 
 def main(argv=None) -> int:
@@ -28,7 +28,8 @@ def main(argv=None) -> int:
     b = sub.add_parser("build", help="fetch kernels and build lab vmcores")
     b.add_argument("--kernel", action="append", choices=list(KERNELS), help="default: $SKBINSPECT_LAB_KERNELS or all")
     b.add_argument("--jobs", type=int, default=2, help="guests booted in parallel (default 2)")
-    b.add_argument("--boot", default="lab", help="scenario boot to build (default: lab)")
+    b.add_argument("--boot", action="append", help="scenario boot to build, repeatable (default: the boots the "
+                   f"test suite uses: {', '.join(TEST_BOOTS)}); others: bench-ring, ...")
     sub.add_parser("list", help="list built vmcores")
     pa = sub.add_parser("path", help="print a built vmcore's path and its -s arguments")
     pa.add_argument("--kernel", default=DEFAULT_KERNEL, choices=list(KERNELS))
@@ -37,9 +38,9 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "build":
             t = time.monotonic()
-            labs = build(args.kernel or kernel_names(), args.boot, args.jobs)
+            labs = build(args.kernel or kernel_names(), args.boot or TEST_BOOTS, args.jobs)
             for lab in labs:
-                print(f"{lab.kernel.name:9} {lab.kernel.release:28} {lab.vmcore}  {json.dumps(lab.timings)}")
+                print(f"{lab.kernel.name:9} {lab.boot:10} {lab.kernel.release:28} {lab.vmcore}  {json.dumps(lab.timings)}")
             print(f"lab built in {time.monotonic() - t:.0f} s (cache: {cache_dir()})")
         elif args.cmd == "list":
             for name, spec in KERNELS.items():

@@ -36,12 +36,12 @@ GUEST_MODULES = [
 ]
 
 
-def guest_sources_digest() -> str:
-    """Digest of everything under guest/ (part of every lab cache key)."""
+def guest_sources_digest(boot: str) -> str:
+    """Digest of what a boot's guest runs: init.sh, skblab.c and the boot's own scenario (part of its
+    cache key; other scenarios do not affect it)."""
     h = hashlib.sha256()
-    for p in sorted(GUEST_DIR.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(GUEST_DIR)).encode() + b"\0" + p.read_bytes())
+    for p in (GUEST_DIR / "init.sh", GUEST_DIR / "skblab.c", GUEST_DIR / "scenarios" / f"{boot}.sh"):
+        h.update(str(p.relative_to(GUEST_DIR)).encode() + b"\0" + p.read_bytes())
     return h.hexdigest()
 
 

@@ -31,13 +31,13 @@ from typing import Any, Dict, Iterator, List, Optional
 from .config import KERNELS, cache_dir
 from .initramfs import GUEST_DIR, build_initramfs, build_skblab, guest_sources_digest
 from .kernels import KernelFiles, LabError, fetch_kernel
-from .qemu import Guest
+from .qemu import GUEST_SETTINGS, Guest
 
 __all__ = ["LabVmcore", "LiveGuest", "build_vmcore", "live_guest", "parse_truth", "LAB_FORMAT"]
 
 log = logging.getLogger("lab")
 
-#: Bump when the layout of a built vmcore directory or truth.json changes.
+#: Bump when the layout of a built vmcore directory or truth.json changes (or parse_truth does).
 LAB_FORMAT = 1
 
 BOOT_TIMEOUT = 600.0  # boot + scenario under TCG, generous for a loaded 2-core machine
@@ -81,11 +81,11 @@ class LabVmcore:
 
 
 def _key(kernel: KernelFiles, boot: str) -> str:
+    """Cache key of a built vmcore: what decides its content (the kernel, the guest's sources and QEMU
+    settings, the truth format), not the builder's own code, so editing the builder rebuilds nothing."""
     h = hashlib.sha256()
-    h.update(f"{LAB_FORMAT}\0{kernel.release}\0{kernel.version}\0{boot}\0".encode())
-    h.update(guest_sources_digest().encode())
-    h.update(Path(__file__).read_bytes())
-    h.update((Path(__file__).parent / "qemu.py").read_bytes())
+    h.update(f"{LAB_FORMAT}\0{kernel.release}\0{kernel.version}\0{boot}\0{GUEST_SETTINGS}\0".encode())
+    h.update(guest_sources_digest(boot).encode())
     return h.hexdigest()[:12]
 
 
@@ -254,19 +254,34 @@ def build_vmcore(kernel: KernelFiles, boot: str = "lab", retries: int = 1) -> La
     )
 
 
-def build(names: List[str], boot: str = "lab", jobs: int = 2) -> List[LabVmcore]:
-    """Fetch kernels and build vmcores for ``names``, ``jobs`` guests at a time."""
+#: The boots the test suite uses (built by ``python -m tests.vmcores build`` by default).
+TEST_BOOTS = ["lab", "vhost"]
+
+
+def build(names: List[str], boots: List[str] = TEST_BOOTS, jobs: int = 2) -> List[LabVmcore]:
+    """Fetch kernels and build the vmcores of ``boots`` for ``names``, ``jobs`` guests at a time."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(name: str) -> LabVmcore:
+    locks = {name: threading.Lock() for name in names}
+    kernels: Dict[str, KernelFiles] = {}
+
+    def kernel(name: str) -> KernelFiles:
+        with locks[name]:  # fetch each kernel once, even with several boots in flight
+            if name not in kernels:
+                kernels[name] = fetch_kernel(KERNELS[name])
+            return kernels[name]
+
+    def one(job: "tuple[str, str]") -> LabVmcore:
+        name, boot = job
         t = time.monotonic()
-        kernel = fetch_kernel(KERNELS[name])
-        lab = build_vmcore(kernel, boot)
-        log.info("%s: %s ready in %.0f s (%s)", name, kernel.release, time.monotonic() - t, lab.vmcore)
+        k = kernel(name)
+        lab = build_vmcore(k, boot)
+        log.info("%s/%s: %s ready in %.0f s (%s)", name, boot, k.release, time.monotonic() - t, lab.vmcore)
         return lab
 
     with ThreadPoolExecutor(max(1, jobs)) as ex:
-        return list(ex.map(one, names))
+        return list(ex.map(one, [(n, b) for b in boots for n in names]))
 
 
 # ---- live guests (QMP) -------------------------------------------------------------------------------
@@ -287,23 +302,35 @@ class LiveGuest:
 
 
 @contextmanager
-def live_guest(kernel: KernelFiles, boot: str = "live") -> Iterator[LiveGuest]:
-    """Boot ``boot`` and keep it running (traffic flowing) while the caller reads it over QMP."""
-    work = Path(tempfile.mkdtemp(prefix=f"live-{kernel.name}-", dir=cache_dir()))
-    try:
-        skblab = build_skblab(cache_dir() / "bin")
-        initrd = build_initramfs(kernel, GUEST_DIR / "scenarios" / f"{boot}.sh", work / "initramfs.cpio", skblab)
-        with Guest(work, kernel.vmlinuz, initrd) as g:
-            g.start()
-            line = g.wait_for("INFO", BOOT_TIMEOUT)
-            info: Dict[str, Any] = {"raw": line}
-            m = re.search(r"pid (\d+)", line)
-            if m:
-                info["pid"] = int(m.group(1))
-            g.wait_for("READY", 120)
-            # drgn's QMP reader and ours must not share the socket: give drgn its own.
-            g.qmp.close()  # type: ignore[union-attr]
-            g.qmp = None
-            yield LiveGuest(kernel, str(g.qmp_path), info, g)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def live_guest(kernel: KernelFiles, boot: str = "live", retries: int = 1) -> Iterator[LiveGuest]:
+    """Boot ``boot`` and keep it running (traffic flowing) while the caller reads it over QMP.
+    A guest that fails to come up (a TCG boot panic) is retried once."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    for attempt in range(retries + 1):
+        work = Path(tempfile.mkdtemp(prefix=f"live-{kernel.name}-", dir=cache_dir()))
+        try:
+            skblab = build_skblab(cache_dir() / "bin")
+            initrd = build_initramfs(kernel, GUEST_DIR / "scenarios" / f"{boot}.sh", work / "initramfs.cpio",
+                                     skblab)
+            with Guest(work, kernel.vmlinuz, initrd) as g:
+                try:
+                    g.start()
+                    line = g.wait_for("INFO", BOOT_TIMEOUT)
+                    g.wait_for("READY", 120)
+                except LabError as e:
+                    if attempt < retries:
+                        log.warning("%s/%s: live guest failed, retrying: %s", kernel.name, boot,
+                                    str(e).splitlines()[0])
+                        continue
+                    raise
+                info: Dict[str, Any] = {"raw": line}
+                m = re.search(r"pid (\d+)", line)
+                if m:
+                    info["pid"] = int(m.group(1))
+                # drgn's QMP reader and ours must not share the socket: give drgn its own.
+                g.qmp.close()  # type: ignore[union-attr]
+                g.qmp = None
+                yield LiveGuest(kernel, str(g.qmp_path), info, g)
+                return
+        finally:
+            shutil.rmtree(work, ignore_errors=True)

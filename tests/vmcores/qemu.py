@@ -17,6 +17,9 @@ __all__ = ["Guest", "QMP", "qemu_binary"]
 
 # 6.12 double-faults in SLUB's cmpxchg16b path under TCG with plain -cpu max (lab-notes.md).
 CPU = "max,-cx16"
+KERNEL_CMDLINE = "console=ttyS0 panic=-1 oops=panic no_hash_pointers loglevel=4"
+#: Everything about a guest that changes what it dumps (part of each lab vmcore's cache key).
+GUEST_SETTINGS = f"cpu={CPU} smp=2 mem=256 cmdline={KERNEL_CMDLINE}"
 
 
 def qemu_binary() -> str:
@@ -96,7 +99,7 @@ class Guest:
             f.truncate(out_disk_mb << 20)
         with open(self.ctl_disk, "wb") as f:
             f.truncate(1 << 20)
-        cmdline = f"console=ttyS0 panic=-1 oops=panic no_hash_pointers loglevel=4 {append}".strip()
+        cmdline = f"{KERNEL_CMDLINE} {append}".strip()
         self.argv: List[str] = [
             qemu_binary(), "-accel", "tcg", "-cpu", CPU, "-smp", str(cpus), "-m", str(memory_mb),
             "-nodefaults", "-display", "none", "-no-reboot",

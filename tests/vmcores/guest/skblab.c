@@ -13,6 +13,8 @@
  *   disable I          TUNSETQUEUE IFF_DETACH_QUEUE on queue I
  *   consume I USEC     fork a child that keeps reading queue I, sleeping USEC between reads
  *   drain FILE         read every queue until empty; write "queue I fd FD frame LEN HEX" lines to FILE
+ *   vhost-attach I     make a new vhost-net instance use queue I (RX vring without buffers: it takes a batch)
+ *   vhost-detach       remove that backend (vhost puts its batch back into the ring)
  *   exit
  *
  * Frames are deterministic functions of their sequence number (see build_frame) so that tests can
@@ -26,6 +28,9 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <linux/if_tun.h>
+#include <linux/vhost.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <net/if.h>
@@ -268,6 +273,78 @@ static long read_queue(int i, long max, FILE *out)
 	return n;
 }
 
+/* ---- vhost-net -------------------------------------------------------------------------------- */
+
+static int vhost_fd = -1;
+static int vhost_queue = -1;
+
+/* Make a vhost-net instance use queue i as its RX backend, with an RX vring that has no buffers posted:
+ * vhost's handle_rx then takes a batch of up to 64 entries from the ring into its rxq and stops, as
+ * when a guest does not post receive buffers.  "vhost-detach" gives them back (ptr_ring_unconsume). */
+static int vhost_attach(int i)
+{
+	const unsigned num = 256;
+	size_t size = 1 << 20;
+	void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (mem == MAP_FAILED)
+		return -errno;
+	memset(mem, 0, size);
+	int fd = open("/dev/vhost-net", O_RDWR);
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, VHOST_SET_OWNER) < 0)
+		return -errno;
+	uint64_t features = 0;
+	if (ioctl(fd, VHOST_SET_FEATURES, &features) < 0)
+		return -errno;
+	struct vhost_memory *vm = calloc(1, sizeof(*vm) + sizeof(struct vhost_memory_region));
+	vm->nregions = 1;
+	vm->regions[0].guest_phys_addr = (uintptr_t)mem;
+	vm->regions[0].memory_size = size;
+	vm->regions[0].userspace_addr = (uintptr_t)mem;
+	if (ioctl(fd, VHOST_SET_MEM_TABLE, vm) < 0)
+		return -errno;
+	for (unsigned idx = 0; idx < 2; idx++) {
+		char *base = (char *)mem + idx * (size / 2);
+		struct vhost_vring_state st = {.index = idx, .num = num};
+		if (ioctl(fd, VHOST_SET_VRING_NUM, &st) < 0)
+			return -errno;
+		st.num = 0;
+		if (ioctl(fd, VHOST_SET_VRING_BASE, &st) < 0)
+			return -errno;
+		struct vhost_vring_addr addr = {
+			.index = idx,
+			.desc_user_addr = (uintptr_t)base,
+			.avail_user_addr = (uintptr_t)(base + 16 * num),
+			.used_user_addr = (uintptr_t)(base + 65536),
+		};
+		if (ioctl(fd, VHOST_SET_VRING_ADDR, &addr) < 0)
+			return -errno;
+		struct vhost_vring_file kick = {.index = idx, .fd = eventfd(0, 0)};
+		if (ioctl(fd, VHOST_SET_VRING_KICK, &kick) < 0)
+			return -errno;
+		struct vhost_vring_file call = {.index = idx, .fd = eventfd(0, 0)};
+		if (ioctl(fd, VHOST_SET_VRING_CALL, &call) < 0)
+			return -errno;
+	}
+	struct vhost_vring_file be = {.index = 0, .fd = qfd[i]};
+	if (ioctl(fd, VHOST_NET_SET_BACKEND, &be) < 0)
+		return -errno;
+	vhost_fd = fd;
+	vhost_queue = i;
+	return fd;
+}
+
+static int vhost_detach(void)
+{
+	struct vhost_vring_file be = {.index = 0, .fd = -1};
+	if (vhost_fd < 0)
+		return -EINVAL;
+	if (ioctl(vhost_fd, VHOST_NET_SET_BACKEND, &be) < 0)
+		return -errno;
+	return 0;
+}
+
 static void serve(const char *comm)
 {
 	char p[300], line[512];
@@ -292,6 +369,8 @@ static void serve(const char *comm)
 			fprintf(o, "pid %d\ncomm %s\n", getpid(), comm);
 			for (int q = 0; q < nq; q++)
 				fprintf(o, "queue %d fd %d\n", q, qfd[q]);
+			if (vhost_fd >= 0)
+				fprintf(o, "vhost %d fd %d\n", vhost_queue, vhost_fd);
 			fclose(o);
 			reply("ok");
 		} else if (sscanf(line, "read %d %ld", &i, &n) == 2 && i < nq) {
@@ -323,6 +402,18 @@ static void serve(const char *comm)
 				total += read_queue(q, -1, o);
 			fclose(o);
 			reply("ok %ld", total);
+		} else if (sscanf(line, "vhost-attach %d", &i) == 1 && i < nq) {
+			int r = vhost_attach(i);
+			if (r < 0)
+				reply("error %d", -r);
+			else
+				reply("ok %d", r);
+		} else if (!strncmp(line, "vhost-detach", 12)) {
+			int r = vhost_detach();
+			if (r < 0)
+				reply("error %d", -r);
+			else
+				reply("ok");
 		} else if (!strncmp(line, "exit", 4)) {
 			reply("ok");
 			exit(0);
