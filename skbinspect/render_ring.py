@@ -14,9 +14,11 @@ __all__ = ["render_ring"]
 
 
 def _holders(q: TapQueue) -> str:
-    if not q.holders:
+    held = [f"{h.pid} ({h.comm}) fd {h.fd}" for h in q.holders]
+    held += [f"vhost-net of {v.pid} ({v.comm})" for v in q.vhost]
+    if not held:
         return "nobody" if q.state == "enabled" else "-"
-    return ", ".join(f"{h.pid} ({h.comm}) fd {h.fd}" for h in q.holders)
+    return ", ".join(held)
 
 
 def _fill(q: TapQueue) -> str:
@@ -64,6 +66,16 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
             label = f"queue {q.index if q.index is not None else '(disabled)'}"
             for p in q.ring.analysis.problems + q.notes:
                 out.print(f"  [yellow]{label}:[/yellow] {p}")
+            for v in q.vhost:
+                out.print(f"  {label}: used by vhost-net of pid {v.pid} ({v.comm}) fd {v.fd}, worker "
+                          f"{v.worker_pid} ({v.worker_comm}); {v.rxq_tail - v.rxq_head} entries taken from the "
+                          "ring, not yet delivered to the guest (rxq)")
+                for n in v.notes:
+                    out.print(f"    [yellow]note:[/yellow] {n}")
+                if entries and v.entries:
+                    for e in v.entries:
+                        out.print(f"    rxq[{v.rxq_head + e.index}] {e.kind} {e.address:#x} len {e.length}: "
+                                  f"{e.error or e.summary}")
             if q.ring.torn:
                 out.print(f"  [yellow]{label}:[/yellow] ring kept changing while read ({q.ring.retries} re-reads): "
                           "snapshot may be torn")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import drgn
 from drgn.helpers.linux.list import list_for_each_entry
@@ -29,6 +29,7 @@ from .skb import RingEntry, read_entries
 
 __all__ = [
     "QueueHolder",
+    "VhostUser",
     "TapDevice",
     "TapQueue",
     "find_tap_devices",
@@ -54,6 +55,7 @@ TUN_FLAG_NAMES = [(IFF_MULTI_QUEUE, "multi_queue"), (IFF_VNET_HDR, "vnet_hdr"), 
 #: include/uapi/linux/if.h RFC 2863 operstates.
 OPERSTATES = ["unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up"]
 MAX_TAP_QUEUES = 256  # both tun.c and if_tap.h
+VHOST_NET_BATCH = 64  # drivers/vhost/net.c, 5.10 .. 7.1
 MAX_TASKS = 1_000_000
 MAX_FDS_PER_TASK = 1 << 20
 TAP_KINDS = ("tun", "macvtap", "ipvtap")
@@ -78,6 +80,37 @@ class QueueHolder:
 
 
 @dataclass
+class VhostUser:
+    """A vhost-net instance whose RX side uses the queue's ring (drivers/vhost/net.c).
+
+    Entries vhost has taken from the ring but not yet copied to the guest sit in its ``rxq`` batch
+    (``struct vhost_net_buf``: ``queue[head .. tail)``); they are listed in :attr:`entries`.
+    """
+
+    pid: int  # the process that holds the /dev/vhost-net file (the VMM)
+    comm: str
+    fd: int
+    address: int  # struct vhost_net *
+    worker_pid: Optional[int] = None
+    worker_comm: Optional[str] = None
+    rxq_head: int = 0
+    rxq_tail: int = 0
+    entries: List[RingEntry] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    def to_json(self, entries: bool) -> Dict[str, Any]:
+        d: Dict[str, Any] = {
+            "pid": self.pid, "comm": self.comm, "fd": self.fd, "address": f"{self.address:#x}",
+            "worker_pid": self.worker_pid, "worker_comm": self.worker_comm,
+            "rxq_head": self.rxq_head, "rxq_tail": self.rxq_tail, "rxq_count": self.rxq_tail - self.rxq_head,
+            "notes": self.notes,
+        }  # fmt: skip
+        if entries:
+            d["entries"] = [e.to_json() for e in self.entries]
+        return d
+
+
+@dataclass
 class TapQueue:
     """One queue of a tun/tap device: its file-side object, its ring, who holds it, what it holds.
 
@@ -92,6 +125,7 @@ class TapQueue:
     address: int
     ring: RingSnapshot
     holders: List[QueueHolder] = field(default_factory=list)
+    vhost: List[VhostUser] = field(default_factory=list)
     #: a reader gets a virtio-net header of this many bytes before each frame (IFF_VNET_HDR), else 0
     vnet_hdr_sz: int = 0
     #: live targets: entries consumed by the reader while they were being read (not listed)
@@ -137,6 +171,7 @@ class TapQueue:
                 "problems": a.problems, "error": r.error, "torn": r.torn, "retries": r.retries,
             },
             "holders": [h.to_json() for h in self.holders],
+            "vhost": [v.to_json(entries) for v in self.vhost],
             "vnet_hdr_sz": self.vnet_hdr_sz,
             "consumed_while_reading": self.consumed_while_reading,
             "notes": self.notes,
@@ -264,15 +299,19 @@ def _fops_address(prog: drgn.Program, name: str) -> Optional[int]:
             return None
 
 
-def scan_queue_holders(prog: drgn.Program, queue_addresses: Set[int]) -> Dict[int, List[QueueHolder]]:
-    """Processes whose open files point at one of ``queue_addresses`` (``file->private_data``).
+def scan_queue_holders(prog: drgn.Program, queue_addresses: Set[int]
+                       ) -> Tuple[Dict[int, List[QueueHolder]], List[Tuple[QueueHolder, int]]]:
+    """Processes whose open files point at one of ``queue_addresses`` (``file->private_data``), and
+    every open ``/dev/vhost-net`` file as ``(holder, struct vhost_net address)``.
 
     Each task's fd array and each ``struct file`` are read in one read each.
     """
     result: Dict[int, List[QueueHolder]] = collections.defaultdict(list)
+    vhosts: List[Tuple[QueueHolder, int]] = []
     if not queue_addresses:
-        return result
+        return result, vhosts
     fops = {a for a in (_fops_address(prog, "tun_fops"), _fops_address(prog, "tap_fops")) if a}
+    vhost_fops = _fops_address(prog, "vhost_net_fops")
     flay = struct_layout(prog, "struct file", ("f_op", "private_data"))
     fdt_lay = struct_layout(prog, "struct fdtable", ("max_fds", "fd"))
     files_off = drgn.offsetof(prog.type("struct files_struct"), "fdt")
@@ -301,13 +340,72 @@ def scan_queue_holders(prog: drgn.Program, queue_addresses: Set[int]) -> Dict[in
                     f = flay.decode(read(fptr, flay.size))
                     info = seen_files[fptr] = (f["f_op"], f["private_data"])
                 f_op, priv = info
-                if priv in queue_addresses and (not fops or f_op in fops):
+                is_queue = priv in queue_addresses and (not fops or f_op in fops)
+                is_vhost = vhost_fops is not None and f_op == vhost_fops and priv
+                if is_queue or is_vhost:
                     if comm is None:
                         comm = read(taddr + comm_off, 16).split(b"\0", 1)[0].decode(errors="replace")
-                    result[priv].append(QueueHolder(t["pid"], comm, fd))
+                    if is_queue:
+                        result[priv].append(QueueHolder(t["pid"], comm, fd))
+                    else:
+                        vhosts.append((QueueHolder(t["pid"], comm, fd), priv))
         except drgn.FaultError:
             continue  # a task exiting (live) or a torn table: skip it
-    return result
+    return result, vhosts
+
+
+def _vhost_worker(prog: drgn.Program, vn: drgn.Object) -> Tuple[Optional[int], Optional[str]]:
+    """The worker thread of a vhost device: ``dev.worker`` is the task up to 6.3; since 6.4 it is a
+    ``struct vhost_worker`` (per virtqueue since 6.5: ``vq.worker``) whose ``vtsk->task`` is the thread."""
+    vq = vn.vqs[0].vq
+    candidates = []
+    for path in ("worker",):
+        if vq.type_.has_member(path):
+            candidates.append(vq.worker.read_())
+    if vn.dev.type_.has_member("worker"):
+        candidates.append(vn.dev.worker.read_())
+    for w in candidates:
+        if not w:
+            continue
+        wt = w.type_.type
+        task = None
+        if wt.type_name() == "struct task_struct":
+            task = w
+        elif wt.has_member("vtsk"):
+            vtsk = w.vtsk.read_()
+            if vtsk:
+                task = vtsk.task.read_()
+        elif wt.has_member("task"):
+            task = w.task.read_()
+        if task is not None and task:
+            return int(task.pid), task.comm.string_().decode(errors="replace")
+    return None, None
+
+
+def _read_vhost(prog: drgn.Program, holder: QueueHolder, address: int, l2_for: Callable[[int], bool]
+                ) -> Tuple[int, VhostUser]:
+    """The RX ring a vhost-net instance uses, and the user with its rxq batch (VHOST_NET_VQ_RX = 0).
+
+    :param l2_for: whether the frames of the device owning a ring address start with Ethernet.
+    """
+    vn = drgn.Object(prog, "struct vhost_net *", address)
+    nvq = vn.vqs[0]
+    ring = nvq.rx_ring.value_() if nvq.type_.has_member("rx_ring") else 0
+    l2 = l2_for(ring)
+    u = VhostUser(holder.pid, holder.comm, holder.fd, address)
+    try:
+        u.worker_pid, u.worker_comm = _vhost_worker(prog, vn)
+    except (LookupError, AttributeError, drgn.FaultError) as e:
+        u.notes.append(f"worker thread not found: {e}")
+    rxq = nvq.rxq
+    u.rxq_head, u.rxq_tail = int(rxq.head), int(rxq.tail)
+    n = u.rxq_tail - u.rxq_head
+    if rxq.queue and 0 < n <= VHOST_NET_BATCH and 0 <= u.rxq_head:
+        slots = list(memoryview(prog.read(rxq.queue.value_() + 8 * u.rxq_head, 8 * n)).cast("Q"))
+        u.entries = read_entries(prog, slots, list(range(n)), l2)
+    elif n:
+        u.notes.append(f"implausible rxq batch head {u.rxq_head} tail {u.rxq_tail}")
+    return ring, u
 
 
 # ---- reading devices ----------------------------------------------------------------------------------
@@ -500,11 +598,22 @@ def read_tap_devices(
     if holders:
         addrs = {q.address for d in devices for q in d.queues}
         try:
-            found = scan_queue_holders(prog, addrs)
+            found, vhost_files = scan_queue_holders(prog, addrs)
         except (drgn.FaultError, LookupError) as e:
-            found = {}
+            found, vhost_files = {}, []
             for d in devices:
                 d.notes.append(f"cannot scan processes for queue holders: {e}")
+        by_ring = {q.ring.address: (d, q) for d in devices for q in d.queues}
+        for holder, vaddr in vhost_files:
+            try:
+                ring_addr, user = _read_vhost(
+                    prog, holder, vaddr, lambda a: by_ring[a][0].mode != "tun" if a in by_ring else True)
+            except (drgn.FaultError, LookupError) as e:
+                for d in devices:
+                    d.notes.append(f"vhost-net instance of pid {holder.pid} unreadable: {e}")
+                continue
+            if ring_addr in by_ring:
+                by_ring[ring_addr][1].vhost.append(user)
         for d in devices:
             for q in d.queues:
                 q.holders = sorted(found.get(q.address, []), key=lambda h: (h.pid, h.fd))

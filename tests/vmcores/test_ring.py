@@ -220,3 +220,37 @@ def _run_ok(core: str, lab: LabVmcore, *args: str) -> str:
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr
     return p.stdout
+
+
+@pytest.fixture(scope="module")
+def vhost_vmcore(lab_kernel_name: str) -> LabVmcore:
+    from tests.conftest import lab_kernel
+    from tests.vmcores.kernels import LabError
+    from tests.vmcores.lab import build_vmcore
+
+    try:
+        return build_vmcore(lab_kernel(lab_kernel_name), "vhost")
+    except LabError as e:
+        pytest.fail(f"vhost lab vmcore could not be built: {e}", pytrace=False)
+
+
+def test_vhost_net_batch_and_worker(vhost_vmcore: LabVmcore) -> None:
+    """A vhost-net instance without guest buffers took a batch from the ring into its rxq: skbinspect
+    shows it with its worker, and rxq batch + ring entries equal what the guest drained after vhost gave
+    the batch back (VHOST_NET_SET_BACKEND -1 -> ptr_ring_unconsume)."""
+    lab = vhost_vmcore
+    out = ring_json(lab, "--entries", "tapvh")
+    q = out["devices"][0]["queues"][0]
+    truth = lab.truth["holders"]["vhost"]
+    assert [(h["pid"], h["comm"]) for h in q["holders"]] == [(truth["pid"], truth["comm"])]
+    assert len(q["vhost"]) == 1
+    v = q["vhost"][0]
+    assert v["pid"] == truth["pid"] and v["comm"] == "vhost-holder"
+    assert v["worker_comm"] == f"vhost-{truth['pid']}" and v["worker_pid"] != truth["pid"]
+    assert 0 < v["rxq_count"] <= 64 and len(v["entries"]) == v["rxq_count"]
+    assert lab.truth["holders"]["vhost"]["replies"].get("detach") == "ok"
+    drained = truth["queues"][0]["frames_drained"]
+    listed = v["entries"] + q["entries"]
+    assert len(listed) == len(drained)
+    for e, f in zip(listed, drained):
+        assert e["length"] == f["len"] and e["data"] == f["hex"]
