@@ -195,16 +195,16 @@ def _emit_text(reader: Any, fmt: Any, out: TextIO, want: Optional[set], last: Op
 
 def _emit_json(reader: Any, fmt: Any, out: TextIO, want: Optional[set], last: Optional[int],
                threshold: Optional[int], stacks: bool) -> None:
-    from .render_trace import event_json
+    from .render_trace import JsonLines
 
-    name = reader.tr.name
+    lines = JsonLines(fmt, reader.tr.name, stacks)
+    line = lines.line
     st = reader.stack_type
     types = None
     if want is not None:
         types = set(want)
     tail: Optional[Deque[Any]] = deque(maxlen=last) if last else None
     buf: List[str] = []
-    dumps = json.dumps
     for ev in reader.events(types):
         if ev.type == st and not stacks and want is None:
             continue  # a stack record whose event was overwritten: shown with --stacks only
@@ -213,12 +213,12 @@ def _emit_json(reader: Any, fmt: Any, out: TextIO, want: Optional[set], last: Op
         if tail is not None:
             tail.append(ev)
             continue
-        buf.append(dumps(event_json(ev, fmt, name, stacks)))
+        buf.append(line(ev))
         if len(buf) >= 256:
             out.write("\n".join(buf) + "\n")
             buf.clear()
     if tail is not None:
-        buf += [dumps(event_json(ev, fmt, name, stacks)) for ev in tail]
+        buf += [line(ev) for ev in tail]
     if buf:
         out.write("\n".join(buf) + "\n")
 

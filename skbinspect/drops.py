@@ -14,14 +14,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import struct
+
 import drgn
 
-from .ftrace import TraceArray, TraceReader, trace_reader
+from .ftrace import TraceArray, TraceEvent, TraceReader, trace_reader
+from .ftrace_decode import decode_stack
 from .skb_events import Symbolizer, reason_names, symbolizer
 
 __all__ = ["DropGroup", "DropsReport", "drops_report", "TIMELINE_BUCKETS"]
 
 TIMELINE_BUCKETS = 48
+_HDR = struct.Struct("<HBBi")  # struct trace_entry: type, flags, preempt_count, pid
 #: net events that name the device of an skb (fields ``skbaddr`` and ``name``).
 DEVICE_EVENTS = ("net_dev_queue", "net_dev_start_xmit", "net_dev_xmit", "netif_receive_skb", "netif_rx",
                  "netif_receive_skb_entry", "netif_rx_entry", "napi_gro_receive_entry", "napi_gro_frags_entry")
@@ -203,16 +207,41 @@ def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Se
         notes.append("this kernel has no skb:kfree_skb event")
     want = {x.upper() for x in reasons}
     types = {f.id for f in (kfree, consume) if f is not None} | dev_ids
-    groups: Dict[Tuple[Optional[int], Optional[int]], DropGroup] = {}
+    groups: Dict[Tuple[Optional[int], Optional[int]], Optional[DropGroup]] = {}  # None: filtered out
+    group_ts: Dict[Tuple[Optional[int], Optional[int]], List[int]] = {}  # each group's time stamps, in order
+    per: Dict[Tuple[Any, int, int], int] = {}
     last_dev: Dict[int, str] = {}
     times: Dict[str, List[int]] = {}
     total = kfree_total = consumed = 0
     first = last = None
     kid = kfree.id if kfree else -1
     cid = consume.id if consume else -1
-    for ev in r.events(types):
-        t = ev.type
+    kdec = kfree.decoder if kfree else None
+    knames = list(kdec.scalar_names) if kdec else []
+    kstruct = kdec.scalar_struct if kdec else None
+    kmin = kdec.min_len if kdec else 1 << 30
+
+    def idx(name: str) -> Optional[int]:
+        return knames.index(name) if name in knames else None
+
+    i_reason, i_loc, i_proto, i_skb = idx("reason"), idx("location"), idx("protocol"), idx("skbaddr")
+    cmdlines = r.cmdlines
+    stacks_of = r._stacks
+    pmask = r.codec.pos_mask
+    shift = r.codec.shift
+    unpack = struct.unpack_from
+    for k, page, pid_ in r.grouped_keys(types):
+        w = k & pmask
+        (h,) = unpack("<I", page, w * 4)
+        if h & 31:
+            off, length = (w + 1) * 4, (h & 31) * 4
+        else:
+            off = (w + 2) * 4
+            length = unpack("<I", page, w * 4 + 4)[0] - 4
+        t, _, _, pid = _HDR.unpack_from(page, off)
+        srec = stacks_of.pop((k, pid_), None)
         if t in dev_ids:
+            ev = TraceEvent(r, k, page)
             f = ev.fields
             dev = f.get("name") or "?"
             q = f.get("queue_mapping")
@@ -224,35 +253,53 @@ def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Se
         if t != kid:
             continue
         kfree_total += 1
-        f = ev.fields
-        rv = f.get("reason")
-        rname = names.name(rv) if rv is not None else None
-        if want and (rname or ("0x%x" % rv if rv is not None else "")).upper() not in want:
-            continue
-        loc = f.get("location")
-        key = (rv, loc)
-        g = groups.get(key)
-        if g is None:
-            g = groups[key] = DropGroup(rname, rv, loc, syms.format(loc) if loc is not None else None,
-                                        in_ns=tr.in_ns, _syms=syms)
-        g.count += 1
-        total += 1
-        ts = ev.ts
-        if g.first_ts is None:
-            g.first_ts = ts
-        g.last_ts = ts
-        if first is None:
-            first = ts
-        last = ts
-        g.protocols[f.get("protocol", 0)] += 1
-        st = ev.stack
-        if st is not None:
-            g.stacks[tuple(st)] += 1
-        g.tasks[ev.comm] += 1
-        d = last_dev.get(f.get("skbaddr", 0))
-        if d is not None:
-            g.devices[d] += 1
-        times.setdefault(g.reason_label, []).append(ts)
+        if length >= kmin:
+            vals = kstruct.unpack_from(page, off)  # one struct call for the fixed fields
+            rv = vals[i_reason] if i_reason is not None else None
+            loc = vals[i_loc] if i_loc is not None else None
+            proto = vals[i_proto] if i_proto is not None else 0
+            skbaddr = vals[i_skb] if i_skb is not None else 0
+        else:
+            f = TraceEvent(r, k, page).fields
+            rv, loc, proto, skbaddr = f.get("reason"), f.get("location"), f.get("protocol", 0), f.get("skbaddr", 0)
+        gk = (rv, loc)
+        tsl = group_ts.get(gk)
+        if tsl is None:
+            if gk in groups:
+                continue  # filtered out by reason
+            rname = names.name(rv) if rv is not None else None
+            g = DropGroup(rname, rv, loc, syms.format(loc) if loc is not None else None, in_ns=tr.in_ns, _syms=syms)
+            if want and g.reason_label.upper() not in want:
+                groups[gk] = None
+                continue
+            groups[gk] = g
+            tsl = group_ts[gk] = []
+        # the hot path: a time stamp appended, one counter for (group, protocol, task); the rest after
+        tsl.append(k >> shift)
+        ck = (gk, proto, pid)
+        per[ck] = per.get(ck, 0) + 1
+        if srec:
+            sp, sk = srec[0]
+            sw = sk & pmask
+            (sh,) = unpack("<I", sp, sw * 4)
+            soff, slen = ((sw + 1) * 4, (sh & 31) * 4) if sh & 31 else ((sw + 2) * 4, unpack("<I", sp, sw * 4 + 4)[0] - 4)
+            groups[gk].stacks[tuple(decode_stack(sp, soff, slen))] += 1  # type: ignore[union-attr]
+        if last_dev:
+            d = last_dev.get(skbaddr)
+            if d is not None:
+                groups[gk].devices[d] += 1  # type: ignore[union-attr]
+    for (gk, proto, pid), n in per.items():
+        g = groups[gk]
+        g.protocols[proto] += n  # type: ignore[union-attr]
+        g.tasks[cmdlines.find(pid)] += n  # type: ignore[union-attr]
+    for gk, tsl in group_ts.items():
+        g = groups[gk]
+        g.count = len(tsl)  # type: ignore[union-attr]
+        g.first_ts, g.last_ts = tsl[0], tsl[-1]  # type: ignore[union-attr]
+        total += len(tsl)
+        first = tsl[0] if first is None else min(first, tsl[0])
+        last = tsl[-1] if last is None else max(last, tsl[-1])
+        times.setdefault(g.reason_label, []).extend(tsl)  # type: ignore[union-attr]
     if not names.has_reasons and kfree is not None and kfree.field("reason") is None:
         has_reasons = False
     else:
@@ -261,16 +308,19 @@ def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Se
     bucket_s = 0.0
     if first is not None and last is not None and last > first and total >= 2:
         width = last - first
+        top = buckets - 1
         for name, ts_list in sorted(times.items(), key=lambda kv: -len(kv[1])):
             counts = [0] * buckets
             for ts in ts_list:
-                counts[min(buckets - 1, (ts - first) * buckets // width)] += 1
+                b = (ts - first) * buckets // width
+                counts[b if b < top else top] += 1
             timelines[name] = counts
         bucket_s = width / buckets / (1e9 if tr.in_ns else 1)
     if tr.lost:
         notes.append(f"the buffer lost {tr.lost} older events (it wrapped): earlier drops are not counted")
     for d in r.damage:
         notes.append(f"skipped: {d}")
-    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.reason_label, g.location_symbol or ""))
+    ordered = sorted((g for g in groups.values() if g is not None),
+                     key=lambda g: (-g.count, g.reason_label, g.location_symbol or ""))
     return DropsReport(tr, ordered, total, kfree_total, consumed, first, last, tr.in_ns, has_reasons, timelines,
                        bucket_s, notes, bool(want))

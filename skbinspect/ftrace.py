@@ -777,14 +777,14 @@ def _kernel_version(prog: drgn.Program) -> Tuple[int, int]:
 # ---- pages and records --------------------------------------------------------------------------------
 
 
-def _read_bpage(prog: drgn.Program, lay: _PageLayout, addr: int) -> Tuple[int, int, int, int]:
-    """``(next, read, page, order)`` of a ``struct buffer_page``."""
+def _read_bpage(prog: drgn.Program, lay: _PageLayout, addr: int) -> Tuple[int, int, int, int, int]:
+    """``(next, read, page, order, prev)`` of a ``struct buffer_page``."""
     raw = prog.read(addr, lay.size)
-    nxt = struct.unpack_from("<Q", raw, lay.next)[0]
+    nxt, prev = struct.unpack_from("<QQ", raw, lay.next)
     rd = struct.unpack_from("<I", raw, lay.read)[0]
     page = struct.unpack_from("<Q", raw, lay.page)[0]
     order = struct.unpack_from("<I", raw, lay.order)[0] if lay.order is not None else 0
-    return nxt, rd, page, order
+    return nxt, rd, page, order, prev
 
 
 @dataclass
@@ -802,14 +802,19 @@ def cpu_pages(prog: drgn.Program, tr: TraceArray, cb: CpuBuffer) -> CpuPages:
     lay = _page_layout(prog)
     order_default = tr.subbuf_order
 
-    def read_bpage(addr: int) -> Tuple[int, int, int, int]:
-        nxt, rd, page, order = _read_bpage(prog, lay, addr)
-        return nxt, rd, page, order if lay.order is not None else order_default
+    def read_bpage(addr: int) -> Tuple[int, int, int, int, int]:
+        nxt, rd, page, order, prev = _read_bpage(prog, lay, addr)
+        return nxt, rd, page, order if lay.order is not None else order_default, prev
 
     pages, dmg = walk_ring(read_bpage, cpu=cb.cpu, reader_page=cb.reader_page, commit_page=cb.commit_page,
                            pages=cb.pages, head_page=cb.head_page, nr_pages=cb.nr_pages, list_offset=lay.next,
                            max_pages=MAX_PAGES)
     return CpuPages(cb.cpu, pages, dmg)
+
+
+_DROPPED = object()
+_U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
 
 
 class TraceReader:
@@ -899,54 +904,73 @@ class TraceReader:
     def raw_events(self) -> Iterator["TraceEvent"]:
         """:class:`TraceEvent` per record, in the trace file's order (stack records separate)."""
         for keys, pages in self.windows():
+            cmask, pbits = self.codec.cpu_mask, self.codec.pos_bits
             for k in keys:
-                yield TraceEvent(self, k, pages)
+                yield TraceEvent(self, k, pages[(k >> pbits) & cmask])
 
     def events(self, types: Optional[Iterable[int]] = None) -> Iterator["TraceEvent"]:
         """Decoded events, oldest first, each kernel stack record attached to the event it follows on the
         same CPU (``ev.stack``); a stack record with no such event (its event was overwritten when the
         buffer wrapped) is an event of its own.
 
-        :param types: event ids to keep (default all); stacks of the others are dropped with them.
+        :param types: event ids to keep (default all); the stacks of the others are dropped with them
+            (orphan stack records are kept when ``types`` includes ``TRACE_STACK``).
         """
-        want = set(types) if types is not None else None
         stacks = self._stacks
-        for keys, pages in merge_windows([self._grouped(cp) for cp in self.pages], self.codec):
-            for k in keys:
-                ev = TraceEvent(self, k, pages)
-                if want is not None and ev.type not in want:
-                    stacks.pop((k, id(ev.page)), None)
-                    continue
-                ev.stack_records = stacks.pop((k, id(ev.page)), None)
-                yield ev
+        for k, page, _ in self.grouped_keys(types):
+            ev = TraceEvent(self, k, page)
+            ev.stack_records = stacks.pop((k, id(page)), None)
+            yield ev
 
-    def _grouped(self, cp: CpuPages) -> Iterator[Batch]:
+    def grouped_keys(self, types: Optional[Iterable[int]] = None) -> Iterator[Tuple[int, bytes, int]]:
+        """The fast path under :meth:`events`: ``(key, page, id(page))`` per event in time order, filtered
+        by ``types``; an event's stack records are in ``self._stacks[(key, id(page))]`` (pop them)."""
+        want = frozenset(types) if types is not None else None
+        cmask, pbits = self.codec.cpu_mask, self.codec.pos_bits
+        for keys, pages in merge_windows([self._grouped(cp, want) for cp in self.pages], self.codec):
+            if len(pages) == 1:
+                (page,) = pages.values()
+                pid = id(page)
+                for k in keys:
+                    yield k, page, pid
+            else:
+                for k in keys:
+                    page = pages[(k >> pbits) & cmask]
+                    yield k, page, id(page)
+
+    def _grouped(self, cp: CpuPages, want: Optional[frozenset] = None) -> Iterator[Batch]:
         """One CPU's batches with the stack records that follow an event taken out (and remembered in
         ``self._stacks`` for that event: one from ``options/stacktrace``, one more per ``stacktrace``
-        trigger).  A batch is held back until the next one is known, since an
-        event's stack can start the next sub-buffer."""
+        trigger), and the events not in ``want`` left out with their stacks.  A batch is held back until
+        the next one is known, since an event's stack can start the next sub-buffer."""
         st = self.stack_type
         pmask = self.codec.pos_mask
         unpack = struct.unpack_from
         stacks = self._stacks
+        orphans = want is None or st in want
         held: Optional[Batch] = None
-        owner: Optional[Tuple[int, int]] = None  # (key, id(page)) of the last event without its stack yet
+        # (key, id(page)) of the last event, whose stacks follow; DROPPED after an event not wanted
+        owner: Any = None
         for page, keys, mono in self._cpu_batches(cp):
             kept: List[int] = []
             pid = id(page)
             for k in keys:
                 w = k & pmask
                 (h,) = unpack("<I", page, w * 4)
-                tw = w + 1 if h & 31 else w + 2
-                t = unpack("<H", page, tw * 4)[0]
+                t = unpack("<H", page, (w + 1 if h & 31 else w + 2) * 4)[0]
                 if t == st:
+                    if owner is _DROPPED:
+                        continue
                     if owner is not None:  # every stack record that follows an event belongs to it
                         stacks.setdefault(owner, []).append((page, k))
                         continue
-                    kept.append(k)
-                else:
+                    if orphans:
+                        kept.append(k)
+                elif want is None or t in want:
                     kept.append(k)
                     owner = (k, pid)
+                else:
+                    owner = _DROPPED
             if held is not None:
                 yield held
             held = (page, kept, mono)
@@ -964,26 +988,29 @@ class TraceEvent:
     :ivar cpu: the CPU buffer it came from.
     :ivar type: the event id (``trace_entry.type``).
     :ivar page: the sub-buffer's bytes; ``off``/``length`` locate the payload in it.
+
+    Built from a key (:class:`~.ftrace_decode.KeyCodec`) and the sub-buffer it points into.
     """
 
     __slots__ = ("reader", "key", "ts", "cpu", "type", "page", "off", "length", "stack_records", "_fields")
 
-    def __init__(self, reader: TraceReader, key: int, pages: Dict[int, bytes]) -> None:
+    def __init__(self, reader: TraceReader, key: int, page: bytes) -> None:
         c = reader.codec
         self.reader = reader
         self.key = key
         self.ts = key >> c.shift
-        self.cpu = cpu = (key >> c.pos_bits) & c.cpu_mask
-        self.page = page = pages[cpu]
+        self.cpu = (key >> c.pos_bits) & c.cpu_mask
+        self.page = page
         w = key & c.pos_mask
-        (h,) = struct.unpack_from("<I", page, w * 4)
+        h = _U32.unpack_from(page, w * 4)[0]
         tl = h & 31
         if tl:
-            self.off, self.length = (w + 1) * 4, tl * 4
+            off = self.off = (w + 1) * 4
+            self.length = tl * 4
         else:
-            self.off = (w + 2) * 4
-            self.length = struct.unpack_from("<I", page, w * 4 + 4)[0] - 4
-        self.type = struct.unpack_from("<H", page, self.off)[0]
+            off = self.off = (w + 2) * 4
+            self.length = _U32.unpack_from(page, w * 4 + 4)[0] - 4
+        self.type = _U16.unpack_from(page, off)[0]
         self.stack_records: Optional[List[Tuple[bytes, int]]] = None
         self._fields: Optional[Dict[str, Any]] = None
 
@@ -1056,7 +1083,7 @@ class TraceEvent:
         """The stack records attached to this event, as events of their own (time stamp, flags, ...)."""
         if not self.stack_records:
             return []
-        return [TraceEvent(self.reader, key, {self.cpu: page}) for page, key in self.stack_records]
+        return [TraceEvent(self.reader, key, page) for page, key in self.stack_records]
 
     def payload(self) -> bytes:
         return bytes(self.page[self.off : self.off + self.length])

@@ -250,31 +250,33 @@ def decode_subbuf(
     n0 = len(keys)
     bad = None
     monotonic = True
+    # The running key carries the time stamp (ts << kshift) and the CPU; an event's key adds its word.
+    key = (ts << kshift) | cbase
     try:
-        # The hot loop: one u32 read and one append per data event.
+        # The hot loop: one u32 read, a shift and an add, and one append per data event.
         while i < end:
             h = words[i]
             tl = h & 31
             if 0 < tl <= tl_max:
-                ts += h >> 5
-                add((ts << kshift) | cbase | i)
+                key += (h >> 5) << kshift
+                add(key | i)
                 i += 1 + tl
             elif tl == 0:
                 ln = words[i + 1]
                 if ln < 8 or ln & 3:
                     bad = f"impossible event length {ln}"
                     break
-                ts += h >> 5
-                add((ts << kshift) | cbase | i)
+                key += (h >> 5) << kshift
+                add(key | i)
                 i += 1 + (ln >> 2)
             elif tl == t_ext:
-                ts += (words[i + 1] << tshift) + (h >> 5)
+                key += ((words[i + 1] << tshift) + (h >> 5)) << kshift
                 i += 2
             elif tl == t_abs:
                 new = fix_abs_ts((words[i + 1] << tshift) + (h >> 5), page_ts)
-                if new < ts:
+                if new < key >> kshift:
                     monotonic = False
-                ts = new
+                key = (new << kshift) | cbase
                 i += 2
             elif tl == t_pad:
                 if not h >> 5:
@@ -400,8 +402,9 @@ def iter_records(windows: Iterable[Tuple[List[int], Dict[int, bytes]]], codec: K
 RB_PAGE_HEAD = 1
 RB_FLAG_MASK = 3
 
-#: What :func:`walk_ring` needs of a ``struct buffer_page``: ``(list.next as stored, read, page, order)``.
-BufferPage = Tuple[int, int, int, int]
+#: What :func:`walk_ring` needs of a ``struct buffer_page``: ``(list.next as stored, read, page, order
+#: [, list.prev])``.
+BufferPage = Tuple[int, ...]
 #: One sub-buffer to read: ``(buffer_page address, data page address, order, emit_from)``.
 PageRef = Tuple[int, int, int, int]
 
@@ -432,12 +435,18 @@ def walk_ring(
     out: List[PageRef] = []
     bound = min(max(nr_pages, 0) + 2, max_pages)
 
+    cache: Dict[int, Optional[BufferPage]] = {}
+
     def bpage(addr: int) -> Optional[BufferPage]:
+        if addr in cache:
+            return cache[addr]
         try:
-            return read_bpage(addr)
+            r: Optional[BufferPage] = read_bpage(addr)
         except Exception as e:  # noqa: BLE001 - any unreadable or impossible page is damage, not a crash
             dmg.append(Damage(cpu, f"buffer_page {addr:#x}", f"unreadable ({e})"))
-            return None
+            r = None
+        cache[addr] = r
+        return r
 
     # 1. the reader page: its unread events are in [read, commit)
     if reader_page:
@@ -446,9 +455,16 @@ def walk_ring(
             out.append((reader_page, r[2], r[3], r[1]))
             if reader_page == commit_page:
                 return out, dmg
-    # 2. the head page: find the flagged link, starting anywhere in the ring
+    # 2. the head page: usually cpu_buffer->head_page, if the link before it (list.prev's next) is the
+    # flagged one; else search the ring for the flagged link
     head = 0
-    pos = (pages or (head_page + list_offset if head_page else 0)) & ~RB_FLAG_MASK
+    if head_page:
+        r = bpage(head_page)
+        if r is not None and len(r) > 4 and r[4]:
+            rp = bpage((r[4] & ~RB_FLAG_MASK) - list_offset)
+            if rp is not None and rp[0] == (head_page + list_offset) | RB_PAGE_HEAD:
+                head = head_page + list_offset
+    pos = 0 if head else (pages or (head_page + list_offset if head_page else 0)) & ~RB_FLAG_MASK
     seen = set()
     for _ in range(bound):
         if not pos or pos in seen:
@@ -1223,19 +1239,72 @@ class PrintFmt:
         if nargs != len(self.args):
             raise PrintFmtError(f"{nargs} conversions for {len(self.args)} arguments")
 
-    def render(self, values: Dict[str, Any], symbolize: Optional[Callable[[int, bool], str]] = None) -> str:
-        rec = _FmtRecord(values)
+    def _compiled(self) -> List[Tuple[str, Callable, Optional[Callable], Tuple[str, ...]]]:
+        """``(literal, argument, fast formatter or None, spec)`` per conversion: the common conversions of a
+        plain field (``%p``, ``%u``, ``%d``, ``%x``, ``%s``) get a specialised formatter."""
         out = []
         ai = 0
         for lit, spec in self.pieces:
-            out.append(lit)
             if spec is None:
+                out.append((lit, None, None, ()))  # type: ignore[arg-type]
                 continue
-            v = self.args[ai](rec)
+            flags, width, prec, conv, ext, length = spec
+            fast: Optional[Callable] = None
+            if not flags and not width and not prec:
+                if conv == "p" and not ext:
+                    fast = _fmt_p
+                elif conv in "ud" and length in ("", "h", "hh", "l", "ll", "z"):
+                    bits = _LEN_BITS[length]
+                    fast = _fmt_int(bits, conv == "d")
+                elif conv == "s":
+                    fast = _fmt_s
+            out.append((lit, self.args[ai], fast, spec))
             ai += 1
+        return out
+
+    def render(self, values: Dict[str, Any], symbolize: Optional[Callable[[int, bool], str]] = None) -> str:
+        rec = _FmtRecord(values)
+        comp = self.__dict__.get("_comp")
+        if comp is None:
+            comp = self._comp = self._compiled()
+        out = []
+        for lit, arg, fast, spec in comp:
+            out.append(lit)
+            if arg is None:
+                continue
+            v = arg(rec)
+            if fast is not None:
+                try:
+                    out.append(fast(v))
+                    continue
+                except (TypeError, ValueError):
+                    pass
             out.append(_format_one(spec, v, symbolize))
         out.append(self.tail)
         return "".join(out)
+
+
+def _fmt_p(v: Any) -> str:
+    return "%016x" % (v & _U64)
+
+
+def _fmt_int(bits: int, signed: bool) -> Callable[[Any], str]:
+    mask = (1 << bits) - 1
+    top = 1 << (bits - 1)
+
+    def f(v: Any) -> str:
+        v &= mask
+        if signed and v & top:
+            v -= 1 << bits
+        return "%d" % v
+
+    return f
+
+
+def _fmt_s(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    raise TypeError
 
 
 def _format_addr(ext: str, b: bytes) -> str:

@@ -4,6 +4,7 @@ objects, and the drops tables and timelines.  No kernel access here beyond the d
 from __future__ import annotations
 
 import json
+import struct
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO
 
@@ -15,6 +16,7 @@ __all__ = [
     "TraceTextFormatter",
     "trace_header",
     "event_json",
+    "JsonLines",
     "loss_lines",
     "render_drops",
     "drops_json",
@@ -43,18 +45,32 @@ class TraceTextFormatter:
         self.bits = reader.flag_bits
         self.delta = reader.tr.text_delta
         self.stack_type = reader.stack_type
+        self._who: Dict[int, str] = {}
+        self._flags: Dict[int, str] = {}
         self._symfmt = lambda addr, off: syms.format(addr, off, size=off)  # %pS: func+0xoff/0xsize [mod]
 
     def context(self, ev: TraceEvent) -> str:
         if not self.context_info:
             return ""
-        s = "%16s-%-7d " % (ev.comm, ev.pid)
-        if self.record_tgid:
-            s += "(-------) "
-        s += "[%03d] " % ev.cpu
+        page, off = ev.page, ev.off
+        _, fl, pc, pid = _HDR.unpack_from(page, off) if ev.length >= 8 else (0, 0, 0, -1)
+        who = self._who.get(pid)
+        if who is None:
+            who = self._who[pid] = "%16s-%-7d " % (ev.reader.cmdlines.find(pid), pid) + \
+                ("(-------) " if self.record_tgid else "")
+        flags = ""
         if self.irq_info:
-            s += format_irq_flags(ev.flags, ev.preempt_count, self.bits)
-        return s + " " + format_timestamp(ev.ts, self.in_ns) + ": "
+            fk = fl << 8 | pc
+            flags = self._flags.get(fk)
+            if flags is None:
+                flags = self._flags[fk] = format_irq_flags(fl, pc, self.bits)
+        ts = ev.ts
+        if self.in_ns:
+            us = (ts + 500) // 1000
+            tm = "%5d.%06d" % (us // 1000000, us % 1000000)
+        else:
+            tm = "%12d" % ts
+        return "%s[%03d] %s %s: " % (who, ev.cpu, flags, tm)
 
     def ip_sym(self, ip: int) -> str:
         """``seq_print_ip_sym()``."""
@@ -201,6 +217,124 @@ def _frames(frames: Sequence[int], fmt: TraceTextFormatter) -> List[Dict[str, An
         out.append({"address": "0x%x" % a,
                     "symbol": "[FTRACE TRAMPOLINE]" if ip == FTRACE_TRAMPOLINE_MARKER else fmt.syms.format(a)})
     return out
+
+
+_HDR = struct.Struct("<HBBi")  # struct trace_entry: type, flags, preempt_count, pid
+
+
+class JsonLines:
+    """``trace --json`` lines, fast: the same objects as :func:`event_json`, written through one
+    precompiled %-template per event type (fields unpacked with one ``struct`` call; comms, flags,
+    symbols, reasons and stack frames cached)."""
+
+    def __init__(self, fmt: TraceTextFormatter, instance: str, stacks: bool = False) -> None:
+        self.fmt = fmt
+        self.reader = fmt.reader
+        self.instance = instance
+        self.stacks = stacks
+        self.in_ns = fmt.in_ns
+        self._inst = json.dumps(instance).replace("%", "%%")
+        self._tpl: Dict[int, Any] = {}
+        self._comm: Dict[int, str] = {}
+        self._flags: Dict[int, str] = {}
+        self._frame: Dict[int, str] = {}
+        self._sym: Dict[int, str] = {}
+        self._reason: Dict[Any, str] = {}
+        self._names = reason_names(self.reader.prog)
+
+    def _compile(self, t: int) -> Any:
+        if t == self.fmt.stack_type:
+            return None
+        f = self.reader.formats.get(t)
+        if f is None:
+            return None
+        dec = f.decoder
+        if not dec.scalar_names:
+            return None
+        parts = []
+        for name in dec.scalar_names:
+            fd = f.field(name)
+            v = '"0x%x"' if fd is not None and fd.is_pointer else "%d"
+            parts.append(json.dumps(name).replace("%", "%%") + ": " + v)
+        tpl = ('{"instance": ' + self._inst + ', "ts": %d, "time": "%s", "cpu": %d, "pid": %d, "comm": %s, '
+               '"event": ' + json.dumps(f.full_name).replace("%", "%%") + ', "flags": "%s", "fields": {'
+               + ", ".join(parts) + "%s}%s}")
+        skb = f.system == "skb" and f.name in ("kfree_skb", "consume_skb")
+        names = list(dec.scalar_names)
+        iloc = names.index("location") if skb and "location" in names else None
+        irea = names.index("reason") if skb and "reason" in names else None
+        others = [(fd, json.dumps(fd.name)) for fd in dec.others]
+        return tpl, dec.scalar_struct, dec.min_len, iloc, irea, others, f
+
+    def line(self, ev: TraceEvent) -> str:
+        t = ev.type
+        try:
+            c = self._tpl[t]
+        except KeyError:
+            c = self._tpl[t] = self._compile(t)
+        if c is None or ev.length < c[2]:
+            return json.dumps(event_json(ev, self.fmt, self.instance, self.stacks))
+        tpl, st, _, iloc, irea, others, f = c
+        page, off = ev.page, ev.off
+        _, fl, pc, pid = _HDR.unpack_from(page, off)
+        vals = st.unpack_from(page, off)
+        ts = ev.ts
+        if self.in_ns:
+            us = (ts + 500) // 1000
+            tm = "%d.%06d" % (us // 1000000, us % 1000000)
+        else:
+            tm = "%d" % ts
+        comm = self._comm.get(pid)
+        if comm is None:
+            comm = self._comm[pid] = json.dumps(self.reader.cmdlines.find(pid))
+        fk = fl << 8 | pc
+        flags = self._flags.get(fk)
+        if flags is None:
+            flags = self._flags[fk] = format_irq_flags(fl, pc, self.fmt.bits)
+        more = ""
+        if others:
+            from .ftrace_decode import decode_value
+
+            for fd, jn in others:
+                v = decode_value(page, off, ev.length, fd)
+                if v is None:
+                    continue
+                if isinstance(v, int) and fd.is_pointer:
+                    v = "0x%x" % v
+                elif isinstance(v, (bytes, bytearray)):
+                    v = bytes(v).hex()
+                more += ", " + jn + ": " + json.dumps(v)
+        extra = ""
+        if iloc is not None:
+            loc = vals[iloc]
+            s = self._sym.get(loc)
+            if s is None:
+                s = self._sym[loc] = json.dumps(self.fmt.syms.format(loc))
+            extra += ', "location_symbol": ' + s
+        if irea is not None:
+            rv = vals[irea]
+            s = self._reason.get(rv)
+            if s is None:
+                s = self._reason[rv] = json.dumps(self._names.name(rv))
+            extra += ', "reason": ' + s
+        if self.stacks and ev.stack_records:
+            frames = ev.stacks
+            extra += ', "stack": ' + self._frames(frames[0])
+            if any(x != frames[0] for x in frames[1:]):
+                extra += ', "stacks": [' + ", ".join(self._frames(x) for x in frames) + "]"
+        return tpl % ((ts, tm, ev.cpu, pid, comm, flags) + vals + (more, extra))
+
+    def _frames(self, frames: Sequence[int]) -> str:
+        out = []
+        cache = self._frame
+        for ip in frames:
+            s = cache.get(ip)
+            if s is None:
+                a = ip + self.fmt.delta
+                sym = "[FTRACE TRAMPOLINE]" if ip == FTRACE_TRAMPOLINE_MARKER else self.fmt.syms.format(a)
+                s = cache[ip] = json.dumps({"address": "0x%x" % a, "symbol": sym})
+            out.append(s)
+        return "[" + ", ".join(out) + "]"
 
 
 # ---- drops ----------------------------------------------------------------------------------------------

@@ -259,6 +259,31 @@ def test_walk_ring_order() -> None:
     assert pages[0][3] == 8  # the reader page starts at its read offset
 
 
+def test_walk_ring_finds_the_head_from_head_page_without_searching() -> None:
+    n = 50
+    base = 0x1000
+    mem = {}
+    for i in range(n):
+        a = base + i * 0x100
+        nxt = base + ((i + 1) % n) * 0x100
+        prev = base + ((i - 1) % n) * 0x100
+        mem[a] = (nxt | (RB_PAGE_HEAD if (i + 1) % n == 10 else 0), 0, 0x100000 + i, 0, prev)
+    reads: List[int] = []
+
+    def read(addr: int) -> Tuple[int, ...]:
+        reads.append(addr)
+        return mem[addr]
+
+    pages, dmg = walk_ring(read, cpu=0, reader_page=0, commit_page=base + 12 * 0x100, pages=base + 30 * 0x100,
+                           head_page=base + 10 * 0x100, nr_pages=n)
+    assert dmg == [] and [p[1] for p in pages] == [0x100000 + i for i in (10, 11, 12)]
+    assert len(reads) == len(set(reads)) <= 4  # no walk around the ring, no page read twice
+    # a lagging head_page: the flagged link is found by walking the ring
+    pages, dmg = walk_ring(mem.__getitem__, cpu=0, reader_page=0, commit_page=base + 12 * 0x100,
+                           pages=base + 30 * 0x100, head_page=base + 5 * 0x100, nr_pages=n)
+    assert dmg == [] and [p[1] for p in pages] == [0x100000 + i for i in (10, 11, 12)]
+
+
 def test_walk_ring_reader_is_commit() -> None:
     mem = _ring(3, head=0, commit=0, reader=0x9000)
     pages, dmg = walk_ring(mem.__getitem__, cpu=0, reader_page=0x9000, commit_page=0x9000, pages=0x1000,

@@ -273,6 +273,24 @@ def test_trace_json(lab_vmcore: LabVmcore) -> None:
     assert "overwritten" in p.stderr
 
 
+@pytest.mark.parametrize("array", ARRAYS)
+def test_fast_json_lines_equal_plain_objects(lab_vmcore: LabVmcore, array: str) -> None:
+    """``trace --json`` writes through precompiled templates: they give the very objects event_json() does."""
+    from skbinspect.ftrace import trace_reader
+    from skbinspect.render_trace import JsonLines, TraceTextFormatter, event_json
+    from skbinspect.skb_events import symbolizer
+
+    prog = target(lab_vmcore).prog
+    r = trace_reader(prog, None if array == "top" else array)
+    fmt = TraceTextFormatter(r, symbolizer(prog))
+    lines = JsonLines(fmt, array, stacks=True)
+    n = 0
+    for ev in r.events():
+        assert json.loads(lines.line(ev)) == json.loads(json.dumps(event_json(ev, fmt, array, True)))
+        n += 1
+    assert n > 100
+
+
 def test_all_instances_and_errors(lab_vmcore: LabVmcore) -> None:
     p = cli(lab_vmcore, "trace", "--all-instances", "--last", "1")
     assert "top-level buffer" in p.stdout and "instance skbinst" in p.stdout
