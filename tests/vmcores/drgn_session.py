@@ -1,0 +1,60 @@
+"""Run ``drgn`` itself on a lab vmcore, non-interactively, as a user of the drgn plugin would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from typing import Dict, List
+
+from tests.vmcores.lab import LabVmcore
+
+
+def drgn_args(lab: LabVmcore) -> List[str]:
+    """drgn's own options for a lab vmcore: the vmlinux, and the module tree as a kernel directory (drgn's
+    ``-s`` takes files only)."""
+    vmlinux, modules = lab.symbols
+    return ["-c", lab.vmcore, "-s", vmlinux, "--kernel-directory", modules]
+
+
+def run_drgn(lab: LabVmcore, code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``drgn -c VMCORE ... -e CODE`` in a separate process (``prog`` is the session's program)."""
+    exe = shutil.which("drgn") or os.path.join(os.path.dirname(sys.executable), "drgn")
+    env = dict(os.environ)
+    env.pop("SKBINSPECT_DEBUG", None)
+    return subprocess.run([exe, "-q", *drgn_args(lab), "-e", code], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def truth_kfree_counts(lab: LabVmcore) -> Dict[str, Dict[str, int]]:
+    """The guest's own top-level trace text: kfree_skb count per location as printed (an address before
+    6.x printed symbols, ``func+0xoff/0xsize [mod]`` after), and per (location, reason)."""
+    import collections
+
+    by_loc: collections.Counter = collections.Counter()
+    by_loc_reason: collections.Counter = collections.Counter()
+    for line in lab.truth["trace"]["top"]["trace"].splitlines():
+        if "kfree_skb:" not in line or "location=" not in line:
+            continue
+        loc = line.split("location=", 1)[1].split()[0]
+        reason = line.split("reason: ", 1)[1].strip() if "reason: " in line else None
+        by_loc[loc] += 1
+        by_loc_reason[f"{loc}|{reason}"] += 1
+    return {"location": dict(by_loc), "location_reason": dict(by_loc_reason)}
+
+
+def location_key(location_hex: str, location_symbol: str, printed: List[str]) -> str:
+    """Which printed trace location is this one: the same address, or the same ``func+0xoff``."""
+    addr = int(location_hex, 16)
+    fn_off = location_symbol.split(" ", 1)[0]
+    for p in printed:
+        if p.startswith("0x") or all(c in "0123456789abcdef" for c in p):
+            try:
+                if int(p, 16) == addr:
+                    return p
+            except ValueError:
+                pass
+        elif p.split("/", 1)[0] == fn_off:
+            return p
+    raise AssertionError(f"location {location_symbol} ({location_hex}) is not in the guest's trace: {printed}")

@@ -1,0 +1,111 @@
+"""``%skbinspect`` inside a real ``drgn`` session on each lab vmcore, through drgn's command machinery
+(``drgn.commands.run_command``, with its shell-like redirections), checked against the guest's truth and
+against the skbinspect CLI's own output."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict
+
+import pytest
+
+from tests.conftest import run_skbinspect
+from tests.vmcores.drgn_session import location_key, run_drgn, truth_kfree_counts
+from tests.vmcores.lab import LabVmcore
+from tests.vmcores.test_lab_info import symbols_args
+
+MARK = "=== skbinspect-test {} ==="
+
+
+@pytest.fixture(scope="module")
+def session(lab_vmcore: LabVmcore, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+    d = tmp_path_factory.mktemp("drgn")
+    ring_json, drops_json = d / "ring.json", d / "drops.json"
+    code = "\n".join([
+        "from drgn.commands import run_command",
+        f"print({MARK.format('ring')!r}, flush=True)",
+        'run_command(prog, "skbinspect ring tap0")',
+        f"print({MARK.format('drops')!r}, flush=True)",
+        'run_command(prog, "skbinspect drops --stacks 1 --no-timeline")',
+        f"print({MARK.format('end')!r}, flush=True)",
+        f'run_command(prog, "skbinspect --json ring tap0 macvtap0 > {ring_json}")',
+        f'run_command(prog, "skbinspect --json drops > {drops_json}")',
+        'run_command(prog, "skbinspect ring nosuchdev")',
+    ])
+    p = run_drgn(lab_vmcore, code)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout, p.stderr
+    out = p.stdout
+    ring_text = out.split(MARK.format("ring"), 1)[1].split(MARK.format("drops"), 1)[0]
+    drops_text = out.split(MARK.format("drops"), 1)[1].split(MARK.format("end"), 1)[0]
+    return {"ring_text": ring_text, "drops_text": drops_text, "stderr": p.stderr,
+            "ring": json.loads(ring_json.read_text()), "drops": json.loads(drops_json.read_text())}
+
+
+def cli_json(lab: LabVmcore, *args: str) -> Any:
+    p = run_skbinspect("-c", lab.vmcore, *symbols_args(lab.symbols), "--json", *args)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_ring_in_drgn_names_full_queue_and_holder(lab_vmcore: LabVmcore, session: Dict[str, Any]) -> None:
+    truth = lab_vmcore.truth
+    links = {l["ifname"]: l for l in truth["ip_link"]}
+    devs = {d["name"]: d for d in session["ring"]["devices"]}
+    assert set(devs) == {"tap0", "macvtap0"}
+    for name, holder in (("tap0", "tun-full"), ("macvtap0", "macvtap-full")):
+        (q,) = devs[name]["queues"]
+        size = links[name]["txqlen"]
+        assert q["ring"]["full"] and q["ring"]["size"] == size and q["ring"]["live"] == size
+        h = truth["holders"][holder]
+        assert [(x["pid"], x["comm"], x["fd"]) for x in q["holders"]] == [(h["pid"], h["comm"], h["queues"][0]["fd"])]
+    text = session["ring_text"]
+    size = links["tap0"]["txqlen"]
+    assert text.lstrip().startswith(f"tap0 ifindex {links['tap0']['ifindex']} ")
+    assert f"FULL {size}/{size}" in text
+    assert f"{truth['holders']['tun-full']['pid']} (tun-full)" in text
+
+
+def test_ring_in_drgn_equals_cli(lab_vmcore: LabVmcore, session: Dict[str, Any]) -> None:
+    """Same options, same output: the devices of ``%skbinspect --json ring`` equal the CLI's."""
+    cli = cli_json(lab_vmcore, "ring", "tap0", "macvtap0")
+    assert session["ring"]["devices"] == cli["devices"]
+    assert session["ring"]["target"]["release"] == cli["target"]["release"] == lab_vmcore.kernel.release
+
+
+def test_drops_in_drgn_count_like_the_trace(lab_vmcore: LabVmcore, session: Dict[str, Any]) -> None:
+    truth = truth_kfree_counts(lab_vmcore)
+    printed = list(truth["location"])
+    rep = session["drops"]
+    assert rep["total"] == sum(truth["location"].values())
+    got: Dict[str, int] = {}
+    for g in rep["groups"]:
+        key = location_key(g["location"], g["location_symbol"], printed)
+        got[key] = got.get(key, 0) + g["count"]
+        if rep["has_reasons"]:
+            assert truth["location_reason"][f"{key}|{g['reason']}"] == g["count"]
+    assert got == truth["location"]
+    full = {g["location_symbol"].split("+")[0]: g for g in rep["groups"]
+            if g["location_symbol"].split("+")[0] in ("tun_net_xmit", "tap_handle_frame")}
+    assert set(full) == {"tun_net_xmit", "tap_handle_frame"}
+    if lab_vmcore.kernel.release.startswith("5.10"):
+        assert not rep["has_reasons"] and all(g["reason"] is None for g in full.values())
+    else:
+        assert all(g["reason"] == "FULL_RING" for g in full.values())
+    # the text table has the same groups
+    text = session["drops_text"]
+    for g in rep["groups"]:
+        assert g["location_symbol"] in text
+    assert f"{rep['total']} drops" in text
+
+
+def test_drops_in_drgn_equals_cli(lab_vmcore: LabVmcore, session: Dict[str, Any]) -> None:
+    cli = cli_json(lab_vmcore, "drops")
+    assert session["drops"] == cli
+
+
+def test_error_in_drgn_is_one_paragraph(session: Dict[str, Any]) -> None:
+    err = session["stderr"]
+    assert "skbinspect: error:" in err and "nosuchdev" in err
+    assert "Traceback" not in err
