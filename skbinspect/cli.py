@@ -133,3 +133,4 @@ def main() -> None:
 from . import cli_ring  # noqa: E402,F401
 from . import cli_stats  # noqa: E402,F401
 from . import cli_trace  # noqa: E402,F401
+from . import cli_report  # noqa: E402,F401
