@@ -67,6 +67,7 @@ class DropRef:
     """A drop group (reason, location) of the trace, as tied to a queue."""
 
     reason: Optional[str]
+    location: Optional[str]  # the address, hex
     location_symbol: Optional[str]
     count: int
     first_s: Optional[float]
@@ -390,7 +391,7 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
             full = bool(q is not None and q.ring.analysis.full)
             if not full and not groups:
                 continue
-            refs = [DropRef(g.reason, g.location_symbol, g.count, _sec(g.first_ts, in_ns), _sec(g.last_ts, in_ns),
+            refs = [DropRef(g.reason, "%#x" % g.location if g.location is not None else None, g.location_symbol, g.count, _sec(g.first_ts, in_ns), _sec(g.last_ts, in_ns),
                             g.rate, by) for g, by in groups]
             n = sum(r.count for r in refs)
             first = min((r.first_s for r in refs if r.first_s is not None), default=None)
@@ -436,7 +437,8 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
     if rep is not None:
         for gi, g in enumerate(rep.groups):
             if gi not in tied_groups:
-                other.append({"reason": g.reason, "location_symbol": g.location_symbol, "count": g.count,
+                other.append({"reason": g.reason, "location": "%#x" % g.location if g.location is not None else None,
+                              "location_symbol": g.location_symbol, "count": g.count,
                               "first_s": _sec(g.first_ts, in_ns), "last_s": _sec(g.last_ts, in_ns),
                               "rate_per_s": g.rate, "tasks": dict(g.tasks.most_common(3))})
         allst = []

@@ -1,0 +1,135 @@
+"""``skbinspect report`` against each lab vmcore's truth: the full queues, their drops (counts from the
+guest's own trace text), the stalled readers, the counters, and the plain-text verdicts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict
+
+import pytest
+
+from tests.conftest import run_skbinspect
+from tests.vmcores.drgn_session import location_key, truth_kfree_counts
+from tests.vmcores.lab import LabVmcore
+from tests.vmcores.test_lab_info import symbols_args
+
+#: The lab's full queues: device -> (holder process, the driver function that drops on a full ring).
+LAB_FULL = {"tap0": ("tun-full", "tun_net_xmit"), "macvtap0": ("macvtap-full", "tap_handle_frame")}
+
+
+@pytest.fixture(scope="module")
+def report(lab_vmcore: LabVmcore) -> Dict[str, Any]:
+    p = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "--json", "report")
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    return json.loads(p.stdout)
+
+
+@pytest.fixture(scope="module")
+def report_text(lab_vmcore: LabVmcore) -> str:
+    p = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "report")
+    assert p.returncode == 0, p.stderr  # a report, not a check: problems found, still 0
+    assert "Traceback" not in p.stderr
+    return p.stdout
+
+
+def _old(lab: LabVmcore) -> bool:
+    return lab.kernel.release.startswith("5.10")
+
+
+def test_full_queues_are_the_verdicts(lab_vmcore: LabVmcore, report: Dict[str, Any]) -> None:
+    truth = lab_vmcore.truth
+    links = {l["ifname"]: l for l in truth["ip_link"]}
+    verdicts = {v["device"]: v for v in report["verdicts"]}
+    assert set(verdicts) == set(LAB_FULL), [v["summary"] for v in report["verdicts"]]
+    # full rings first
+    assert all(v["full"] for v in report["verdicts"][:len(LAB_FULL)])
+    for dev, (holder, fn) in LAB_FULL.items():
+        v = verdicts[dev]
+        size = links[dev]["txqlen"]
+        assert v["full"] and v["size"] == size and v["live"] == size and v["queue"] == 0
+        h = truth["holders"][holder]
+        assert [(x["pid"], x["comm"], x["kind"]) for x in v["holders"]] == [(h["pid"], h["comm"], "process")]
+        assert f"pid {h['pid']} ({holder})" in v["cause"] and "has not consumed" in v["cause"]
+        assert f"{dev} queue 0 full ({size}/{size})" in v["summary"]
+
+
+def test_drops_tied_to_full_queues_count_like_the_trace(lab_vmcore: LabVmcore, report: Dict[str, Any]) -> None:
+    truth = truth_kfree_counts(lab_vmcore)
+    printed = list(truth["location"])
+    verdicts = {v["device"]: v for v in report["verdicts"]}
+    for dev, (_, fn) in LAB_FULL.items():
+        v = verdicts[dev]
+        assert len(v["drops"]) == 1, v["drops"]
+        (d,) = v["drops"]
+        assert d["location_symbol"].split("+")[0] == fn
+        key = location_key(d["location"], d["location_symbol"], printed)
+        assert d["count"] == v["drop_count"] == truth["location"][key]
+        if _old(lab_vmcore):
+            assert d["reason"] is None  # 5.10: no reasons, still the location and the count
+        else:
+            assert d["reason"] == "FULL_RING"
+            assert truth["location_reason"][f"{key}|FULL_RING"] == d["count"]
+        assert f"{d['count']} {d['reason'] or 'drops'} in {fn}" in v["summary"]
+    # the rest of the trace's drops are the other groups, each counted like the trace: nothing lost,
+    # nothing counted twice
+    tied = sum(v["drop_count"] for v in report["verdicts"])
+    other = sum(g["count"] for g in report["other_drops"])
+    assert tied + other == sum(truth["location"].values()) == report["trace"]["kfree_skb_events"]
+    for g in report["other_drops"]:
+        assert truth["location"][location_key(g["location"], g["location_symbol"], printed)] == g["count"]
+    assert all(g["location_symbol"].split("+")[0] not in ("tun_net_xmit", "tap_handle_frame")
+               for g in report["other_drops"])
+
+
+def test_counters_agree_with_the_truth(lab_vmcore: LabVmcore, report: Dict[str, Any]) -> None:
+    """The device counter tied to each full queue equals the guest's own ``ip -s -s link`` counter."""
+    links = {l["ifname"]: l for l in lab_vmcore.truth["ip_link"]}
+    checks = {c["device"]: c for c in report["counter_checks"]}
+    for dev in LAB_FULL:
+        c = checks[dev]
+        direction, name = c["counter"].split("_", 1)
+        assert links[dev]["stats64"][direction]["dropped"] == c["counter_value"]
+        v = next(v for v in report["verdicts"] if v["device"] == dev)
+        assert c["trace_count"] == v["drop_count"]
+        want = "agree" if c["counter_value"] == c["trace_count"] else (
+            "counter-higher" if c["counter_value"] > c["trace_count"] else "trace-higher")
+        assert c["verdict"] == want
+
+
+def test_trace_limits(lab_vmcore: LabVmcore, report: Dict[str, Any]) -> None:
+    top = lab_vmcore.truth["trace"]["top"]["trace"]
+    line = next(l for l in top.splitlines() if l.startswith("# entries-in-buffer/entries-written:"))
+    entries, written = (int(x) for x in line.split(":", 1)[1].split()[0].split("/"))
+    t = report["trace"]
+    assert (t["entries"], t["written"]) == (entries, written)
+    assert t["lost"] == written - entries
+    assert t["has_reasons"] is (not _old(lab_vmcore))
+    kfree_ts = [float(l.split("kfree_skb:")[0].split()[-1].rstrip(":")) for l in top.splitlines() if "kfree_skb:" in l]
+    assert abs(t["first_s"] - min(kfree_ts)) < 2e-6 and abs(t["last_s"] - max(kfree_ts)) < 2e-6
+
+
+def test_memory_reuse_and_stale_skbs_are_marked(report: Dict[str, Any]) -> None:
+    for r in report["reused"]:
+        assert r["drops"] >= 1
+    for v in report["verdicts"]:
+        for s in v["stale_skbs"]:
+            assert s["slab_state"] in ("free", "reused", "unknown")
+            if s["slab_state"] != "free":
+                assert s["error"] and s["summary"] is None and s["device"] is None
+            if s["device"] is not None and not s["device"].startswith("0x"):
+                assert s["device"] == v["device"]
+    names = {r["name"] for r in report["rules"]}
+    assert names == {"ring-full drops", "stalled reader", "counters against the trace", "memory reused", "stale skbs"}
+
+
+def test_text_report_names_queue_reason_location_and_reader(lab_vmcore: LabVmcore, report: Dict[str, Any],
+                                                             report_text: str) -> None:
+    head, _, rest = report_text.partition("Evidence")
+    assert "How drops were tied to queues" in rest
+    for v in report["verdicts"]:
+        assert " ".join(v["summary"].split()) in " ".join(head.split())
+        for h in v["holders"]:
+            assert f"reader: pid {h['pid']} ({h['comm']})" in head
+        for d in v["drops"]:
+            assert f"{d['count']} {d['reason'] or '-'} at {d['location_symbol']}" in " ".join(head.split())
