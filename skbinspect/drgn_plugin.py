@@ -15,28 +15,26 @@ from drgn.commands.linux import linux_kernel_custom_command
 
 __all__ = ["drgn_prog_set"]
 
-_CACHE_KEY = "skbinspect.target"
-
 
 def drgn_prog_set(prog: drgn.Program) -> None:
     """drgn plugin hook: nothing to do per program; importing this module registered the command."""
 
 
 def _target(prog: drgn.Program):  # type: ignore[no-untyped-def]
-    from .target import target_from_program
+    # the same cached Target as the Python API's (skbinspect.helpers), so commands and calls share it
+    from .helpers import skbinspect_target
 
-    t = prog.cache.get(_CACHE_KEY)
-    if t is None:
-        t = prog.cache[_CACHE_KEY] = target_from_program(prog)
-    return t
+    return skbinspect_target(prog)
 
 
 @linux_kernel_custom_command(
     name="skbinspect",
     description="where did my packets go? (skbinspect)",
     usage="**skbinspect** [--json] *COMMAND* [*OPTIONS*]",
-    long_description="Runs a skbinspect command (info, ...) on this program, with the same options "
-    "and output as the skbinspect CLI. Try %skbinspect --help.",
+    long_description="Runs a skbinspect command (info, ring, reasons, stats, trace, drops, report) on this "
+    "program, with the same options and output as the skbinspect CLI. Global target options (-c, --qemu, -s) "
+    "do not apply: the session's program and debug info are used (load module debug info with drgn's own "
+    "options, e.g. --kernel-directory). Try %skbinspect --help.",
     arguments=(argument("args", nargs="*", help="skbinspect command and options"),),
     parse=parse_shell_command,
 )

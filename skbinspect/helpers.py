@@ -1,0 +1,103 @@
+"""skbinspect as drgn helpers: the public API for a drgn session or a script.
+
+Each function takes the program as its optional first argument, as drgn's helpers do
+(:func:`drgn.helpers.common.prog.takes_program_or_default`): in ``drgn -c vmcore`` call
+``tap_devices()`` or ``tap_devices(prog)``.  The first call on a program finds the debug info of the
+modules skbinspect reads (tun, tap, macvtap, ...) the same way the CLI does, once per program.
+Results are the same dataclasses the CLI renders (``.to_json()`` gives what ``--json`` prints).
+
+>>> from skbinspect.helpers import tap_devices, drops, post_mortem
+>>> [q.ring.analysis.full for q in tap_devices(["tap0"])[0].queues]
+[True]
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, List, Optional, Sequence
+
+import drgn
+from drgn.helpers.common.prog import takes_program_or_default
+
+from .drops import DropsReport
+from .reasons import DropReasonTable
+from .report import Report
+from .stats import DropStats
+from .target import Target
+from .tuntap import TapDevice
+
+__all__ = ["skbinspect_target", "tap_devices", "drop_reasons", "drop_stats", "drops", "skb_events",
+           "post_mortem"]
+
+_CACHE_KEY = "skbinspect.target"
+
+
+@takes_program_or_default
+def skbinspect_target(prog: drgn.Program) -> Target:
+    """The program wrapped as a skbinspect :class:`~skbinspect.target.Target`, with the debug info of the
+    modules skbinspect reads loaded (once per program, cached in ``prog.cache``)."""
+    from .target import target_from_program
+
+    t = prog.cache.get(_CACHE_KEY)
+    if t is None:
+        t = prog.cache[_CACHE_KEY] = target_from_program(prog)
+    return t
+
+
+@takes_program_or_default
+def tap_devices(prog: drgn.Program, names: Sequence[str] = (), entries: bool = False, stale: bool = False,
+                holders: bool = True, netns: Optional[int] = None) -> List[TapDevice]:
+    """tun/tap/macvtap/ipvtap devices with their queues, rings (``queue.ring.analysis.full``) and holders.
+
+    :param names: device names or ifindexes (``struct net_device`` ``name``); all devices if empty.
+    :param entries: decode each queue's live entries (``struct sk_buff`` / ``struct xdp_frame``).
+    """
+    from .tuntap import read_tap_devices
+
+    t = skbinspect_target(prog)
+    return read_tap_devices(prog, tuple(names), netns, entries=entries, stale=stale and entries,
+                            holders=holders, module_ok=t.debug.module_ok)
+
+
+@takes_program_or_default
+def drop_reasons(prog: drgn.Program) -> DropReasonTable:
+    """The target's own ``enum skb_drop_reason`` table (names, values, subsystems)."""
+    from .reasons import drop_reason_table
+
+    return drop_reason_table(prog)
+
+
+@takes_program_or_default
+def drop_stats(prog: drgn.Program, devices: Optional[Sequence[str]] = None) -> DropStats:
+    """Per-CPU softnet counters, per-device drop counters and drop_monitor's state."""
+    from .stats import drop_stats as _drop_stats
+
+    return _drop_stats(prog, devices)
+
+
+@takes_program_or_default
+def drops(prog: drgn.Program, instance: Optional[str] = None, reasons: Sequence[str] = ()) -> DropsReport:
+    """kfree_skb drops of the ftrace ring buffer (``instance`` None: top-level) grouped by reason and
+    location (``.groups``: :class:`~skbinspect.drops.DropGroup`)."""
+    from .drops import drops_report
+
+    return drops_report(prog, instance, reasons)
+
+
+@takes_program_or_default
+def skb_events(prog: drgn.Program, instance: Optional[str] = None,
+               kinds: Sequence[str] = ("skb:kfree_skb", "skb:consume_skb")) -> Iterator[object]:
+    """kfree_skb / consume_skb events of a trace buffer, oldest first, with stacks and symbolised
+    locations (:class:`~skbinspect.skb_events.KfreeSkb`, :class:`~skbinspect.skb_events.ConsumeSkb`)."""
+    from .skb_events import iter_skb_events
+
+    return iter_skb_events(prog, instance, kinds=kinds)
+
+
+@takes_program_or_default
+def post_mortem(prog: drgn.Program, instance: Optional[str] = None, stale: bool = True) -> Report:
+    """What ``skbinspect report`` shows: ``.verdicts`` (:class:`~skbinspect.report.QueueVerdict`, each with
+    a ``.summary`` sentence), then the evidence."""
+    from .report import build_report
+
+    t = skbinspect_target(prog)
+    return build_report(prog, instance, module_ok=t.debug.module_ok, stale=stale)
