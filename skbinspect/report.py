@@ -306,6 +306,10 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
         trace = TraceLimits(tr.name, tr.entries, tr.written, tr.lost, _sec(rep.first_ts, rep.in_ns),
                             _sec(rep.last_ts, rep.in_ns), rep.kfree_total, rep.consumed, rep.has_reasons,
                             list(rep.notes))
+        if not tr.written:
+            trace.notes.append("the buffer is empty (tracing off, or never enabled for skb events): no drop history")
+        elif not rep.kfree_total:
+            trace.notes.append("no skb:kfree_skb events in the buffer (the event is not enabled?)")
         if not rep.has_reasons:
             trace.notes.append("this kernel records no drop reasons (skb:kfree_skb has no reason before 5.17): "
                                "drops are told apart by location only")
@@ -428,7 +432,7 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
         per_dev[v.device] += v.drop_count
     seen: Set[str] = set()
     for v in verdicts:
-        if v.device in seen or v.counter is None or v.counter_value is None or not v.drops:
+        if v.device in seen or v.counter is None or v.counter_value is None:
             continue
         seen.add(v.device)
         checks.append(_counter_check(v.device, v.counter, v.counter_value, per_dev[v.device], trace))
