@@ -24,7 +24,8 @@ def render_report(rep: Report, out: Optional[Console] = None) -> None:
     p()
     p("[bold]Verdicts[/bold]")
     if not rep.verdicts:
-        p("  no tun/tap queue is full and no ring-full drops are in the trace")
+        p("  no tun/tap queue is full and no ring-full drops are in the trace"
+          + (" (some devices could not be read: see the notes)" if rep.notes else ""))
     for v in rep.verdicts:
         mark = "[red]FULL[/red]" if v.full else "[yellow]dropped[/yellow]"
         p(f"  {mark} {escape(v.summary)}")

@@ -138,7 +138,7 @@ class CounterCheck:
     counter: str
     counter_value: int
     trace_count: int
-    verdict: str  # "agree", "counter-higher", "trace-higher"
+    verdict: str  # "agree", "counter-higher", "trace-higher", "unknown" (counters not fully readable)
     explanation: str
 
 
@@ -320,6 +320,7 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
     try:
         stats = drop_stats(prog, [d.name for d in devs] or None)
         dev_totals = {s.name: s.totals for s in stats.devices}
+        dev_complete = {s.name: s.complete for s in stats.devices}
         softnet_moved = [{"cpu": c.cpu, "dropped": c.dropped, "time_squeeze": c.time_squeeze,
                           "flow_limit_count": c.flow_limit_count, "backlog_len": c.backlog_len}
                          for c in stats.softnet.cpus if c.dropped or c.time_squeeze or c.flow_limit_count]
@@ -329,7 +330,7 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
                             "counters": {k: v for k, v in s.totals.items() if v}}
                            for s in stats.devices if any(s.totals.values())]
     except (SkbinspectError, drgn.FaultError, LookupError) as e:
-        dev_totals, softnet_moved, device_counters, dm = {}, [], [], None
+        dev_totals, dev_complete, softnet_moved, device_counters, dm = {}, {}, [], [], None
         notes.append(f"drop counters: {e}")
     if dm is not None:
         notes += [f"drop_monitor: {n}" for n in dm.notes]
@@ -358,9 +359,18 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
                 by = "device"
             else:
                 by = "driver" if len(cands) == 1 else "driver (ambiguous)"
-            if not cands:  # dropping, but no queue of this driver is full now: tie to named devices
-                cands = [(d, None) for d in devs if d.name in named or (not named and _KIND_MODULE.get(d.kind) == mod
-                                                                        and d.queues)]
+            if not cands:
+                # Dropping, but no queue of this driver is full now (or its queues could not be read):
+                # tie to the devices the trace names, else to the driver's devices whose drop counter moved,
+                # else to all of the driver's devices.
+                drv = [d for d in devs if _KIND_MODULE.get(d.kind) == mod]
+                if named:
+                    pick = [d for d in devs if d.name in named]
+                else:
+                    pick = [d for d in drv if dev_totals.get(d.name, d.counters).get(_KIND_COUNTER.get(d.kind, ""), 0)]
+                    pick = pick or drv
+                    by = "driver" if len(pick) == 1 else "driver (ambiguous)"
+                cands = [(d, None) for d in pick]
             for d, q in cands:
                 qi = q.index if q is not None else None
                 tied.setdefault((d.name, qi), []).append((g, by))
@@ -413,12 +423,15 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
                                               _task_state(prog, v.worker_pid), "vhost"))
             size = q.ring.size if q is not None else 0
             live = q.live if q is not None else 0
-            cause = _cause(full, holders, first, n)
+            cause = _cause(full, holders, first, n, readable=bool(d.queues))
             v = QueueVerdict(d.name, d.ifindex, d.kind, qi, full, live, size, holders, refs, n, first, last, span,
                              rate, ago, ctr_name, ctr_val, cause, "")
+            if q is None and not d.queues:
+                v.notes.append("its queues could not be read (see the notes): the drops are tied by driver and "
+                               "counters only")
             if any(by.endswith("(ambiguous)") for _, by in groups):
-                v.notes.append("several queues of this driver are full and the trace does not name the device: "
-                               "these drops are counted for each of them")
+                v.notes.append("the trace does not name the device and several queues or devices of this driver "
+                               "could be the one: these drops are counted for each of them")
             if stale and q is not None and groups:
                 v.stale_skbs = _stale_skbs(prog, kaddrs, consumed, {_fn(g.location_symbol) for g, _ in groups}, names_by_addr,
                                            d.mode == "tap" or d.kind != "tun", in_ns, max_stale)
@@ -435,7 +448,12 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
         if v.device in seen or v.counter is None or v.counter_value is None:
             continue
         seen.add(v.device)
-        checks.append(_counter_check(v.device, v.counter, v.counter_value, per_dev[v.device], trace))
+        c = _counter_check(v.device, v.counter, v.counter_value, per_dev[v.device], trace)
+        if not dev_complete.get(v.device, True) and c.verdict != "agree":
+            c.verdict = "unknown"
+            c.explanation = (f"{v.device}'s driver counters could not all be read (module debug info missing?): "
+                             f"{v.counter} {v.counter_value} may be incomplete")
+        checks.append(c)
 
     other, stacks = [], []
     if rep is not None:
@@ -454,7 +472,10 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
                   RULES, notes)
 
 
-def _cause(full: bool, holders: List[Holder], first: Optional[float], n: int) -> str:
+def _cause(full: bool, holders: List[Holder], first: Optional[float], n: int, readable: bool = True) -> str:
+    if not readable:
+        return (f"{n} ring-full drops; the device's queues could not be read, so whether a ring is still full "
+                "and who reads it is unknown")
     if full:
         if not holders:
             return "the ring is full and no process holds the queue open: nothing will consume it"
@@ -468,7 +489,12 @@ def _cause(full: bool, holders: List[Holder], first: Optional[float], n: int) ->
 
 
 def _summary(v: QueueVerdict) -> str:
-    q = f"queue {v.queue}" if v.queue is not None else "(no full queue)"
+    if v.queue is not None:
+        q = f"queue {v.queue}"
+    elif any(n.startswith("its queues could not be read") for n in v.notes):
+        q = "(queues not read)"
+    else:
+        q = "(no full queue found)"
     s = f"{v.device} {q}"
     if v.full:
         s += f" full ({v.live}/{v.size})"
