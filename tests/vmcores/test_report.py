@@ -163,3 +163,23 @@ def test_report_without_module_debug_info(lab_vmcore: LabVmcore) -> None:
     # the macvlan driver's counters need its module: no false "not counted" claim
     checks = {c["device"]: c for c in rep["counter_checks"]}
     assert checks["macvtap0"]["verdict"] in ("agree", "unknown")
+
+
+def test_memory_reuse_equals_ring_entries_at_dropped_addresses(lab_vmcore: LabVmcore, report: Dict[str, Any]) -> None:
+    """Reused = the live ring entries whose address the guest's trace shows in a kfree_skb event."""
+    dropped: Dict[int, int] = {}
+    for line in lab_vmcore.truth["trace"]["top"]["trace"].splitlines():
+        if "kfree_skb:" in line and "skbaddr=" in line:
+            a = int(line.split("skbaddr=", 1)[1].split()[0], 16)
+            dropped[a] = dropped.get(a, 0) + 1
+    p = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "--json", "ring", "--entries")
+    assert p.returncode == 0, p.stderr
+    want = set()
+    for d in json.loads(p.stdout)["devices"]:
+        for q in d["queues"]:
+            for e in q["entries"]:
+                a = int(e["address"], 16)
+                if a in dropped:
+                    want.add((d["name"], q["index"], e["index"], a, dropped[a]))
+    got = {(r["device"], r["queue"], r["slot"], int(r["address"], 16), r["drops"]) for r in report["reused"]}
+    assert got == want
