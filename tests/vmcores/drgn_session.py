@@ -58,3 +58,64 @@ def location_key(location_hex: str, location_symbol: str, printed: List[str]) ->
         elif p.split("/", 1)[0] == fn_off:
             return p
     raise AssertionError(f"location {location_symbol} ({location_hex}) is not in the guest's trace: {printed}")
+
+
+def drgn_repl(lab: LabVmcore, lines: List[str], timeout: float = 300, columns: int = 250) -> str:
+    """Type ``lines`` into drgn's interactive REPL on a pseudo-terminal (as a person would, ``%`` commands
+    included) and return everything it printed, ANSI escapes removed."""
+    import fcntl
+    import pty
+    import re
+    import select
+    import signal
+    import struct
+    import termios
+    import time
+
+    exe = shutil.which("drgn") or os.path.join(os.path.dirname(sys.executable), "drgn")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: drgn on the terminal
+        os.environ.pop("SKBINSPECT_DEBUG", None)
+        os.environ["TERM"] = "xterm"  # not "dumb": rich sizes a dumb terminal at 80 columns
+        os.environ["COLUMNS"] = str(columns)  # rich sizes its tables by it (and by the window size below)
+        os.execv(exe, [exe, "-q", *drgn_args(lab)])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    buf = b""
+    deadline = time.monotonic() + timeout
+
+    def until_prompt() -> None:
+        """Read until the REPL waits at a fresh ``>>> `` prompt (and has been quiet for a moment)."""
+        nonlocal buf
+        start = len(buf)
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.5)
+            if not r:
+                tail = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", buf[start:])
+                if tail.rstrip(b" ").endswith(b">>>"):
+                    return
+                continue
+            try:
+                data = os.read(fd, 1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data
+        raise AssertionError(f"drgn REPL timed out; output so far: {buf[-2000:]!r}")
+
+    try:
+        until_prompt()
+        for line in lines:
+            os.write(fd, line.encode() + b"\n")
+            until_prompt()
+        os.write(fd, b"exit()\n")
+        time.sleep(0.5)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+        os.close(fd)
+    text = buf.decode(errors="replace").replace("\r\n", "\n")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)

@@ -109,3 +109,21 @@ def test_error_in_drgn_is_one_paragraph(session: Dict[str, Any]) -> None:
     err = session["stderr"]
     assert "skbinspect: error:" in err and "nosuchdev" in err
     assert "Traceback" not in err
+
+
+def test_percent_commands_in_the_interactive_repl(lab_vmcore: LabVmcore) -> None:
+    """``%skbinspect`` typed at drgn's ``>>>`` prompt on a terminal, as a person would."""
+    from tests.vmcores.drgn_session import drgn_repl
+
+    truth = lab_vmcore.truth
+    links = {l["ifname"]: l for l in truth["ip_link"]}
+    out = drgn_repl(lab_vmcore, ["%skbinspect ring tap0", "%skbinspect drops --stacks 0 --no-timeline"])
+    assert "Traceback" not in out and "skbinspect: error" not in out, out[-3000:]
+    ring_part = out.split(">>> %skbinspect ring tap0", 1)[1].split(">>> %skbinspect drops", 1)[0]
+    size = links["tap0"]["txqlen"]
+    assert f"FULL {size}/{size}" in ring_part
+    assert f"{truth['holders']['tun-full']['pid']} (tun-full) fd" in ring_part
+    drops_part = out.split(">>> %skbinspect drops", 1)[1]
+    counts = truth_kfree_counts(lab_vmcore)
+    assert f"{sum(counts['location'].values())} drops" in drops_part
+    assert "tun_net_xmit+" in drops_part and "tap_handle_frame+" in drops_part
