@@ -127,3 +127,26 @@ def test_percent_commands_in_the_interactive_repl(lab_vmcore: LabVmcore) -> None
     counts = truth_kfree_counts(lab_vmcore)
     assert f"{sum(counts['location'].values())} drops" in drops_part
     assert "tun_net_xmit+" in drops_part and "tap_handle_frame+" in drops_part
+
+
+def test_python_api_in_drgn_equals_cli(lab_vmcore: LabVmcore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``skbinspect.helpers`` in a drgn session, the program omitted (drgn's default program) or given:
+    the same results as the CLI's --json."""
+    out = tmp_path / "api.json"
+    code = "\n".join([
+        "import json",
+        "from skbinspect.helpers import drop_stats, drop_reasons, skb_events, drops, tap_devices",
+        "r = {'stats': drop_stats().to_json(), 'reasons': drop_reasons(prog).to_json(),",
+        "     'kfree': sum(1 for _ in skb_events(kinds=['skb:kfree_skb'])), 'drops': drops(prog).to_json(),",
+        "     'ring': [d.to_json(False) for d in tap_devices(['tap0', 'macvtap0'], entries=True)]}",
+        f"open({str(out)!r}, 'w').write(json.dumps(r, default=str))",
+    ])
+    p = run_drgn(lab_vmcore, code)
+    assert p.returncode == 0, p.stderr
+    api = json.loads(out.read_text())
+    st = cli_json(lab_vmcore, "stats")
+    assert api["stats"]["softnet"] == st["softnet"] and api["stats"]["devices"] == st["devices"]
+    assert api["reasons"] == {k: v for k, v in cli_json(lab_vmcore, "reasons").items() if k in api["reasons"]}
+    assert api["drops"] == cli_json(lab_vmcore, "drops")
+    assert api["kfree"] == sum(truth_kfree_counts(lab_vmcore)["location"].values())
+    assert api["ring"] == cli_json(lab_vmcore, "ring", "tap0", "macvtap0")["devices"]
