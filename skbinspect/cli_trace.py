@@ -198,27 +198,27 @@ def _emit_json(reader: Any, fmt: Any, out: TextIO, want: Optional[set], last: Op
     from .render_trace import JsonLines
 
     lines = JsonLines(fmt, reader.tr.name, stacks)
-    line = lines.line
+    line = lines.line_key
     st = reader.stack_type
     types = None
     if want is not None:
         types = set(want)
-    tail: Optional[Deque[Any]] = deque(maxlen=last) if last else None
-    buf: List[str] = []
-    for ev in reader.events(types):
-        if ev.type == st and not stacks and want is None:
-            continue  # a stack record whose event was overwritten: shown with --stacks only
-        if threshold is not None and ev.ts < threshold:
+    skip_orphans = want is None and not stacks  # stack records whose event was overwritten: --stacks only
+    shift = reader.codec.shift
+    stacks_of = reader._stacks
+    if last is None:  # the streamed common case
+        lines.write_all(reader.grouped_keys(types), out, stacks_of, st if skip_orphans else None, threshold)
+        return
+    pop = stacks_of.pop
+    tail: Deque[Any] = deque(maxlen=last)
+    for k, page, pid in reader.grouped_keys(types):
+        srec = pop((k, pid), None) if stacks_of else None
+        if skip_orphans and k & 0xFFFF == st:
             continue
-        if tail is not None:
-            tail.append(ev)
+        if threshold is not None and k >> shift < threshold:
             continue
-        buf.append(line(ev))
-        if len(buf) >= 256:
-            out.write("\n".join(buf) + "\n")
-            buf.clear()
-    if tail is not None:
-        buf += [line(ev) for ev in tail]
+        tail.append((k, page, srec))
+    buf = [line(k, page, srec) for k, page, srec in tail]
     if buf:
         out.write("\n".join(buf) + "\n")
 

@@ -25,7 +25,7 @@ from .skb_events import Symbolizer, reason_names, symbolizer
 __all__ = ["DropGroup", "DropsReport", "drops_report", "TIMELINE_BUCKETS"]
 
 TIMELINE_BUCKETS = 48
-_HDR = struct.Struct("<HBBi")  # struct trace_entry: type, flags, preempt_count, pid
+_PID = struct.Struct("<i")  # struct trace_entry.pid, at offset 4
 #: net events that name the device of an skb (fields ``skbaddr`` and ``name``).
 DEVICE_EVENTS = ("net_dev_queue", "net_dev_start_xmit", "net_dev_xmit", "netif_receive_skb", "netif_rx",
                  "netif_receive_skb_entry", "netif_rx_entry", "napi_gro_receive_entry", "napi_gro_frags_entry")
@@ -231,15 +231,8 @@ def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Se
     shift = r.codec.shift
     unpack = struct.unpack_from
     for k, page, pid_ in r.grouped_keys(types):
-        w = k & pmask
-        (h,) = unpack("<I", page, w * 4)
-        if h & 31:
-            off, length = (w + 1) * 4, (h & 31) * 4
-        else:
-            off = (w + 2) * 4
-            length = unpack("<I", page, w * 4 + 4)[0] - 4
-        t, _, _, pid = _HDR.unpack_from(page, off)
-        srec = stacks_of.pop((k, pid_), None)
+        t = k & 0xFFFF
+        srec = stacks_of.pop((k, pid_), None) if stacks_of else None
         if t in dev_ids:
             ev = TraceEvent(r, k, page)
             f = ev.fields
@@ -253,6 +246,16 @@ def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Se
         if t != kid:
             continue
         kfree_total += 1
+        w = (k >> 16) & pmask
+        (h,) = unpack("<I", page, w * 4)
+        if h & 31:
+            off, length = (w + 1) * 4, (h & 31) * 4
+        else:
+            off = (w + 2) * 4
+            length = unpack("<I", page, w * 4 + 4)[0] - 4
+        if length < 8:  # no room for struct trace_entry: not a real event
+            continue
+        pid = _PID.unpack_from(page, off + 4)[0]
         if length >= kmin:
             vals = kstruct.unpack_from(page, off)  # one struct call for the fixed fields
             rv = vals[i_reason] if i_reason is not None else None
@@ -280,7 +283,7 @@ def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Se
         per[ck] = per.get(ck, 0) + 1
         if srec:
             sp, sk = srec[0]
-            sw = sk & pmask
+            sw = (sk >> 16) & pmask
             (sh,) = unpack("<I", sp, sw * 4)
             soff, slen = ((sw + 1) * 4, (sh & 31) * 4) if sh & 31 else ((sw + 2) * 4, unpack("<I", sp, sw * 4 + 4)[0] - 4)
             groups[gk].stacks[tuple(decode_stack(sp, soff, slen))] += 1  # type: ignore[union-attr]

@@ -844,6 +844,7 @@ class TraceReader:
         self.progress = progress
         self._pages: Optional[List[CpuPages]] = None
         self._pages_done = 0
+        self._decoders: Dict[int, Any] = {}  # event id -> FieldDecoder (None: unknown event)
         # (key, id(page)) of an event -> [(page, stack record key)]
         self._stacks: Dict[Tuple[int, int], List[Tuple[bytes, int]]] = {}
 
@@ -883,7 +884,7 @@ class TraceReader:
                 continue
             keys: List[int] = []
             flags, mono = decode_subbuf(page, cp.cpu, keys, codec, layout=lay, emit_from=emit_from, damage=damage,
-                                        where=f"sub-buffer {page_addr:#x}")
+                                        where=page_addr)
             if flags & lay.missed_events:
                 self.missed_pages += 1
             self._pages_done += 1
@@ -904,9 +905,9 @@ class TraceReader:
     def raw_events(self) -> Iterator["TraceEvent"]:
         """:class:`TraceEvent` per record, in the trace file's order (stack records separate)."""
         for keys, pages in self.windows():
-            cmask, pbits = self.codec.cpu_mask, self.codec.pos_bits
+            cmask, cshift = self.codec.cpu_mask, self.codec.cpu_shift
             for k in keys:
-                yield TraceEvent(self, k, pages[(k >> pbits) & cmask])
+                yield TraceEvent(self, k, pages[(k >> cshift) & cmask])
 
     def events(self, types: Optional[Iterable[int]] = None) -> Iterator["TraceEvent"]:
         """Decoded events, oldest first, each kernel stack record attached to the event it follows on the
@@ -926,7 +927,7 @@ class TraceReader:
         """The fast path under :meth:`events`: ``(key, page, id(page))`` per event in time order, filtered
         by ``types``; an event's stack records are in ``self._stacks[(key, id(page))]`` (pop them)."""
         want = frozenset(types) if types is not None else None
-        cmask, pbits = self.codec.cpu_mask, self.codec.pos_bits
+        cmask, cshift = self.codec.cpu_mask, self.codec.cpu_shift
         for keys, pages in merge_windows([self._grouped(cp, want) for cp in self.pages], self.codec):
             if len(pages) == 1:
                 (page,) = pages.values()
@@ -935,7 +936,7 @@ class TraceReader:
                     yield k, page, pid
             else:
                 for k in keys:
-                    page = pages[(k >> pbits) & cmask]
+                    page = pages[(k >> cshift) & cmask]
                     yield k, page, id(page)
 
     def _grouped(self, cp: CpuPages, want: Optional[frozenset] = None) -> Iterator[Batch]:
@@ -944,20 +945,30 @@ class TraceReader:
         trigger), and the events not in ``want`` left out with their stacks.  A batch is held back until
         the next one is known, since an event's stack can start the next sub-buffer."""
         st = self.stack_type
-        pmask = self.codec.pos_mask
-        unpack = struct.unpack_from
         stacks = self._stacks
         orphans = want is None or st in want
         held: Optional[Batch] = None
         # (key, id(page)) of the last event, whose stacks follow; DROPPED after an event not wanted
         owner: Any = None
         for page, keys, mono in self._cpu_batches(cp):
-            kept: List[int] = []
             pid = id(page)
+            types = {k & 0xFFFF for k in keys}
+            if st not in types:  # no stack record in this sub-buffer: filter at C speed
+                if want is None:
+                    kept = keys
+                elif types <= want:
+                    kept = keys
+                else:
+                    kept = [k for k in keys if k & 0xFFFF in want]
+                last = keys[-1]
+                owner = (last, pid) if want is None or last & 0xFFFF in want else _DROPPED
+                if held is not None:
+                    yield held
+                held = (page, kept, mono)
+                continue
+            kept = []
             for k in keys:
-                w = k & pmask
-                (h,) = unpack("<I", page, w * 4)
-                t = unpack("<H", page, (w + 1 if h & 31 else w + 2) * 4)[0]
+                t = k & 0xFFFF
                 if t == st:
                     if owner is _DROPPED:
                         continue
@@ -999,18 +1010,18 @@ class TraceEvent:
         self.reader = reader
         self.key = key
         self.ts = key >> c.shift
-        self.cpu = (key >> c.pos_bits) & c.cpu_mask
+        self.cpu = (key >> c.cpu_shift) & c.cpu_mask
         self.page = page
-        w = key & c.pos_mask
+        self.type = key & 0xFFFF
+        w = (key >> 16) & c.pos_mask
         h = _U32.unpack_from(page, w * 4)[0]
         tl = h & 31
         if tl:
-            off = self.off = (w + 1) * 4
+            self.off = (w + 1) * 4
             self.length = tl * 4
         else:
-            off = self.off = (w + 2) * 4
+            self.off = (w + 2) * 4
             self.length = _U32.unpack_from(page, w * 4 + 4)[0] - 4
-        self.type = _U16.unpack_from(page, off)[0]
         self.stack_records: Optional[List[Tuple[bytes, int]]] = None
         self._fields: Optional[Dict[str, Any]] = None
 
@@ -1057,10 +1068,15 @@ class TraceEvent:
     @property
     def fields(self) -> Dict[str, Any]:
         """The event's own fields by name (common fields left out)."""
-        if self._fields is None:
-            f = self.format
-            self._fields = f.decoder.decode(self.page, self.off, self.length) if f else {}
-        return self._fields
+        f = self._fields
+        if f is None:
+            decoders = self.reader._decoders
+            dec = decoders.get(self.type, _DROPPED)
+            if dec is _DROPPED:
+                fmt = self.format
+                dec = decoders[self.type] = fmt.decoder if fmt else None
+            f = self._fields = dec.decode(self.page, self.off, self.length) if dec is not None else {}
+        return f
 
     def field(self, name: str, default: Any = None) -> Any:
         return self.fields.get(name, default)

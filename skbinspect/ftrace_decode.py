@@ -128,21 +128,27 @@ class Damage:
 
 
 class KeyCodec:
-    """Packs a decoded event into one int, ``key = ts << shift | cpu << pos_bits | word``, where ``word``
-    is the index of the event's header word in its sub-buffer.
+    """Packs a decoded event into one int,
+    ``key = ts << shift | cpu << cpu_shift | word << 16 | type``, where ``word`` is the index of the
+    event's header word in its sub-buffer and ``type`` its ``trace_entry.type`` (the event id).
 
     Keys of one CPU grow with time and buffer position, and keys of different CPUs compare on
     ``(ts, cpu)``: sorting keys orders events exactly as the kernel's trace iterator merges CPUs (the
     smallest time stamp first, ties to the lower CPU, each CPU's own order kept).  One int per event keeps
-    the hot path (decoding) and the merge (a C sort of ints) fast.
+    the hot path (decoding) and the merge (a C sort of ints) fast, and filtering by event type needs no
+    access to the page.
     """
 
-    __slots__ = ("pos_bits", "cpu_bits", "shift", "pos_mask", "cpu_mask")
+    __slots__ = ("pos_bits", "cpu_bits", "shift", "pos_mask", "cpu_mask", "cpu_shift")
+
+    TYPE_MASK = 0xFFFF
+    POS_SHIFT = 16
 
     def __init__(self, subbuf_size: int = 4096, cpu_bits: int = 13) -> None:
         self.pos_bits = max(1, (max(subbuf_size, 4) // 4).bit_length())
         self.cpu_bits = cpu_bits
-        self.shift = self.pos_bits + cpu_bits
+        self.cpu_shift = 16 + self.pos_bits
+        self.shift = self.cpu_shift + cpu_bits
         self.pos_mask = (1 << self.pos_bits) - 1
         self.cpu_mask = (1 << cpu_bits) - 1
 
@@ -150,14 +156,18 @@ class KeyCodec:
         return key >> self.shift
 
     def cpu(self, key: int) -> int:
-        return (key >> self.pos_bits) & self.cpu_mask
+        return (key >> self.cpu_shift) & self.cpu_mask
 
     def word(self, key: int) -> int:
-        return key & self.pos_mask
+        return (key >> 16) & self.pos_mask
+
+    @staticmethod
+    def type(key: int) -> int:
+        return key & 0xFFFF
 
     def unpack(self, key: int) -> Tuple[int, int, int]:
         """``(ts, cpu, word)``."""
-        return key >> self.shift, (key >> self.pos_bits) & self.cpu_mask, key & self.pos_mask
+        return key >> self.shift, (key >> self.cpu_shift) & self.cpu_mask, (key >> 16) & self.pos_mask
 
 
 #: One decoded data event for callers that want tuples: ``(ts, cpu, type, page, offset, length)``:
@@ -166,13 +176,16 @@ class KeyCodec:
 Record = Tuple[int, int, int, bytes, int, int]
 
 _LITTLE = sys.byteorder == "little"
+_PAGE_HDR = struct.Struct("<QQ")  # buffer_data_page: time_stamp, commit
 
 
 def _words(page: bytes) -> Sequence[int]:
     """The page as little-endian u32 words (a zero-copy view on little-endian hosts)."""
     n = len(page) // 4
     if _LITTLE:
-        return memoryview(page)[: n * 4].cast("I")
+        if len(page) & 3:
+            return memoryview(page)[: n * 4].cast("I")
+        return memoryview(page).cast("I")
     return struct.unpack_from(f"<{n}I", page)
 
 
@@ -196,7 +209,7 @@ def decode_subbuf(
     emit_from: int = 0,
     commit: Optional[int] = None,
     damage: Optional[List[Damage]] = None,
-    where: str = "sub-buffer",
+    where: Any = "sub-buffer",
 ) -> Tuple[int, bool]:
     """Decode one sub-buffer (``struct buffer_data_page`` with its data) and append a key
     (:class:`KeyCodec`) per data event to ``keys``, oldest first.
@@ -208,16 +221,22 @@ def decode_subbuf(
     :param commit: the number of committed data bytes; default: the page's own ``commit`` word (its
         ``RB_MISSED_*`` flag bits masked).
     :param damage: list to append :class:`Damage` to (bad lengths, bad types, truncation).
+    :param where: what to call the sub-buffer in damage reports (an int is its address).
     :returns: ``(flags, monotonic)``: the page's ``RB_MISSED_*`` bits, and False if an absolute time
         stamp went backwards (the keys appended are then not sorted).
     """
     hs = layout.header_size
+    if isinstance(where, int):
+        where = f"sub-buffer {where:#x}"
     if len(page) < hs:
         if damage is not None:
             damage.append(Damage(cpu, where, f"only {len(page)} bytes, shorter than the sub-buffer header"))
         return 0, True
-    ts = int.from_bytes(page[0:8], "little")
-    raw_commit = int.from_bytes(page[layout.commit_offset : layout.commit_offset + layout.commit_size], "little")
+    if layout.commit_offset == 8 and layout.commit_size == 8:
+        ts, raw_commit = _PAGE_HDR.unpack_from(page, 0)
+    else:
+        ts = int.from_bytes(page[0:8], "little")
+        raw_commit = int.from_bytes(page[layout.commit_offset: layout.commit_offset + layout.commit_size], "little")
     flags = raw_commit & layout.missed_mask
     size = (raw_commit & ~layout.missed_mask & 0xFFFFFFFF) if commit is None else commit
     cap = len(page) - hs
@@ -244,7 +263,7 @@ def decode_subbuf(
     t_abs = layout.type_time_stamp
     tshift = layout.ts_shift
     kshift = codec.shift
-    cbase = cpu << codec.pos_bits
+    cbase = cpu << codec.cpu_shift
     page_ts = ts
     add = keys.append
     n0 = len(keys)
@@ -259,7 +278,7 @@ def decode_subbuf(
             tl = h & 31
             if 0 < tl <= tl_max:
                 key += (h >> 5) << kshift
-                add(key | i)
+                add(key | i << 16 | words[i + 1] & 0xFFFF)
                 i += 1 + tl
             elif tl == 0:
                 ln = words[i + 1]
@@ -267,7 +286,7 @@ def decode_subbuf(
                     bad = f"impossible event length {ln}"
                     break
                 key += (h >> 5) << kshift
-                add(key | i)
+                add(key | i << 16 | words[i + 2] & 0xFFFF)
                 i += 1 + (ln >> 2)
             elif tl == t_ext:
                 key += ((words[i + 1] << tshift) + (h >> 5)) << kshift
@@ -294,7 +313,7 @@ def decode_subbuf(
     if i > end and bad is None:
         # the last item ran past the commit: drop it if it was a data event
         if len(keys) > n0:
-            last = keys[-1] & codec.pos_mask
+            last = (keys[-1] >> 16) & codec.pos_mask
             off, ln = payload_span(page, last)
             if off + ln > hs + size:
                 keys.pop()
@@ -305,7 +324,7 @@ def decode_subbuf(
         # drop the events a trace_pipe reader consumed (header words below base + emit_from / 4)
         first = base + emit_from // 4
         j = n0
-        while j < len(keys) and keys[j] & codec.pos_mask < first:
+        while j < len(keys) and (keys[j] >> 16) & codec.pos_mask < first:
             j += 1
         del keys[n0:j]
     return flags, monotonic
@@ -378,13 +397,13 @@ def merge_windows(streams: Sequence[Iterator[Batch]], codec: KeyCodec
 
 def iter_records(windows: Iterable[Tuple[List[int], Dict[int, bytes]]], codec: KeyCodec) -> Iterator[Record]:
     """Flatten merged windows into :data:`Record` tuples (convenient, slower than using keys)."""
-    shift, pbits, pmask, cmask = codec.shift, codec.pos_bits, codec.pos_mask, codec.cpu_mask
+    shift, cshift, pmask, cmask = codec.shift, codec.cpu_shift, codec.pos_mask, codec.cpu_mask
     unpack = struct.unpack_from
     for keys, pages in windows:
         for k in keys:
-            cpu = (k >> pbits) & cmask
+            cpu = (k >> cshift) & cmask
             page = pages[cpu]
-            w = k & pmask
+            w = (k >> 16) & pmask
             (h,) = unpack("<I", page, w * 4)
             tl = h & 31
             if tl:
@@ -392,7 +411,7 @@ def iter_records(windows: Iterable[Tuple[List[int], Dict[int, bytes]]], codec: K
             else:
                 off = (w + 2) * 4
                 ln = unpack("<I", page, w * 4 + 4)[0] - 4
-            yield (k >> shift, cpu, unpack("<H", page, off)[0], page, off, ln)
+            yield (k >> shift, cpu, k & 0xFFFF, page, off, ln)
 
 
 # ---- the page ring --------------------------------------------------------------------------------
@@ -648,6 +667,8 @@ class FieldDecoder:
 
     def decode(self, page: bytes, off: int, length: int) -> Dict[str, Any]:
         """Fields of the payload at ``page[off:off+length]``; fields beyond ``length`` are left out."""
+        if length >= self.min_len and not self.others:
+            return dict(zip(self.scalar_names, self.scalar_struct.unpack_from(page, off)))
         out: Dict[str, Any] = {}
         if length >= self.min_len:
             out.update(zip(self.scalar_names, self.scalar_struct.unpack_from(page, off)))

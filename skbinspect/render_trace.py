@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import struct
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO
+from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
 from .ftrace import TraceArray, TraceEvent, TraceReader
-from .ftrace_decode import Damage, format_irq_flags, format_timestamp
+from .ftrace_decode import Damage, decode_stack, format_irq_flags, format_timestamp
 from .skb_events import Symbolizer, reason_names
 
 __all__ = [
@@ -220,6 +220,16 @@ def _frames(frames: Sequence[int], fmt: TraceTextFormatter) -> List[Dict[str, An
 
 
 _HDR = struct.Struct("<HBBi")  # struct trace_entry: type, flags, preempt_count, pid
+_U32 = struct.Struct("<I")
+_MISSING = object()
+
+
+def _stack_frames(page: bytes, k: int, codec: Any) -> List[int]:
+    w = (k >> 16) & codec.pos_mask
+    h = _U32.unpack_from(page, w * 4)[0]
+    if h & 31:
+        return decode_stack(page, (w + 1) * 4, (h & 31) * 4)
+    return decode_stack(page, (w + 2) * 4, _U32.unpack_from(page, w * 4 + 4)[0] - 4)
 
 
 class JsonLines:
@@ -241,6 +251,7 @@ class JsonLines:
         self._sym: Dict[int, str] = {}
         self._reason: Dict[Any, str] = {}
         self._names = reason_names(self.reader.prog)
+        self.codec = self.reader.codec
 
     def _compile(self, t: int) -> Any:
         if t == self.fmt.stack_type:
@@ -267,18 +278,33 @@ class JsonLines:
         return tpl, dec.scalar_struct, dec.min_len, iloc, irea, others, f
 
     def line(self, ev: TraceEvent) -> str:
-        t = ev.type
+        return self.line_key(ev.key, ev.page, ev.stack_records, ev)
+
+    def line_key(self, k: int, page: bytes, stack_records: Optional[List[Tuple[bytes, int]]],
+                 ev: Optional[TraceEvent] = None) -> str:
+        """The line of the event of key ``k`` (see :meth:`TraceReader.grouped_keys`)."""
+        t = k & 0xFFFF
         try:
             c = self._tpl[t]
         except KeyError:
             c = self._tpl[t] = self._compile(t)
-        if c is None or ev.length < c[2]:
+        codec = self.codec
+        w = (k >> 16) & codec.pos_mask
+        h = _U32.unpack_from(page, w * 4)[0]
+        if h & 31:
+            off, length = (w + 1) * 4, (h & 31) * 4
+        else:
+            off = (w + 2) * 4
+            length = _U32.unpack_from(page, w * 4 + 4)[0] - 4
+        if c is None or length < c[2]:
+            if ev is None:
+                ev = TraceEvent(self.reader, k, page)
+                ev.stack_records = stack_records
             return json.dumps(event_json(ev, self.fmt, self.instance, self.stacks))
         tpl, st, _, iloc, irea, others, f = c
-        page, off = ev.page, ev.off
         _, fl, pc, pid = _HDR.unpack_from(page, off)
         vals = st.unpack_from(page, off)
-        ts = ev.ts
+        ts = k >> codec.shift
         if self.in_ns:
             us = (ts + 500) // 1000
             tm = "%d.%06d" % (us // 1000000, us % 1000000)
@@ -296,7 +322,7 @@ class JsonLines:
             from .ftrace_decode import decode_value
 
             for fd, jn in others:
-                v = decode_value(page, off, ev.length, fd)
+                v = decode_value(page, off, length, fd)
                 if v is None:
                     continue
                 if isinstance(v, int) and fd.is_pointer:
@@ -317,12 +343,82 @@ class JsonLines:
             if s is None:
                 s = self._reason[rv] = json.dumps(self._names.name(rv))
             extra += ', "reason": ' + s
-        if self.stacks and ev.stack_records:
-            frames = ev.stacks
+        if self.stacks and stack_records:
+            frames = [_stack_frames(sp, sk, codec) for sp, sk in stack_records]
             extra += ', "stack": ' + self._frames(frames[0])
             if any(x != frames[0] for x in frames[1:]):
                 extra += ', "stacks": [' + ", ".join(self._frames(x) for x in frames) + "]"
-        return tpl % ((ts, tm, ev.cpu, pid, comm, flags) + vals + (more, extra))
+        return tpl % ((ts, tm, (k >> codec.cpu_shift) & codec.cpu_mask, pid, comm, flags) + vals + (more, extra))
+
+    def write_all(self, items: Iterable[Tuple[int, bytes, int]], out: TextIO, stacks_of: Dict[Any, Any],
+                  skip_type: Optional[int] = None, threshold: Optional[int] = None) -> int:
+        """Write the lines of ``items`` (``TraceReader.grouped_keys()``) to ``out``: the loop of
+        :meth:`line_key` inlined for the common case (a fixed-size event, no stacks, no extra fields).
+        Returns the number of lines."""
+        codec = self.codec
+        shift, cshift, cmask, pmask = codec.shift, codec.cpu_shift, codec.cpu_mask, codec.pos_mask
+        u32 = _U32.unpack_from
+        hdr = _HDR.unpack_from
+        tpls = self._tpl
+        comms, flags_c, syms, reasons = self._comm, self._flags, self._sym, self._reason
+        in_ns = self.in_ns
+        pop = stacks_of.pop
+        buf: List[str] = []
+        n = 0
+        for k, page, pid_ in items:
+            srec = pop((k, pid_), None) if stacks_of else None
+            t = k & 0xFFFF
+            if t == skip_type:
+                continue
+            ts = k >> shift
+            if threshold is not None and ts < threshold:
+                continue
+            c = tpls.get(t, _MISSING)
+            w = (k >> 16) & pmask
+            h = u32(page, w * 4)[0]
+            if c is _MISSING or c is None or srec is not None or not h & 31 or (h & 31) * 4 < c[2] or c[5]:
+                buf.append(self.line_key(k, page, srec))
+            else:
+                tpl, st, _, iloc, irea, _, _ = c
+                off = (w + 1) * 4
+                _, fl, pc, pid = hdr(page, off)
+                vals = st.unpack_from(page, off)
+                if in_ns:
+                    us = (ts + 500) // 1000
+                    tm = "%d.%06d" % (us // 1000000, us % 1000000)
+                else:
+                    tm = "%d" % ts
+                comm = comms.get(pid)
+                if comm is None:
+                    comm = comms[pid] = json.dumps(self.reader.cmdlines.find(pid))
+                fk = fl << 8 | pc
+                flags = flags_c.get(fk)
+                if flags is None:
+                    flags = flags_c[fk] = format_irq_flags(fl, pc, self.fmt.bits)
+                extra = ""
+                if iloc is not None:
+                    loc = vals[iloc]
+                    x = syms.get(loc)
+                    if x is None:
+                        x = syms[loc] = json.dumps(self.fmt.syms.format(loc))
+                    extra = ', "location_symbol": ' + x
+                if irea is not None:
+                    rv = vals[irea]
+                    x = reasons.get(rv)
+                    if x is None:
+                        x = reasons[rv] = json.dumps(self._names.name(rv))
+                    extra += ', "reason": ' + x
+                buf.append(tpl % ((ts, tm, (k >> cshift) & cmask, pid, comm, flags) + vals + ("", extra)))
+            if len(buf) >= 512:
+                n += len(buf)
+                buf.append("")
+                out.write("\n".join(buf))
+                buf.clear()
+        if buf:
+            n += len(buf)
+            buf.append("")
+            out.write("\n".join(buf))
+        return n
 
     def _frames(self, frames: Sequence[int]) -> str:
         out = []
