@@ -20,7 +20,6 @@ is bounded, and unreadable or inconsistent memory is reported as :class:`~.ftrac
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -45,6 +44,7 @@ from .ftrace_decode import (
     merge_windows,
     walk_ring,
 )
+from .target import kernel_version
 
 __all__ = [
     "TraceError",
@@ -748,7 +748,7 @@ def irq_flag_bits(prog: drgn.Program) -> IrqFlagBits:
     try:
         prog["tracing_gen_ctx_irq_test"]
     except LookupError:
-        migrate = _kernel_version(prog) >= (5, 13)
+        migrate = kernel_version(prog) >= (5, 13)
     return IrqFlagBits(
         irqs_off=v("TRACE_FLAG_IRQS_OFF") or 0x01,
         irqs_nosupport=v("TRACE_FLAG_IRQS_NOSUPPORT"),
@@ -763,15 +763,6 @@ def irq_flag_bits(prog: drgn.Program) -> IrqFlagBits:
     )
 
 
-def _kernel_version(prog: drgn.Program) -> Tuple[int, int]:
-    try:
-        rel = prog["UTS_RELEASE"].string_().decode()
-        m = re.match(r"(\d+)\.(\d+)", rel)
-        if m:
-            return int(m.group(1)), int(m.group(2))
-    except (LookupError, drgn.FaultError):
-        pass
-    return (0, 0)
 
 
 # ---- pages and records --------------------------------------------------------------------------------

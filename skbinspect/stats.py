@@ -18,11 +18,12 @@ Bad pointers give a per-row note and zeros, never an exception.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import drgn
+
+from .target import kernel_version
 
 __all__ = [
     "TOTAL_FIELDS",
@@ -372,15 +373,6 @@ class SoftnetStats:
                 "cpus": [c.to_json() for c in self.cpus]}
 
 
-def _release_tuple(prog: drgn.Program) -> Tuple[int, int]:
-    try:
-        rel = prog["UTS_RELEASE"].string_().decode()
-        m = re.match(r"(\d+)\.(\d+)", rel)
-        if m:
-            return int(m.group(1)), int(m.group(2))
-    except (LookupError, drgn.FaultError):
-        pass
-    return (0, 0)
 
 
 def softnet_stats(prog: drgn.Program) -> SoftnetStats:
@@ -389,7 +381,7 @@ def softnet_stats(prog: drgn.Program) -> SoftnetStats:
     possible, online, offsets = cpu_lists(prog)
     # The 15-column form (input and process queue lengths apart) is from 6.4 (Jason Xing, "net-sysfs:
     # display two backlog queue len separately"); /proc's layout is not in DWARF, so go by version.
-    columns = 15 if _release_tuple(prog) >= (6, 4) else 13
+    columns = 15 if kernel_version(prog) >= (6, 4) else 13
     try:
         sd = prog["softnet_data"]
     except LookupError:

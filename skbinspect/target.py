@@ -8,18 +8,19 @@ that says what to do.  Readers never see a half-opened target.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 import struct
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import drgn
 
 from .debuginfo import DebugInfoReport, debug_package_hint, elf_build_id, kernel_main_module, load_debug_info
 from .errors import DebugInfoError, TargetError
 
-__all__ = ["Target", "VmcoreFile", "check_vmcore_file", "open_target", "target_from_program"]
+__all__ = ["Target", "VmcoreFile", "check_vmcore_file", "kernel_version", "open_target", "target_from_program"]
 
 KDUMP_SIGNATURE = b"KDUMP   "
 FLATTENED_SIGNATURE = b"makedumpfile"
@@ -212,6 +213,16 @@ def _set_target(prog: drgn.Program, kind: str, source: str) -> None:
         elif kind == "vmcore":
             hint = "Is the file complete and really a Linux kernel dump?"
         raise TargetError(f"cannot open {what} {source}: {msg}.", hint=hint)
+
+
+def kernel_version(prog: drgn.Program) -> Tuple[int, int]:
+    """(major, minor) of the target's kernel from ``UTS_RELEASE``; (0, 0) if unknown.  For the few
+    formats that the debug info cannot tell apart (text layouts such as /proc/net/softnet_stat)."""
+    try:
+        m = re.match(r"(\d+)\.(\d+)", _release(prog))
+    except TargetError:
+        return (0, 0)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
 def _release(prog: drgn.Program) -> str:
