@@ -278,7 +278,7 @@ def decode_subbuf(
             tl = h & 31
             if 0 < tl <= tl_max:
                 key += (h >> 5) << kshift
-                add(key | i << 16 | words[i + 1] & 0xFFFF)
+                add(key | (i << 16 | words[i + 1] & 0xFFFF))
                 i += 1 + tl
             elif tl == 0:
                 ln = words[i + 1]
@@ -286,7 +286,7 @@ def decode_subbuf(
                     bad = f"impossible event length {ln}"
                     break
                 key += (h >> 5) << kshift
-                add(key | i << 16 | words[i + 2] & 0xFFFF)
+                add(key | (i << 16 | words[i + 2] & 0xFFFF))
                 i += 1 + (ln >> 2)
             elif tl == t_ext:
                 key += ((words[i + 1] << tshift) + (h >> 5)) << kshift
