@@ -207,7 +207,7 @@ def _emit_json(reader: Any, fmt: Any, out: TextIO, want: Optional[set], last: Op
     shift = reader.codec.shift
     stacks_of = reader._stacks
     if last is None:  # the streamed common case
-        lines.write_all(reader.grouped_keys(types), out, stacks_of, st if skip_orphans else None, threshold)
+        lines.write_all(reader.grouped_windows(types), out, stacks_of, st if skip_orphans else None, threshold)
         return
     pop = stacks_of.pop
     tail: Deque[Any] = deque(maxlen=last)

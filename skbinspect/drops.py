@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import struct
 
@@ -184,6 +184,18 @@ class DropsReport:
         }
 
 
+def _keys(windows: Iterable[Tuple[List[int], Dict[int, bytes]]], cshift: int, cmask: int
+          ) -> Iterator[Tuple[int, bytes]]:
+    for keys, pages in windows:
+        if len(pages) == 1:
+            (page,) = pages.values()
+            for k in keys:
+                yield k, page
+        else:
+            for k in keys:
+                yield k, pages[(k >> cshift) & cmask]
+
+
 def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Sequence[str] = (),
                  reader: Optional[TraceReader] = None, buckets: int = TIMELINE_BUCKETS) -> DropsReport:
     """Group the kfree_skb events of a trace array by reason and location.
@@ -218,11 +230,15 @@ def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Se
     cid = consume.id if consume else -1
     kdec = kfree.decoder if kfree else None
     knames = list(kdec.scalar_names) if kdec else []
-    kstruct = kdec.scalar_struct if kdec else None
-    kmin = kdec.min_len if kdec else 1 << 30
+    kstruct = None
+    kmin = 1 << 30
+    if kdec is not None and kdec.scalar_struct.format[1:9] == "x" * 8:
+        # the pid (trace_entry at offset 4) and the event's fixed fields in one struct
+        kstruct = struct.Struct("<4xi" + kdec.scalar_struct.format[9:])
+        kmin = max(kdec.min_len, 8)
 
     def idx(name: str) -> Optional[int]:
-        return knames.index(name) if name in knames else None
+        return knames.index(name) + 1 if name in knames else None
 
     i_reason, i_loc, i_proto, i_skb = idx("reason"), idx("location"), idx("protocol"), idx("skbaddr")
     cmdlines = r.cmdlines
@@ -230,9 +246,10 @@ def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Se
     pmask = r.codec.pos_mask
     shift = r.codec.shift
     unpack = struct.unpack_from
-    for k, page, pid_ in r.grouped_keys(types):
+    cshift, cmask = r.codec.cpu_shift, r.codec.cpu_mask
+    for k, page in _keys(r.grouped_windows(types), cshift, cmask):
         t = k & 0xFFFF
-        srec = stacks_of.pop((k, pid_), None) if stacks_of else None
+        srec = stacks_of.pop((k, id(page)), None) if stacks_of else None
         if t in dev_ids:
             ev = TraceEvent(r, k, page)
             f = ev.fields
@@ -255,14 +272,15 @@ def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Se
             length = unpack("<I", page, w * 4 + 4)[0] - 4
         if length < 8:  # no room for struct trace_entry: not a real event
             continue
-        pid = _PID.unpack_from(page, off + 4)[0]
         if length >= kmin:
-            vals = kstruct.unpack_from(page, off)  # one struct call for the fixed fields
+            vals = kstruct.unpack_from(page, off)  # one struct call: the pid and the fixed fields
+            pid = vals[0]
             rv = vals[i_reason] if i_reason is not None else None
             loc = vals[i_loc] if i_loc is not None else None
             proto = vals[i_proto] if i_proto is not None else 0
             skbaddr = vals[i_skb] if i_skb is not None else 0
         else:
+            pid = _PID.unpack_from(page, off + 4)[0]
             f = TraceEvent(r, k, page).fields
             rv, loc, proto, skbaddr = f.get("reason"), f.get("location"), f.get("protocol", 0), f.get("skbaddr", 0)
         gk = (rv, loc)

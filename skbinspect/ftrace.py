@@ -917,9 +917,8 @@ class TraceReader:
     def grouped_keys(self, types: Optional[Iterable[int]] = None) -> Iterator[Tuple[int, bytes, int]]:
         """The fast path under :meth:`events`: ``(key, page, id(page))`` per event in time order, filtered
         by ``types``; an event's stack records are in ``self._stacks[(key, id(page))]`` (pop them)."""
-        want = frozenset(types) if types is not None else None
         cmask, cshift = self.codec.cpu_mask, self.codec.cpu_shift
-        for keys, pages in merge_windows([self._grouped(cp, want) for cp in self.pages], self.codec):
+        for keys, pages in self.grouped_windows(types):
             if len(pages) == 1:
                 (page,) = pages.values()
                 pid = id(page)
@@ -929,6 +928,13 @@ class TraceReader:
                 for k in keys:
                     page = pages[(k >> cshift) & cmask]
                     yield k, page, id(page)
+
+    def grouped_windows(self, types: Optional[Iterable[int]] = None
+                        ) -> Iterator[Tuple[List[int], Dict[int, bytes]]]:
+        """Like :meth:`windows`, with stack records taken out and attached (``self._stacks``) and the events
+        not in ``types`` left out."""
+        want = frozenset(types) if types is not None else None
+        return merge_windows([self._grouped(cp, want) for cp in self.pages], self.codec)
 
     def _grouped(self, cp: CpuPages, want: Optional[frozenset] = None) -> Iterator[Batch]:
         """One CPU's batches with the stack records that follow an event taken out (and remembered in

@@ -245,8 +245,8 @@ class JsonLines:
         self.in_ns = fmt.in_ns
         self._inst = json.dumps(instance).replace("%", "%%")
         self._tpl: Dict[int, Any] = {}
-        self._comm: Dict[int, str] = {}
-        self._flags: Dict[int, str] = {}
+        self._ctx: Dict[int, str] = {}  # pid, flags, preempt count -> '"pid": .., "comm": .., "flags": ..'
+        self._extra: Dict[Any, str] = {}  # (type, location, reason) -> ', "location_symbol": .., "reason": ..'
         self._frame: Dict[int, str] = {}
         self._sym: Dict[int, str] = {}
         self._reason: Dict[Any, str] = {}
@@ -267,8 +267,8 @@ class JsonLines:
             fd = f.field(name)
             v = '"0x%x"' if fd is not None and fd.is_pointer else "%d"
             parts.append(json.dumps(name).replace("%", "%%") + ": " + v)
-        tpl = ('{"instance": ' + self._inst + ', "ts": %d, "time": "%s", "cpu": %d, "pid": %d, "comm": %s, '
-               '"event": ' + json.dumps(f.full_name).replace("%", "%%") + ', "flags": "%s", "fields": {'
+        tpl = ('{"instance": ' + self._inst + ', "ts": %d, "time": "%s", "cpu": %d, %s, '
+               '"event": ' + json.dumps(f.full_name).replace("%", "%%") + ', "fields": {'
                + ", ".join(parts) + "%s}%s}")
         skb = f.system == "skb" and f.name in ("kfree_skb", "consume_skb")
         names = list(dec.scalar_names)
@@ -310,13 +310,10 @@ class JsonLines:
             tm = "%d.%06d" % (us // 1000000, us % 1000000)
         else:
             tm = "%d" % ts
-        comm = self._comm.get(pid)
-        if comm is None:
-            comm = self._comm[pid] = json.dumps(self.reader.cmdlines.find(pid))
-        fk = fl << 8 | pc
-        flags = self._flags.get(fk)
-        if flags is None:
-            flags = self._flags[fk] = format_irq_flags(fl, pc, self.fmt.bits)
+        ck = pid << 16 | fl << 8 | pc
+        ctx = self._ctx.get(ck)
+        if ctx is None:
+            ctx = self._context_json(ck, pid, fl, pc)
         more = ""
         if others:
             from .ftrace_decode import decode_value
@@ -348,67 +345,63 @@ class JsonLines:
             extra += ', "stack": ' + self._frames(frames[0])
             if any(x != frames[0] for x in frames[1:]):
                 extra += ', "stacks": [' + ", ".join(self._frames(x) for x in frames) + "]"
-        return tpl % ((ts, tm, (k >> codec.cpu_shift) & codec.cpu_mask, pid, comm, flags) + vals + (more, extra))
+        return tpl % ((ts, tm, (k >> codec.cpu_shift) & codec.cpu_mask, ctx) + vals + (more, extra))
 
-    def write_all(self, items: Iterable[Tuple[int, bytes, int]], out: TextIO, stacks_of: Dict[Any, Any],
-                  skip_type: Optional[int] = None, threshold: Optional[int] = None) -> int:
-        """Write the lines of ``items`` (``TraceReader.grouped_keys()``) to ``out``: the loop of
-        :meth:`line_key` inlined for the common case (a fixed-size event, no stacks, no extra fields).
-        Returns the number of lines."""
+    def write_all(self, windows: Iterable[Tuple[List[int], Dict[int, bytes]]], out: TextIO,
+                  stacks_of: Dict[Any, Any], skip_type: Optional[int] = None,
+                  threshold: Optional[int] = None) -> int:
+        """Write the lines of the events of ``windows`` (``TraceReader.grouped_windows()``) to ``out``:
+        :meth:`line_key` inlined for the common case (a small fixed-size event without stacks or
+        variable fields).  Returns the number of lines."""
         codec = self.codec
         shift, cshift, cmask, pmask = codec.shift, codec.cpu_shift, codec.cpu_mask, codec.pos_mask
         u32 = _U32.unpack_from
         hdr = _HDR.unpack_from
         tpls = self._tpl
-        comms, flags_c, syms, reasons = self._comm, self._flags, self._sym, self._reason
+        ctxs, extras = self._ctx, self._extra
         in_ns = self.in_ns
         pop = stacks_of.pop
+        line_key = self.line_key
         buf: List[str] = []
         n = 0
-        for k, page, pid_ in items:
-            srec = pop((k, pid_), None) if stacks_of else None
-            t = k & 0xFFFF
-            if t == skip_type:
-                continue
-            ts = k >> shift
-            if threshold is not None and ts < threshold:
-                continue
-            c = tpls.get(t, _MISSING)
-            w = (k >> 16) & pmask
-            h = u32(page, w * 4)[0]
-            if c is _MISSING or c is None or srec is not None or not h & 31 or (h & 31) * 4 < c[2] or c[5]:
-                buf.append(self.line_key(k, page, srec))
-            else:
-                tpl, st, _, iloc, irea, _, _ = c
-                off = (w + 1) * 4
-                _, fl, pc, pid = hdr(page, off)
-                vals = st.unpack_from(page, off)
-                if in_ns:
-                    us = (ts + 500) // 1000
-                    tm = "%d.%06d" % (us // 1000000, us % 1000000)
+        for keys, pages in windows:
+            single = next(iter(pages.values())) if len(pages) == 1 else None
+            for k in keys:
+                page = single if single is not None else pages[(k >> cshift) & cmask]
+                srec = pop((k, id(page)), None) if stacks_of else None
+                t = k & 0xFFFF
+                if t == skip_type:
+                    continue
+                ts = k >> shift
+                if threshold is not None and ts < threshold:
+                    continue
+                c = tpls.get(t, _MISSING)
+                w = (k >> 16) & pmask
+                h = u32(page, w * 4)[0]
+                if c is _MISSING or c is None or srec is not None or not h & 31 or (h & 31) * 4 < c[2] or c[5]:
+                    buf.append(line_key(k, page, srec))
                 else:
-                    tm = "%d" % ts
-                comm = comms.get(pid)
-                if comm is None:
-                    comm = comms[pid] = json.dumps(self.reader.cmdlines.find(pid))
-                fk = fl << 8 | pc
-                flags = flags_c.get(fk)
-                if flags is None:
-                    flags = flags_c[fk] = format_irq_flags(fl, pc, self.fmt.bits)
-                extra = ""
-                if iloc is not None:
-                    loc = vals[iloc]
-                    x = syms.get(loc)
-                    if x is None:
-                        x = syms[loc] = json.dumps(self.fmt.syms.format(loc))
-                    extra = ', "location_symbol": ' + x
-                if irea is not None:
-                    rv = vals[irea]
-                    x = reasons.get(rv)
-                    if x is None:
-                        x = reasons[rv] = json.dumps(self._names.name(rv))
-                    extra += ', "reason": ' + x
-                buf.append(tpl % ((ts, tm, (k >> cshift) & cmask, pid, comm, flags) + vals + ("", extra)))
+                    off = w * 4 + 4
+                    _, fl, pc, pid = hdr(page, off)
+                    vals = c[1].unpack_from(page, off)
+                    ck = pid << 16 | fl << 8 | pc
+                    ctx = ctxs.get(ck)
+                    if ctx is None:
+                        ctx = self._context_json(ck, pid, fl, pc)
+                    iloc, irea = c[3], c[4]
+                    if iloc is not None or irea is not None:
+                        ek = (t, vals[iloc] if iloc is not None else None, vals[irea] if irea is not None else None)
+                        extra = extras.get(ek)
+                        if extra is None:
+                            extra = self._extra_json(ek)
+                    else:
+                        extra = ""
+                    if in_ns:
+                        us = (ts + 500) // 1000
+                        tm = "%d.%06d" % (us // 1000000, us % 1000000)
+                    else:
+                        tm = "%d" % ts
+                    buf.append(c[0] % ((ts, tm, (k >> cshift) & cmask, ctx) + vals + ("", extra)))
             if len(buf) >= 512:
                 n += len(buf)
                 buf.append("")
@@ -419,6 +412,21 @@ class JsonLines:
             buf.append("")
             out.write("\n".join(buf))
         return n
+
+    def _context_json(self, ck: int, pid: int, fl: int, pc: int) -> str:
+        s = self._ctx[ck] = '"pid": %d, "comm": %s, "flags": "%s"' % (
+            pid, json.dumps(self.reader.cmdlines.find(pid)), format_irq_flags(fl, pc, self.fmt.bits))
+        return s
+
+    def _extra_json(self, ek: Tuple[int, Optional[int], Optional[int]]) -> str:
+        _, loc, rv = ek
+        s = ""
+        if loc is not None:
+            s += ', "location_symbol": ' + json.dumps(self.fmt.syms.format(loc))
+        if rv is not None:
+            s += ', "reason": ' + json.dumps(self._names.name(rv))
+        self._extra[ek] = s
+        return s
 
     def _frames(self, frames: Sequence[int]) -> str:
         out = []
