@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import contextlib
-import io
 import os
 import statistics
 import sys

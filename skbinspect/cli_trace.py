@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import click
 
@@ -95,7 +94,7 @@ def trace(state: State, instance: Optional[str], all_instances: bool, events: Tu
     reported too.
     """
     from .ftrace import TraceReader
-    from .render_trace import TraceTextFormatter, event_json, loss_lines, trace_header
+    from .render_trace import TraceTextFormatter, loss_lines, trace_header
     from .skb_events import symbolizer
 
     prog = state.target().prog

@@ -19,7 +19,6 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import drgn

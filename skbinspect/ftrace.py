@@ -28,7 +28,6 @@ import drgn
 
 from .errors import SkbinspectError
 from .ftrace_decode import (
-    DEFAULT_LAYOUT,
     Damage,
     EventField,
     EventFormat,

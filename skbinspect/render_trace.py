@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
 from .ftrace import TraceArray, TraceEvent, TraceReader
-from .ftrace_decode import Damage, decode_stack, format_irq_flags, format_timestamp
+from .ftrace_decode import decode_stack, format_irq_flags, format_timestamp
 from .skb_events import Symbolizer, reason_names
 
 __all__ = [

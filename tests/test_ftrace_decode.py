@@ -7,7 +7,6 @@ kernels' own trace files.
 
 from __future__ import annotations
 
-import heapq
 import random
 import struct
 from typing import Dict, List, Optional, Tuple

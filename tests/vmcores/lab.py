@@ -15,7 +15,6 @@ Layout of one built vmcore (under ``<cache>/vmcores/<kernel>/<boot>-<key>/``):
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import re

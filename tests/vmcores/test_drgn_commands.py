@@ -5,7 +5,6 @@ against the skbinspect CLI's own output."""
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Dict
 
 import pytest
