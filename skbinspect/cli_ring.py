@@ -42,7 +42,7 @@ def ring(state: State, devices: Tuple[str, ...], entries: bool, stale: bool, net
                             holders=not no_holders, module_ok=target.debug.module_ok)
     if state.json:
         print_json({"target": {"kind": target.kind, "source": target.source, "release": target.release},
-                    "warnings": target.warnings, "devices": [d.to_json(entries) for d in devs]})
+                    "warnings": target.warnings, "devices": [d.to_json(entries, raw=True) for d in devs]})
     else:
         for w in target.warnings:
             click.echo(f"warning: {w}", err=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import drgn
+
+from .columns import column
 
 __all__ = ["StructLayout", "struct_layout"]
 
@@ -52,6 +54,24 @@ class StructLayout:
                 shift, nbits = divmod(bits, 1 << 16)
                 bitfields[n] = (shift, (1 << nbits) - 1)
         return struct.Struct(fmt).unpack_from, positions, bitfields
+
+    def columns(self, rows: bytes, n: int, names: Iterable[str]) -> Dict[str, List[int]]:
+        """Members of ``n`` structs packed back to back in ``rows`` (``n * size`` bytes), as one list per
+        member (little-endian target), bit fields extracted; members this kernel lacks are absent.
+        Runs in C: one strided slice per byte of each member (see :func:`column`)."""
+        out: Dict[str, List[int]] = {}
+        for name in names:
+            f = self.fields.get(name)
+            if f is None:
+                continue
+            off, size, bits, signed = f
+            col = column(rows, self.size, n, off, size, signed and bits is None)
+            if bits is not None:
+                shift, nbits = divmod(bits, 1 << 16)
+                mask = (1 << nbits) - 1
+                col = [(v >> shift) & mask for v in col] if any(col) else col
+            out[name] = col
+        return out
 
     def decode(self, raw: bytes, base: int = 0) -> Dict[str, int]:
         out = {}

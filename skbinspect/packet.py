@@ -7,11 +7,16 @@ complete layer, with a note, never an exception.
 from __future__ import annotations
 
 from socket import AF_INET, AF_INET6, inet_ntop
+import json
 import struct
+from itertools import compress, repeat
+from operator import and_, eq, getitem, is_, rshift
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["DecodedPacket", "decode_ethernet", "decode_l3", "ETHERTYPES", "IPPROTOS"]
+from .columns import column
+
+__all__ = ["DecodedPacket", "decode_ethernet", "decode_l3", "layers_json_many", "ETHERTYPES", "IPPROTOS"]
 
 ETHERTYPES = {0x0800: "IPv4", 0x0806: "ARP", 0x86DD: "IPv6", 0x8100: "802.1Q", 0x88A8: "802.1ad", 0x8847: "MPLS",
               0x88CC: "LLDP", 0x8035: "RARP"}
@@ -185,3 +190,266 @@ def _decode_l4(proto: int, data: bytes, off: int, pkt: DecodedPacket) -> None:
         pkt.layers.append({"proto": name, "type": data[off], "code": data[off + 1]})
     else:
         pkt.layers.append({"proto": name})
+
+
+def layers_json_many(datas: Sequence[bytes], l2: bool, protocols: Sequence[Optional[int]]) -> List[str]:
+    """For each frame, the compact JSON text of its decoded ``layers``: exactly what
+    ``json.dumps(decode_ethernet(data).layers, separators=(",", ":"))`` gives (``decode_l3(protocol,
+    data)`` when not ``l2``), for tens of thousands of frames at once.
+
+    Frames are grouped by their header structure (ethertype, VLAN tags, IP version and protocol,
+    fragment bits, TCP flags, ...); each group is unpacked with one precompiled ``struct`` and rendered
+    column by column at C speed.  Frames outside the common structures (truncated, IP options handled,
+    IPv6 extension headers, ...) go through :func:`decode_ethernet` / :func:`decode_l3`.
+    """
+    n = len(datas)
+    out: List[Optional[str]] = [None] * n
+    ctx = _JsonCtx(datas, out)
+    if l2:
+        _j_ethernet(ctx, list(range(n)))
+    else:
+        for proto, idx in _group([p or 0 for p in protocols]).items():
+            _j_l3(ctx, idx, proto, 0, ())
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    for k in compress(range(n), map(is_, out, repeat(None))):
+        d = datas[k]
+        out[k] = dumps(decode_ethernet(d).layers if l2 else decode_l3(protocols[k] or 0, d).layers)
+    return out  # type: ignore[return-value]
+
+
+# A layer is a tuple of items: a constant JSON text, or a field (struct code, offset, converter name).
+_Field = Tuple[str, int, str]
+_DEC = tuple(str(i) for i in range(256))
+_ARP_OPS = {1: "request", 2: "reply"}
+
+
+class _JsonCtx:
+    __slots__ = ("datas", "out", "lens", "ip6")
+
+    def __init__(self, datas: Sequence[bytes], out: List[Optional[str]]) -> None:
+        self.datas = datas
+        self.out = out
+        self.lens = list(map(len, datas))
+        self.ip6 = _Ip6Names()
+
+
+class _Ip6Names(dict):  # type: ignore[type-arg]
+    def __missing__(self, raw: bytes) -> str:
+        name = self[raw] = inet_ntop(AF_INET6, raw)
+        return name
+
+
+def _group(keys: Sequence[Any]) -> Dict[Any, List[int]]:
+    """Positions of each distinct key, in order."""
+    distinct = set(keys)
+    if len(distinct) <= 8:
+        rng = range(len(keys))
+        return {k: list(compress(rng, map(eq, keys, repeat(k)))) for k in distinct}
+    groups: Dict[Any, List[int]] = {}
+    for i, k in enumerate(keys):
+        g = groups.get(k)
+        if g is None:
+            groups[k] = [i]
+        else:
+            g.append(i)
+    return groups
+
+
+def _keyed(ctx: _JsonCtx, idx: List[int], need: int, parts: Tuple[Tuple[int, int], ...]
+           ) -> Dict[Tuple[int, ...], List[int]]:
+    """Frames of ``idx`` at least ``need`` bytes long, grouped by the big-endian integers at ``parts``
+    (``(offset, size)`` each)."""
+    if not idx:
+        return {}
+    lens = ctx.lens
+    if min(map(lens.__getitem__, idx)) < need:
+        idx = [i for i in idx if lens[i] >= need]
+        if not idx:
+            return {}
+    frames = list(map(ctx.datas.__getitem__, idx))
+    cols = [map(getitem, frames, repeat(off if size == 1 else slice(off, off + size))) for off, size in parts]
+    keys = list(zip(*cols)) if len(cols) > 1 else list(cols[0])
+    out = {}
+    for k, pos in _group(keys).items():
+        raw = k if len(cols) > 1 else (k,)
+        out[tuple(v if isinstance(v, int) else int.from_bytes(v, "big") for v in raw)] = list(map(idx.__getitem__, pos))
+    return out
+
+
+def _c(text: str) -> str:
+    return text
+
+
+def _j_ethernet(ctx: _JsonCtx, idx: List[int]) -> None:
+    for (ethertype,), g in _keyed(ctx, idx, 14, ((12, 2),)).items():
+        eth = (_c('{"proto":"Ethernet","dst":"'), ("6s", 0, "mac"), _c('","src":"'), ("6s", 6, "mac"),
+               _c(f'","ethertype":{ethertype}}}'))
+        _j_vlan(ctx, g, ethertype, 14, (eth,), 0)
+
+
+def _j_vlan(ctx: _JsonCtx, idx: List[int], ethertype: int, off: int, layers: Tuple[Any, ...], depth: int) -> None:
+    """Stacked 802.1Q/802.1ad tags (at most 4, as decode_ethernet), then the L3 header."""
+    if ethertype not in (0x8100, 0x88A8):
+        _j_l3(ctx, idx, ethertype, off, layers)
+        return
+    if depth >= 4:
+        return  # left to decode_ethernet
+    name = json.dumps(ETHERTYPES[ethertype])
+    for (inner,), g in _keyed(ctx, idx, off + 4, ((off + 2, 2),)).items():
+        tag = (_c(f'{{"proto":{name},"vid":'), ("H", off, "vid"), _c(',"pcp":'), ("H", off, "pcp"),
+               _c(f',"ethertype":{inner}}}'))
+        _j_vlan(ctx, g, inner, off + 4, layers + (tag,), depth + 1)
+
+
+def _j_l3(ctx: _JsonCtx, idx: List[int], ethertype: int, off: int, layers: Tuple[Any, ...]) -> None:
+    if ethertype == 0x0800:
+        for (vihl, frag, proto), g in _keyed(ctx, idx, off + 20, ((off, 1), (off + 6, 2), (off + 9, 1))).items():
+            ihl = (vihl & 0xF) * 4
+            if vihl >> 4 != 4 or ihl < 20:
+                continue  # decode_ethernet notes it
+            fragment = json.dumps(frag & 0x1FFF or bool(frag & 0x2000))
+            ip = (_c('{"proto":"IPv4","src":"'), *_ip4_fields(off + 12), _c('","dst":"'), *_ip4_fields(off + 16),
+                  _c('","ttl":'), ("B", off + 8, "dec"), _c(f',"ipproto":{proto},"total_length":'),
+                  ("H", off + 2, "dec"), _c(',"id":'), ("H", off + 4, "dec"), _c(f',"fragment":{fragment}}}'))
+            if frag & 0x1FFF:
+                _j_emit(ctx, g, layers + (ip,))  # not the first fragment: no L4 header
+            else:
+                _j_l4(ctx, g, proto, off + ihl, layers + (ip,))
+    elif ethertype == 0x86DD:
+        for (vtc, nh), g in _keyed(ctx, idx, off + 40, ((off, 1), (off + 6, 1))).items():
+            if vtc >> 4 != 6 or nh in (0, 43, 60):
+                continue  # bad version, or extension headers: decode_ethernet
+            ip6 = (_c('{"proto":"IPv6","src":"'), ("16s", off + 8, "ip6"), _c('","dst":"'), ("16s", off + 24, "ip6"),
+                   _c('","hop_limit":'), ("B", off + 7, "dec"), _c(f',"ipproto":{nh},"payload_length":'),
+                   ("H", off + 4, "dec"), _c("}"))
+            _j_l4(ctx, g, nh, off + 40, layers + (ip6,))
+    elif ethertype == 0x0806:
+        for (hlen, plen, op), g in _keyed(ctx, idx, off + 28, ((off + 4, 1), (off + 5, 1), (off + 6, 2))).items():
+            if hlen == 6 and plen == 4:
+                arp = (_c(f'{{"proto":"ARP","op":{json.dumps(_ARP_OPS.get(op, str(op)))},"sha":"'),
+                       ("6s", off + 8, "mac"), _c('","spa":"'), *_ip4_fields(off + 14), _c('","tha":"'),
+                       ("6s", off + 18, "mac"), _c('","tpa":"'), *_ip4_fields(off + 24), _c('"}'))
+            else:
+                arp = (_c(f'{{"proto":"ARP","op":{json.dumps(str(op))},"spa":"?","tpa":"?"}}'),)
+            _j_emit(ctx, g, layers + (arp,))
+    else:
+        name = json.dumps(ETHERTYPES.get(ethertype, f"ethertype {ethertype:#06x}"))
+        _j_emit(ctx, idx, layers + ((_c(f'{{"proto":{name}}}'),),))
+
+
+def _ip4_fields(off: int) -> Tuple[Any, ...]:
+    return (("B", off, "dec"), _c("."), ("B", off + 1, "dec"), _c("."), ("B", off + 2, "dec"), _c("."),
+            ("B", off + 3, "dec"))
+
+
+def _j_l4(ctx: _JsonCtx, idx: List[int], proto: int, off: int, layers: Tuple[Any, ...]) -> None:
+    name = json.dumps(IPPROTOS.get(proto, f"ipproto {proto}"))
+    if proto == 6:
+        for (flags,), g in _keyed(ctx, idx, off + 20, ((off + 13, 1),)).items():
+            fl = "".join(c for i, c in enumerate(TCP_FLAGS) if flags >> i & 1) or "."
+            tcp = (_c('{"proto":"TCP","sport":'), ("H", off, "dec"), _c(',"dport":'), ("H", off + 2, "dec"),
+                   _c(',"seq":'), ("I", off + 4, "dec"), _c(',"ack":'), ("I", off + 8, "dec"),
+                   _c(f',"flags":{json.dumps(fl)}}}'))
+            _j_emit(ctx, g, layers + (tcp,))
+        return
+    if proto == 17:
+        layer: Tuple[Any, ...] = (_c('{"proto":"UDP","sport":'), ("H", off, "dec"), _c(',"dport":'),
+                                  ("H", off + 2, "dec"), _c(',"length":'), ("H", off + 4, "dec"), _c("}"))
+        need = off + 8
+    elif proto in (1, 58):
+        layer = (_c(f'{{"proto":{name},"type":'), ("B", off, "dec"), _c(',"code":'), ("B", off + 1, "dec"), _c("}"))
+        need = off + 4
+    else:
+        layer = (_c(f'{{"proto":{name}}}'),)
+        need = 0
+    lens = ctx.lens
+    if need and min(map(lens.__getitem__, idx)) < need:
+        idx = [i for i in idx if lens[i] >= need]
+    if idx:
+        _j_emit(ctx, idx, layers + (layer,))
+
+
+#: compiled layer lists: ([(offset, struct code, converter)], constant texts around them, bytes needed)
+_SPECS: Dict[Tuple[Any, ...], Any] = {}
+_SIZES = {"B": 1, "H": 2, "I": 4, "6s": 6, "16s": 16}
+
+
+def _compile(layers: Tuple[Any, ...]) -> Any:
+    spec = _SPECS.get(layers)
+    if spec is not None:
+        return spec
+    items: List[Any] = []
+    for k, layer in enumerate(layers):
+        items.append("[" if k == 0 else ",")
+        items.extend(layer)
+    items.append("]")
+    consts: List[str] = []
+    fields: List[Tuple[int, str, str]] = []
+    pending = ""
+    for it in items:
+        if isinstance(it, tuple):
+            consts.append(pending)
+            fields.append((it[1], it[0], it[2]))
+            pending = ""
+        else:
+            pending += it
+    consts.append(pending)
+    need = max((off + _SIZES[code] for off, code, _ in fields), default=0)
+    spec = _SPECS[layers] = (fields, consts, need)
+    return spec
+
+
+def _j_emit(ctx: _JsonCtx, idx: List[int], layers: Tuple[Any, ...]) -> None:
+    """Render the frames of ``idx``, which share the header structure ``layers``.
+
+    The frames' header bytes are packed back to back; each field is then one strided slice (a column),
+    a field with one value in the whole group becomes part of the constant text, and the rows are
+    joined from constant and column pieces, all at C speed.
+    """
+    fields, consts, need = _compile(layers)
+    out = ctx.out
+    n = len(idx)
+    rows = b"".join(map(getitem, map(ctx.datas.__getitem__, idx), repeat(slice(0, need)))) if need else b""
+    parts: List[Any] = []
+    pending = consts[0]
+    for (off, code, how), after in zip(fields, consts[1:]):
+        size = _SIZES[code]
+        text: Optional[str] = None
+        it: Any = None
+        if how in ("mac", "ip6"):
+            arr = bytearray(size * n)
+            end = off + need * (n - 1) + 1
+            for k in range(size):
+                arr[k::size] = rows[off + k:end + k:need]
+            if arr == arr[:size] * n:
+                text = bytes(arr[:size]).hex(":") if how == "mac" else inet_ntop(AF_INET6, bytes(arr[:size]))
+            elif how == "mac":
+                hx = arr.hex(":")
+                it = map(getitem, repeat(hx), map(slice, range(0, 18 * n, 18), range(17, 18 * n, 18)))
+            else:
+                raw = bytes(arr)
+                it = map(ctx.ip6.__getitem__, map(getitem, repeat(raw), map(slice, range(0, 16 * n, 16),
+                                                                              range(16, 16 * n + 1, 16))))
+        else:
+            col = column(rows, need, n, off, size, big_endian=True)
+            if how == "vid":
+                col = list(map(and_, col, repeat(0xFFF)))
+            elif how == "pcp":
+                col = list(map(rshift, col, repeat(13)))
+            if col.count(col[0]) == n:
+                text = str(col[0])
+            else:
+                it = map(_DEC.__getitem__, col) if max(col) < 256 else map(str, col)
+        if text is not None:
+            pending += text + after
+        else:
+            parts.append(repeat(pending))
+            parts.append(it)
+            pending = after
+    if not parts:
+        for i in idx:
+            out[i] = pending
+        return
+    parts.append(repeat(pending))
+    for i, text in zip(idx, map("".join, zip(*parts))):
+        out[i] = text

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Dict, List, Optional, Sequence
 
 import drgn
@@ -69,20 +70,28 @@ def analyze_ring(size: int, producer: int, head: int, tail: int, slots: Sequence
         if not 0 <= v < size:
             problems.append(f"{name} {v} is outside the ring (size {size})")
     if problems:
-        return RingAnalysis([], [], sum(1 for s in slots[:size] if not s), False, problems)
+        return RingAnalysis([], [], list(slots[:size]).count(0), False, problems)
     if tail > head:
         problems.append(f"consumer_tail {tail} is ahead of consumer_head {head}")
     full = slots[producer] != 0
-    live: List[int] = []
-    i = head
-    while slots[i] != 0 and (not live or i != producer) and len(live) < size:
-        live.append(i)
-        i = i + 1 if i + 1 < size else 0
-    stale = [j for j in range(tail, head) if slots[j] != 0] if tail <= head else []
+    # Live: from head forward while the slot is non-NULL, stopping at producer after the first step (at
+    # most size slots).  Found with list operations (C speed) rather than a loop over the slots.
+    slots = list(slots[:size])
+    rotated = slots[head:] + slots[:head]
+    try:
+        first_null = rotated.index(0)
+    except ValueError:
+        first_null = size
+    to_producer = (producer - head) % size or size
+    count = min(first_null, to_producer)
+    live = list(range(head, min(head + count, size)))
+    if head + count > size:
+        live += range(head + count - size)
+    stale = list(compress(range(tail, head), slots[tail:head])) if tail <= head else []
     if tail <= head and len(stale) != head - tail:
         # the consumer may be zeroing the window right now (it zeroes in reverse order)
         problems.append(f"{head - tail - len(stale)} NULL slots inside the stale window [{tail}, {head})")
-    occupied = sum(1 for s in slots[:size] if s)
+    occupied = size - slots.count(0)
     if occupied != len(live) + len(stale):
         problems.append(
             f"{occupied} non-NULL slots but {len(live)} live + {len(stale)} stale: "

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import datetime
 import json
+import secrets
 import sys
-from typing import Any, Optional
+from typing import Any, Callable, List, Optional
 
 from rich.console import Console
 from rich.table import Table
 
 from .info import TargetInfo
 
-__all__ = ["console", "err_console", "print_json", "render_info"]
+__all__ = ["RawJSON", "console", "err_console", "print_json", "render_info"]
 
 
 def console() -> Console:
@@ -26,14 +27,49 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+class RawJSON:
+    """A value already rendered as compact JSON text, for :func:`print_json` to write as is.
+
+    For large arrays built faster than ``json`` could (ring entries): ``text()`` gives the compact JSON
+    (spliced into piped output) and ``value()`` the plain object (indented output on a terminal).  Both
+    are called only when printed.
+    """
+
+    __slots__ = ("text", "value")
+
+    def __init__(self, text: Callable[[], str], value: Callable[[], Any]) -> None:
+        self.text = text
+        self.value = value
+
+
 def print_json(obj: Any) -> None:
-    """Indented for a person on a terminal; compact (and much faster: the C encoder) when piped."""
+    """Indented for a person on a terminal; compact (and much faster: the C encoder) when piped.
+
+    :class:`RawJSON` values are expanded (indented) or spliced in as their text (compact).
+    """
     # json.dumps, not json.dump: only the one-shot path uses the C encoder.
     if sys.stdout.isatty():
-        sys.stdout.write(json.dumps(obj, indent=2, default=str))
-    else:
-        sys.stdout.write(json.dumps(obj, separators=(",", ":"), default=str))
-    sys.stdout.write("\n")
+        sys.stdout.write(json.dumps(obj, indent=2, default=lambda o: o.value() if isinstance(o, RawJSON) else str(o)))
+        sys.stdout.write("\n")
+        return
+    raws: List[RawJSON] = []
+    nonce = secrets.token_hex(8)
+
+    def default(o: Any) -> Any:
+        if isinstance(o, RawJSON):
+            raws.append(o)
+            return f"@@skbinspect-raw-{nonce}-{len(raws) - 1}@@"
+        return str(o)
+
+    text = json.dumps(obj, separators=(",", ":"), default=default)
+    write = sys.stdout.write
+    # the encoder met the RawJSON values in document order: write the text around each placeholder
+    for i, raw in enumerate(raws):
+        before, text = text.split(f'"@@skbinspect-raw-{nonce}-{i}@@"', 1)
+        write(before)
+        write(raw.text())
+    write(text)
+    write("\n")
 
 
 def _time(t: Optional[int]) -> str:

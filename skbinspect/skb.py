@@ -1,23 +1,32 @@
 """Reading ``struct sk_buff`` and ``struct xdp_frame`` entries in bulk, with their packet headers.
 
-One read of the struct and one read of the linear packet data per entry; fields are decoded from the
-bytes with offsets taken from the target's DWARF (:mod:`skbinspect.layout`), not one drgn Object each.
+The structs and then the packet bytes are read in coalesced windows (:mod:`skbinspect.bulk`) and decoded
+column by column with one precompiled ``struct`` (offsets from the target's DWARF, :mod:`skbinspect.layout`),
+not one drgn Object each; per-entry work runs in C (``map``, ``zip``) on the common path, and a Python loop
+handles only the unusual entries (VLAN-accelerated, link header before ``data``, corrupt).  A ring's
+entries come back as an :class:`EntryTable`, which builds :class:`RingEntry` objects on first use and
+renders JSON straight from its columns (:func:`entries_json`).
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import json
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from itertools import chain, compress, repeat
+from operator import add, attrgetter, eq, getitem, is_, lt, sub
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
 from .layout import struct_layout
-from .bulk import read_many
-from .packet import DecodedPacket, decode_ethernet, decode_l3
+from .bulk import read_spans
+from .packet import DecodedPacket, decode_ethernet, decode_l3, layers_json_many
 
-__all__ = ["RingEntry", "read_entries", "TUN_XDP_FLAG", "HEADER_BYTES"]
+__all__ = ["EntryTable", "RingEntry", "entries_json", "read_entries", "TUN_XDP_FLAG", "HEADER_BYTES"]
 
 #: include/linux/if_tun.h (5.10 .. 7.1): tun rings tag xdp_frame pointers with bit 0.
 TUN_XDP_FLAG = 0x1
@@ -28,9 +37,9 @@ HEADER_BYTES = 256
 #: (u16)~0U: the header offset is not set (skb_mac_header_was_set() is false).
 UNSET_HEADER = 0xFFFF
 
-# Order matters: read_entries unpacks the decoded tuple positionally.
-SKB_FIELDS = ("len", "data_len", "protocol", "head", "data", "mac_header", "network_header", "transport_header",
-              "tstamp", "dev", "queue_mapping", "truesize", "vlan_tci", "vlan_proto", "vlan_present")
+#: The ``struct sk_buff`` members read for each entry (offsets from the target's DWARF).
+SKB_FIELDS = ("len", "data_len", "protocol", "head", "data", "mac_header", "tstamp", "dev", "queue_mapping",
+              "vlan_tci", "vlan_proto", "vlan_present")
 XDP_FIELDS = ("data", "len", "headroom", "metasize", "frame_sz", "dev_rx")
 
 
@@ -95,105 +104,372 @@ class RingEntry:
         }  # fmt: skip
 
 
-def read_entries(prog: drgn.Program, slots: List[int], indices: List[int], l2: bool = True,
-                 stale: bool = False) -> List[RingEntry]:
-    """Decode the objects in ``slots[i]`` for each ``i`` in ``indices`` (in that order).
+#: The columns of an :class:`EntryTable`, in :class:`RingEntry` constructor order.
+_COLUMNS = ("index", "kind", "address", "length", "linear_length", "protocol", "vlan_tci", "queue_mapping",
+            "tstamp_ns", "dev", "data", "stale", "error", "l2")
 
-    The structs are read together (:func:`~skbinspect.bulk.read_many`), then the packet bytes.
+
+class EntryTable(Sequence[RingEntry]):
+    """The entries of one ring (or batch) as columns: a sequence of :class:`RingEntry`.
+
+    Reading tens of thousands of entries builds columns (lists) at C speed; the :class:`RingEntry` objects
+    are built on first access (indexing, iteration) and kept, so they behave as a list of dataclasses.
+    :func:`entries_json` renders the JSON of the entries from the columns without building the objects.
+    """
+
+    __slots__ = ("_cols", "_items")
+
+    def __init__(self, cols: Dict[str, List[Any]]) -> None:
+        self._cols: Optional[Dict[str, List[Any]]] = cols
+        self._items: Optional[List[RingEntry]] = None
+
+    @classmethod
+    def of(cls, items: List[RingEntry]) -> "EntryTable":
+        t = cls({})
+        t._cols = None
+        t._items = list(items)
+        return t
+
+    def columns(self) -> Optional[Dict[str, List[Any]]]:
+        """The columns, or None once the entries were built as objects (which may have been changed)."""
+        return self._cols if self._items is None else None
+
+    def items(self) -> List[RingEntry]:
+        """The entries as a list of :class:`RingEntry` (built once)."""
+        if self._items is None:
+            c = self._cols
+            assert c is not None
+            self._items = list(map(RingEntry, *(c[k] for k in _COLUMNS)))
+            self._cols = None
+        return self._items
+
+    def __len__(self) -> int:
+        if self._items is not None:
+            return len(self._items)
+        assert self._cols is not None
+        return len(self._cols["index"])
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def,override]
+        if isinstance(i, slice):
+            if self._items is None:
+                assert self._cols is not None
+                return EntryTable({k: v[i] for k, v in self._cols.items()})
+            return EntryTable.of(self._items[i])
+        return self.items()[i]
+
+    def __iter__(self) -> Iterator[RingEntry]:
+        return iter(self.items())
+
+    def __add__(self, other: Sequence[RingEntry]) -> List[RingEntry]:
+        return self.items() + list(other)
+
+    def __radd__(self, other: Sequence[RingEntry]) -> List[RingEntry]:
+        return list(other) + self.items()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EntryTable):
+            return self.items() == other.items()
+        if isinstance(other, list):
+            return self.items() == other
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"EntryTable({self.items()!r})"
+
+
+def _table(n: int, **cols: Any) -> EntryTable:
+    """A table from columns; a scalar is repeated ``n`` times."""
+    return EntryTable({k: (v if isinstance(v, list) else [v] * n) for k, v in cols.items()})
+
+
+def read_entries(prog: drgn.Program, slots: Sequence[int], indices: Sequence[int], l2: bool = True,
+                 stale: bool = False) -> EntryTable:
+    """Decode the objects in ``slots[i]`` for each ``i`` in ``indices`` (in that order).
 
     :param slots: raw queue values of a ptr_ring (bit 0 set = ``xdp_frame``, tun only).
     :param l2: frames start with an Ethernet header (tap); False for IFF_TUN devices.
     """
-    skb_lay = struct_layout(prog, "struct sk_buff", SKB_FIELDS)
-    skb_unpack, pos, bitf = skb_lay.unpacker(SKB_FIELDS)
-    skb_size = skb_lay.size
-    xdp_lay = None
-    entries: List[RingEntry] = []
-    reqs = []
-    for i in indices:
-        raw_ptr = slots[i]
-        if raw_ptr & TUN_XDP_FLAG:
-            if xdp_lay is None:
-                xdp_lay = struct_layout(prog, "struct xdp_frame", XDP_FIELDS)
-            e = RingEntry(i, "xdp_frame", raw_ptr & ~TUN_XDP_FLAG, stale=stale, l2=l2)
-            reqs.append((e.address, xdp_lay.size))
-        else:
-            e = RingEntry(i, "skb", raw_ptr, stale=stale, l2=l2)
-            reqs.append((raw_ptr, skb_size))
-        entries.append(e)
-    structs = read_many(prog, reqs)
-    data_reqs = []
-    fixups = []  # (entry, vlan tag bytes or None)
-    pack = struct.pack
-    # positions of the members in the unpacked tuple (a member this kernel lacks reads as 0)
-    P_LEN, P_DLEN, P_PROTO, P_HEAD, P_DATA, P_MAC = (pos[n] for n in ("len", "data_len", "protocol", "head", "data",
-                                                                      "mac_header"))
-    P_TSTAMP, P_DEV, P_QMAP = pos.get("tstamp"), pos.get("dev"), pos.get("queue_mapping")
-    P_VTCI, P_VPROTO, P_VPRES = pos.get("vlan_tci"), pos.get("vlan_proto"), pos.get("vlan_present")
-    vpres_shift, vpres_mask = bitf.get("vlan_present", (0, 1))
-    pack = struct.pack
-    for e, raw in zip(entries, structs):
-        if raw is None:
-            e.error = f"{e.kind} unreadable at {e.address:#x}"
+    indices = list(indices)
+    ptrs = list(map(slots.__getitem__, indices))
+    if not any(map(TUN_XDP_FLAG.__and__, ptrs)):
+        return _read_skbs(prog, indices, ptrs, l2, stale)
+    # tun rings may mix skbs and XDP frames (tagged with bit 0): read each kind, keep the ring's order
+    skb_pos = [k for k, p in enumerate(ptrs) if not p & TUN_XDP_FLAG]
+    xdp_pos = [k for k, p in enumerate(ptrs) if p & TUN_XDP_FLAG]
+    out: List[Optional[RingEntry]] = [None] * len(ptrs)
+    skbs = _read_skbs(prog, [indices[k] for k in skb_pos], [ptrs[k] for k in skb_pos], l2, stale)
+    for k, e in zip(skb_pos, skbs):
+        out[k] = e
+    xdps = _read_xdp_frames(prog, [indices[k] for k in xdp_pos], [ptrs[k] & ~TUN_XDP_FLAG for k in xdp_pos], l2,
+                            stale)
+    for k, e in zip(xdp_pos, xdps):
+        out[k] = e
+    return EntryTable.of(out)  # type: ignore[arg-type]
+
+
+def _read_xdp_frames(prog: drgn.Program, indices: List[int], addrs: List[int], l2: bool,
+                     stale: bool) -> List[RingEntry]:
+    """``struct xdp_frame`` entries (rare: tun with XDP redirect)."""
+    lay = struct_layout(prog, "struct xdp_frame", XDP_FIELDS)
+    entries = [RingEntry(i, "xdp_frame", a, stale=stale, l2=l2) for i, a in zip(indices, addrs)]
+    bufs, offs = read_spans(prog, addrs, lay.size)
+    want = []
+    for e, buf, off in zip(entries, bufs, offs):
+        if buf is None:
+            e.error = f"xdp_frame unreadable at {e.address:#x}"
             continue
-        if e.kind == "xdp_frame":
-            assert xdp_lay is not None
-            x = xdp_lay.decode(raw)
-            e.length = e.linear_length = x.get("len")
-            e.dev = x.get("dev_rx") or None
-            data_reqs.append((e, x["data"], min(e.length or 0, HEADER_BYTES)))
-            fixups.append(None)
-            continue
-        t = skb_unpack(raw)
-        length = t[P_LEN]
-        data_len = t[P_DLEN]
-        proto = t[P_PROTO]
-        start = t[P_DATA]
-        linear = length - data_len
-        e.length = length
-        e.linear_length = linear
-        e.protocol = ((proto & 0xFF) << 8) | (proto >> 8)
-        if P_QMAP is not None:
-            e.queue_mapping = t[P_QMAP]
-        if P_TSTAMP is not None:
-            e.tstamp_ns = t[P_TSTAMP] or None
-        if P_DEV is not None:
-            e.dev = t[P_DEV] or None
-        if length > 1 << 20 or linear < 0:
-            e.error = f"implausible lengths len={length} data_len={data_len} (freed or corrupt skb?)"
-            continue
-        head = t[P_HEAD]
-        mac_header = t[P_MAC]
-        if l2 and mac_header != UNSET_HEADER and head:
-            mac = head + mac_header
-            if start - 64 <= mac < start:  # the link header precedes data (rx path before a push)
-                e.length += start - mac
-                linear += start - mac
-                e.linear_length = linear
-                start = mac
-        # An accelerated VLAN tag lives in skb->vlan_tci/vlan_proto; tun_put_user() and tap_put_user()
-        # insert it after the MAC addresses when a reader copies the frame out, so do the same.
-        # Presence: the vlan_present bit up to 6.1; vlan_all != 0 since 6.2 (354259fa73e2).
-        vlan_tci = t[P_VTCI] if P_VTCI is not None else 0
-        vlan_proto = t[P_VPROTO] if P_VPROTO is not None else 0
-        if P_VPRES is not None:
-            present = (t[P_VPRES] >> vpres_shift) & vpres_mask
-        else:
-            present = vlan_tci or vlan_proto
-        tag = None
-        if present and l2:
-            e.vlan_tci = vlan_tci
-            tag = pack(">HH", ((vlan_proto & 0xFF) << 8) | (vlan_proto >> 8), vlan_tci)
-            e.length += 4
-            e.linear_length += 4
-        data_reqs.append((e, start, linear if linear < HEADER_BYTES else HEADER_BYTES))
-        fixups.append(tag)
-    datas = read_many(prog, [(a, n) for _, a, n in data_reqs])
-    for (e, a, n), tag, data in zip(data_reqs, fixups, datas):
-        if data is None:
+        x = lay.decode(buf, off)
+        e.length = e.linear_length = x.get("len")
+        e.dev = x.get("dev_rx") or None
+        want.append((e, x["data"], min(e.length or 0, HEADER_BYTES)))
+    bufs, offs = read_spans(prog, [a for _, a, _ in want], [n for _, _, n in want])
+    for (e, a, n), buf, off in zip(want, bufs, offs):
+        if buf is None:
             e.error = f"packet data unreadable at {a:#x}"
-            continue
-        if tag is not None and len(data) >= 12:
-            data = (data[:12] + tag + data[12:])[:HEADER_BYTES]
-        e.data = data
+        else:
+            e.data = buf[off:off + n]
     return entries
+
+
+def _read_skbs(prog: drgn.Program, indices: List[int], addrs: List[int], l2: bool, stale: bool) -> EntryTable:
+    """``struct sk_buff`` entries, column by column (see the module docstring)."""
+    n = len(indices)
+    lay = struct_layout(prog, "struct sk_buff", SKB_FIELDS)
+    size = lay.size
+    with _gc_paused():
+        bufs, offs = read_spans(prog, addrs, size)
+        errors: List[Optional[str]] = [None] * n
+        if None in bufs:
+            bad = [k for k, b in enumerate(bufs) if b is None]
+            blank = bytes(size)
+            for k in bad:
+                errors[k] = f"skb unreadable at {addrs[k]:#x}"
+                bufs[k], offs[k] = blank, 0
+        else:
+            bad = []
+        # the structs back to back, then one column per member (see StructLayout.columns)
+        rows = b"".join(map(getitem, bufs, map(slice, offs, map(add, offs, repeat(size)))))
+        cols = lay.columns(rows, n, SKB_FIELDS)
+        del rows, bufs
+
+        def col(name: str) -> Optional[List[int]]:
+            return cols.get(name)
+
+        lens, dlens, protos, starts = col("len"), col("data_len"), col("protocol"), col("data")
+        assert lens is not None and dlens is not None and protos is not None and starts is not None
+        linear = list(map(sub, lens, dlens))
+        length = list(lens)
+        swapped = {p: ((p & 0xFF) << 8) | (p >> 8) for p in set(protos)}  # skb->protocol is __be16
+        tstamps, devs, qmaps = col("tstamp"), col("dev"), col("queue_mapping")
+        t = _table(
+            n, index=indices, kind="skb", address=list(addrs), length=length, linear_length=linear,
+            protocol=list(map(swapped.__getitem__, protos)), vlan_tci=None,
+            queue_mapping=None if qmaps is None else list(qmaps),
+            tstamp_ns=None if tstamps is None or not any(tstamps) else [x or None for x in tstamps],
+            dev=None if devs is None else (list(devs) if 0 not in devs else [x or None for x in devs]),
+            data=b"", stale=stale, error=errors, l2=l2,
+        )
+        c = t._cols
+        assert c is not None
+        for k in bad:  # nothing of an unreadable skb is known
+            for name in ("length", "linear_length", "protocol", "queue_mapping", "tstamp_ns", "dev"):
+                c[name][k] = None
+        # entries that need a closer look: unreadable, implausible lengths, the link header before data,
+        # an accelerated VLAN tag
+        odd = set(bad)
+        if max(lens, default=0) > 1 << 20 or min(linear, default=0) < 0:
+            odd.update(k for k in range(n) if lens[k] > 1 << 20 or linear[k] < 0)
+        heads, macs = col("head"), col("mac_header")
+        if l2 and heads is not None and macs is not None:
+            # mac < data only when the link header precedes data (or head/mac_header are odd): rare
+            odd.update(compress(range(n), map(lt, map(add, heads, macs), starts)))
+        vtci, vproto, vpres = col("vlan_tci"), col("vlan_proto"), col("vlan_present")
+        if l2 and vtci is not None and vproto is not None:
+            if vpres is not None:
+                odd.update(compress(range(n), vpres))
+            else:
+                odd.update(compress(range(n), vtci))
+                odd.update(compress(range(n), vproto))
+        data_at = list(starts)
+        tags: Dict[int, bytes] = {}
+        for k in sorted(odd):
+            if errors[k] is not None:
+                continue
+            if lens[k] > 1 << 20 or linear[k] < 0:
+                errors[k] = f"implausible lengths len={lens[k]} data_len={dlens[k]} (freed or corrupt skb?)"
+                continue
+            if not l2:
+                continue
+            start = starts[k]
+            mac_header = macs[k] if macs is not None else UNSET_HEADER
+            head = heads[k] if heads is not None else 0
+            if mac_header != UNSET_HEADER and head:
+                mac = head + mac_header
+                if start - 64 <= mac < start:  # the link header precedes data (rx path before a push)
+                    length[k] += start - mac
+                    linear[k] += start - mac
+                    data_at[k] = mac
+            # An accelerated VLAN tag lives in skb->vlan_tci/vlan_proto; tun_put_user() and tap_put_user()
+            # insert it after the MAC addresses when a reader copies the frame out, so do the same.
+            # Presence: the vlan_present bit up to 6.1; vlan_all != 0 since 6.2 (354259fa73e2).
+            if vtci is not None and vproto is not None:
+                if vpres is not None:
+                    present = vpres[k]
+                else:
+                    present = vtci[k] or vproto[k]
+                if present:
+                    c["vlan_tci"][k] = vtci[k]
+                    p = vproto[k]
+                    tags[k] = struct.pack(">HH", ((p & 0xFF) << 8) | (p >> 8), vtci[k])
+                    length[k] += 4
+                    linear[k] += 4  # linear_length counts the tag; the bytes read below do not
+        _read_data(prog, c, data_at, [x - 4 if k in tags else x for k, x in enumerate(linear)] if tags else linear,
+                   errors, tags)
+    return t
+
+
+def _read_data(prog: drgn.Program, c: Dict[str, List[Any]], data_at: List[int], linear: List[int],
+               errors: List[Optional[str]], tags: Dict[int, bytes]) -> None:
+    """Read the first :data:`HEADER_BYTES` (at most the linear part) of each packet into ``c["data"]``."""
+    n = len(data_at)
+    want = list(compress(range(n), map(is_, errors, repeat(None))))
+    if len(want) == n:
+        at, sizes = data_at, list(map(min, linear, repeat(HEADER_BYTES)))
+    else:
+        at = list(map(data_at.__getitem__, want))
+        sizes = [min(linear[k], HEADER_BYTES) for k in want]
+    bufs, offs = read_spans(prog, at, sizes)
+    if None in bufs:
+        for j, b in enumerate(bufs):
+            if b is None:
+                errors[want[j]] = f"packet data unreadable at {at[j]:#x}"
+                bufs[j], offs[j], sizes[j] = b"", 0, 0
+    datas = list(map(getitem, bufs, map(slice, offs, map(add, offs, sizes))))
+    if len(want) == n:
+        c["data"] = datas
+    else:
+        col = c["data"]
+        for k, d in zip(want, datas):
+            col[k] = d
+    if tags:
+        col = c["data"]
+        for k, tag in tags.items():
+            d = col[k]
+            if errors[k] is None and len(d) >= 12:
+                col[k] = (d[:12] + tag + d[12:])[:HEADER_BYTES]
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Building columns of tens of thousands of tuples triggers the cyclic GC over and over although
+    nothing here forms cycles: pause it (the caller's setting is restored)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+# ---- JSON ---------------------------------------------------------------------------------------------
+
+_JBOOL = {True: "true", False: "false"}
+
+
+def _json_column(values: Sequence[Any], how: str) -> Tuple[Optional[str], Any]:
+    """One column as JSON text: ``(constant, None)`` when every value renders the same, else
+    ``(None, iterable of str)``.  ``how``: ``int`` (int or None), ``bool``, ``str`` (plain ASCII names),
+    ``addr`` (hex with quotes), ``dev`` (hex with quotes, 0/None as null)."""
+    n = len(values)
+    first = values[0]
+    if values.count(first) == n:
+        if how == "addr":
+            return f'"{first:#x}"', None
+        if how == "dev":
+            return (f'"{first:#x}"' if first else "null"), None
+        return json.dumps(first), None
+    if how == "int":
+        if None in values:
+            return None, ["null" if v is None else str(v) for v in values]
+        return None, map(str, values)
+    if how == "bool":
+        return None, map(_JBOOL.__getitem__, values)
+    if how == "addr":
+        return None, map('"%#x"'.__mod__, values)
+    if how == "dev":
+        return None, [f'"{v:#x}"' if v else "null" for v in values]
+    return None, map(json.dumps, values)
+
+
+def _fast_rows(c: Dict[str, Sequence[Any]], whole: bool) -> Any:
+    """JSON of entries without error: one string of the whole array (``whole``) or a list of row strings."""
+    datas = c["data"]
+    n = len(datas)
+    lengths = c["length"]
+    sha = hashlib.sha256
+    l2s = c["l2"]
+    if l2s.count(l2s[0]) == n:
+        headers = layers_json_many(datas, l2s[0], c["protocol"])
+    else:
+        headers = [layers_json_many([d], l2, [p])[0] for d, l2, p in zip(datas, l2s, c["protocol"])]
+    segments: List[Tuple[str, Any]] = []
+    for key, how in (("index", "int"), ("kind", "str"), ("address", "addr"), ("stale", "bool"), ("length", "int"),
+                     ("linear_length", "int"), ("protocol", "int"), ("vlan_tci", "int"), ("queue_mapping", "int"),
+                     ("tstamp_ns", "int"), ("dev", "dev")):
+        segments.append((f',"{key}":', None))
+        segments.append(_json_column(c[key], how))
+    segments.append((',"data":"', None))
+    segments.append((None, map(bytes.hex, datas)))
+    segments.append(('","sha256":"', None))
+    segments.append((None, [sha(d).hexdigest() for d in datas]))
+    segments.append(('","digest_complete":', None))
+    segments.append(_json_column(list(map(eq, map(len, datas), lengths)), "bool"))
+    segments.append((',"headers":', None))
+    segments.append((None, headers))
+    segments.append((',"error":null}', None))
+    # merge the constant pieces, then interleave with the columns (all at C speed)
+    parts: List[Any] = []
+    pending = ""
+    for const, it in segments:
+        if const is not None:
+            pending += const
+        else:
+            parts.append(repeat(pending))
+            parts.append(it)
+            pending = ""
+    parts.append(repeat(pending))
+    assert parts[0] is not None
+    lead = next(parts[0])  # ',"index":' ... : each row starts with ',{' below, the first without the comma
+    parts[0] = repeat(",{" + lead[1:])
+    if whole:
+        pieces = chain.from_iterable(zip(*parts))
+        first = next(pieces)
+        return "".join(chain(("[", first[1:]), pieces, ("]",)))
+    return [s[1:] for s in map("".join, zip(*parts))]
+
+
+def entries_json(entries: Sequence[RingEntry]) -> str:
+    """The compact JSON text of ``[e.to_json() for e in entries]`` (what ``json.dumps`` with
+    ``separators=(",", ":")`` gives), built column by column for tens of thousands of entries."""
+    n = len(entries)
+    if not n:
+        return "[]"
+    cols = entries.columns() if isinstance(entries, EntryTable) else None
+    if cols is None:
+        items = list(entries)
+        cols = {k: list(map(attrgetter(k), items)) for k in _COLUMNS}
+    with _gc_paused():
+        errors = cols["error"]
+        if errors.count(None) == n:
+            return _fast_rows(cols, True)
+        rows: List[str] = [""] * n
+        ok = list(compress(range(n), map(is_, errors, repeat(None))))
+        if ok:
+            sub_cols = {k: list(map(v.__getitem__, ok)) for k, v in cols.items()}
+            for k, s in zip(ok, _fast_rows(sub_cols, False)):
+                rows[k] = s
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        for k in compress(range(n), errors):
+            rows[k] = dumps(RingEntry(*(cols[name][k] for name in _COLUMNS)).to_json())
+        return "[" + ",".join(rows) + "]"

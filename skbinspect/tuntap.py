@@ -25,7 +25,7 @@ from drgn.helpers.linux.pid import for_each_task
 from .errors import SkbinspectError
 from .layout import struct_layout
 from .ptr_ring import RingSnapshot, read_ptr_ring, read_ring_indices
-from .skb import RingEntry, read_entries
+from .skb import RingEntry, entries_json, read_entries
 
 __all__ = [
     "QueueHolder",
@@ -95,10 +95,10 @@ class VhostUser:
     worker_comm: Optional[str] = None
     rxq_head: int = 0
     rxq_tail: int = 0
-    entries: List[RingEntry] = field(default_factory=list)
+    entries: Sequence[RingEntry] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
 
-    def to_json(self, entries: bool) -> Dict[str, Any]:
+    def to_json(self, entries: bool, raw: bool = False) -> Dict[str, Any]:
         d: Dict[str, Any] = {
             "pid": self.pid, "comm": self.comm, "fd": self.fd, "address": f"{self.address:#x}",
             "worker_pid": self.worker_pid, "worker_comm": self.worker_comm,
@@ -106,7 +106,7 @@ class VhostUser:
             "notes": self.notes,
         }  # fmt: skip
         if entries:
-            d["entries"] = [e.to_json() for e in self.entries]
+            d["entries"] = _entries_json(self.entries, raw)
         return d
 
 
@@ -130,8 +130,8 @@ class TapQueue:
     vnet_hdr_sz: int = 0
     #: live targets: entries consumed by the reader while they were being read (not listed)
     consumed_while_reading: int = 0
-    entries: List[RingEntry] = field(default_factory=list)
-    stale_entries: List[RingEntry] = field(default_factory=list)
+    entries: Sequence[RingEntry] = field(default_factory=list)
+    stale_entries: Sequence[RingEntry] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
 
     @property
@@ -158,7 +158,8 @@ class TapQueue:
                     flows[f"{l4['proto']} {ip['src']} > {ip['dst']}"] += 1
         return {"protocols": dict(protos.most_common()), "top_flows": flows.most_common(5)}
 
-    def to_json(self, entries: bool) -> Dict[str, Any]:
+    def to_json(self, entries: bool, raw: bool = False) -> Dict[str, Any]:
+        """:param raw: entries as :class:`~skbinspect.render.RawJSON` (rendered by print_json from columns)."""
         r = self.ring
         a = r.analysis
         d: Dict[str, Any] = {
@@ -171,14 +172,14 @@ class TapQueue:
                 "problems": a.problems, "error": r.error, "torn": r.torn, "retries": r.retries,
             },
             "holders": [h.to_json() for h in self.holders],
-            "vhost": [v.to_json(entries) for v in self.vhost],
+            "vhost": [v.to_json(entries, raw) for v in self.vhost],
             "vnet_hdr_sz": self.vnet_hdr_sz,
             "consumed_while_reading": self.consumed_while_reading,
             "notes": self.notes,
         }  # fmt: skip
         if entries:
-            d["entries"] = [e.to_json() for e in self.entries]
-            d["stale_entries"] = [e.to_json() for e in self.stale_entries]
+            d["entries"] = _entries_json(self.entries, raw)
+            d["stale_entries"] = _entries_json(self.stale_entries, raw)
         else:
             d["summary"] = self.contents_summary()
         return d
@@ -215,15 +216,24 @@ class TapDevice:
     def disabled_queues(self) -> int:
         return sum(1 for q in self.queues if q.state == "disabled")
 
-    def to_json(self, entries: bool = False) -> Dict[str, Any]:
+    def to_json(self, entries: bool = False, raw: bool = False) -> Dict[str, Any]:
+        """:param raw: ring entries as :class:`~skbinspect.render.RawJSON`, for print_json (same output)."""
         return {
             "name": self.name, "ifindex": self.ifindex, "netns": self.netns, "kind": self.kind, "mode": self.mode,
             "flags": self.flags, "tx_queue_len": self.tx_queue_len, "operstate": self.operstate,
             "carrier": self.carrier, "address": f"{self.address:#x}", "char_device": self.char_device,
             "queues_enabled": self.enabled_queues, "queues_disabled": self.disabled_queues,
             "counters": self.counters, "notes": self.notes,
-            "queues": [q.to_json(entries) for q in self.queues],
+            "queues": [q.to_json(entries, raw) for q in self.queues],
         }  # fmt: skip
+
+
+def _entries_json(entries: Sequence[RingEntry], raw: bool) -> Any:
+    if not raw:
+        return [e.to_json() for e in entries]
+    from .render import RawJSON
+
+    return RawJSON(lambda: entries_json(entries), lambda: [e.to_json() for e in entries])
 
 
 # ---- finding devices ----------------------------------------------------------------------------------
