@@ -111,11 +111,21 @@ def elf_build_id(path: str) -> Optional[bytes]:
     return None
 
 
-def debug_package_hint(release: str) -> str:
-    """How to install the kernel's debug info, best guess of the distribution first."""
+def debug_package_hint(release: str, version: Optional[str] = None) -> str:
+    """How to install the kernel's debug info.
+
+    :param release: ``UTS_RELEASE`` (``uname -r``).
+    :param version: ``UTS_VERSION`` (``uname -v``) when known, e.g. ``#1 SMP PREEMPT_DYNAMIC Debian
+        6.1.176-1 (...)``: Debian and Ubuntu kernels name their distribution there, and then only that
+        distribution's package is named.  Otherwise the likeliest distribution comes first.
+    """
     deb = f"apt-get install linux-image-{release}-dbg"
     ubuntu = f"apt-get install linux-image-{release}-dbgsym (from the ddebs.ubuntu.com archive)"
     fedora = f"dnf debuginfo-install kernel-{release}"
+    if version and re.search(r"\bDebian\b", version):
+        return f"This is a Debian kernel: install its debug package with `{deb}`."
+    if version and re.search(r"\bUbuntu\b", version):
+        return f"This is an Ubuntu kernel: install its debug package with `{ubuntu}`."
     if re.search(r"\.fc\d+|\.el\d+", release):
         order = [("Fedora/RHEL", fedora), ("Debian", deb), ("Ubuntu", ubuntu)]
     elif re.search(r"-generic|-aws|-azure|-gcp|-lowlatency", release):

@@ -189,7 +189,7 @@ class Target:
         if not self.debug.module_ok(name):
             raise DebugInfoError(
                 f"module {name} is loaded but its debug info was not found, so its devices cannot be read. "
-                + debug_package_hint(self.release)
+                + debug_package_hint(self.release, local_kernel_version(self.kind))
                 + (" Tried: " + ", ".join(self.debug.modules[name].tried) if self.debug.modules[name].tried else "")
             )
 
@@ -245,11 +245,24 @@ def target_from_program(
     release = _release(prog)
     report = load_debug_info(prog, release, symbols, default_symbols)
     if report.vmlinux is None:
-        _raise_no_vmlinux(prog, release, report)
+        _raise_no_vmlinux(prog, release, report, kind)
     return Target(prog, kind, str(source), release, report)
 
 
-def _raise_no_vmlinux(prog: drgn.Program, release: str, report: DebugInfoReport) -> None:
+def local_kernel_version(kind: str) -> Optional[str]:
+    """``uname -v`` of the running kernel when the target is that kernel (live), else None: without debug
+    info, the only way to tell a Debian kernel from another with the same kind of release string."""
+    if kind != "live":
+        return None
+    try:
+        with open("/proc/sys/kernel/version") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _raise_no_vmlinux(prog: drgn.Program, release: str, report: DebugInfoReport, kind: str) -> None:
+    hint = debug_package_hint(release, local_kernel_version(kind))
     main = kernel_main_module(prog)
     want = main.build_id.hex() if main.build_id else None
     if report.vmlinux_tried:
@@ -263,11 +276,11 @@ def _raise_no_vmlinux(prog: drgn.Program, release: str, report: DebugInfoReport)
             + "): "
             + "; ".join(details)
             + ". It belongs to a different kernel build. "
-            + debug_package_hint(release)
+            + hint
         )
     raise DebugInfoError(
         f"no debug info (vmlinux with DWARF) found for kernel {release}. "
-        + debug_package_hint(release)
+        + hint
         + " Or point at the file with -s/--symbols PATH."
     )
 
@@ -310,7 +323,7 @@ def open_target(
     except drgn.FaultError as e:
         raise TargetError(f"reading the module list of {source} failed ({e}); the dump may be truncated or corrupt.")
     if report.vmlinux is None:
-        _raise_no_vmlinux(prog, release, report)
+        _raise_no_vmlinux(prog, release, report, kind)
     for name in report.missing_modules:
         warnings.append(
             f"module {name} is loaded but has no debug info: its devices cannot be read "

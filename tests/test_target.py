@@ -203,3 +203,15 @@ def test_debug_package_hint_orders_by_distribution() -> None:
         "6.5.6-300.fc39.x86_64"
     ).index("apt-get")
     assert "linux-image-6.1.0-50-cloud-amd64-dbg" in debug_package_hint("6.1.0-50-cloud-amd64")
+
+
+def test_debug_package_hint_names_only_the_distribution_the_kernel_says() -> None:
+    """A live kernel's ``uname -v`` names Debian or Ubuntu: then only that package is named."""
+    deb = debug_package_hint("6.1.0-50-cloud-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1 (2026-10-30)")
+    assert "apt-get install linux-image-6.1.0-50-cloud-amd64-dbg" in deb
+    assert "Ubuntu" not in deb and "dnf" not in deb
+    ubu = debug_package_hint("6.8.0-40-generic", "#40-Ubuntu SMP PREEMPT_DYNAMIC Fri Jul  5 10:34:03 UTC 2024")
+    assert "linux-image-6.8.0-40-generic-dbgsym" in ubu and "Debian" not in ubu
+    # unknown (a vmcore without debug info): every distribution, the likeliest first
+    both = debug_package_hint("6.1.0-50-cloud-amd64", None)
+    assert both.index("Debian") < both.index("Ubuntu") < both.index("Fedora")
