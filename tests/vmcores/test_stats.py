@@ -173,10 +173,14 @@ def args_of(lab: LabVmcore) -> List[str]:
 def test_cli_stats_json(lab_vmcore: LabVmcore) -> None:
     p = run_skbinspect(*args_of(lab_vmcore), "--json", "stats")
     assert p.returncode == 0, p.stderr
-    out = json.loads(p.stdout)
-    truth = lab_vmcore.truth
+    check_stats_json(lab_vmcore.truth, json.loads(p.stdout))
+
+
+def check_stats_json(truth: Dict[str, Any], out: Dict[str, Any]) -> None:
+    """``stats --json`` against the guest's /proc/net/softnet_stat rows and ``ip -s -s link`` totals."""
     online = [c for c in out["softnet"]["cpus"] if c["online"]]
-    for i, (c, row) in enumerate(zip(online, truth["softnet_stat"])):
+    assert len(online) == len(truth["softnet_stat"]) == truth["nproc"]
+    for c, row in zip(online, truth["softnet_stat"]):
         assert [c["processed"], c["dropped"], c["time_squeeze"], c["received_rps"], c["flow_limit_count"],
                 c["backlog_len"]] == [row[0], row[1], row[2], row[9], row[10], row[11]]
     ip = {d["ifname"]: d for d in truth["ip_link"]}
@@ -184,6 +188,9 @@ def test_cli_stats_json(lab_vmcore: LabVmcore) -> None:
     for d in out["devices"]:
         for f, v in d["totals"].items():
             assert v == ip_value(ip[d["name"]], f), (d["name"], f)
+    # the FULL_RING drops the lab caused are there
+    tap0 = next(d for d in out["devices"] if d["name"] == "tap0")
+    assert tap0["totals"]["tx_dropped"] == ip_value(ip["tap0"], "tx_dropped") > 0
     assert out["drop_monitor"]["loaded"] is True
 
 
