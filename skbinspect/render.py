@@ -6,7 +6,7 @@ import datetime
 import json
 import secrets
 import sys
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Union
 
 from rich.console import Console
 from rich.table import Table
@@ -30,14 +30,14 @@ def err_console() -> Console:
 class RawJSON:
     """A value already rendered as compact JSON text, for :func:`print_json` to write as is.
 
-    For large arrays built faster than ``json`` could (ring entries): ``text()`` gives the compact JSON
-    (spliced into piped output) and ``value()`` the plain object (indented output on a terminal).  Both
-    are called only when printed.
+    For large arrays built faster than ``json`` could (ring entries): ``text()`` gives the compact JSON,
+    a string or an iterable of strings to write one after the other (spliced into piped output), and
+    ``value()`` the plain object (indented output on a terminal).  Both are called only when printed.
     """
 
     __slots__ = ("text", "value")
 
-    def __init__(self, text: Callable[[], str], value: Callable[[], Any]) -> None:
+    def __init__(self, text: Callable[[], Union[str, Iterable[str]]], value: Callable[[], Any]) -> None:
         self.text = text
         self.value = value
 
@@ -67,7 +67,12 @@ def print_json(obj: Any) -> None:
     for i, raw in enumerate(raws):
         before, text = text.split(f'"@@skbinspect-raw-{nonce}-{i}@@"', 1)
         write(before)
-        write(raw.text())
+        chunks = raw.text()
+        if isinstance(chunks, str):
+            write(chunks)
+        else:
+            for chunk in chunks:
+                write(chunk)
     write(text)
     write("\n")
 

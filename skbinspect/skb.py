@@ -26,7 +26,7 @@ from .layout import struct_layout
 from .bulk import read_spans
 from .packet import DecodedPacket, decode_ethernet, decode_l3, layers_json_many
 
-__all__ = ["EntryTable", "RingEntry", "entries_json", "read_entries", "TUN_XDP_FLAG", "HEADER_BYTES"]
+__all__ = ["EntryTable", "RingEntry", "entries_json", "entries_json_chunks", "read_entries", "TUN_XDP_FLAG", "HEADER_BYTES"]
 
 #: include/linux/if_tun.h (5.10 .. 7.1): tun rings tag xdp_frame pointers with bit 0.
 TUN_XDP_FLAG = 0x1
@@ -445,31 +445,54 @@ def _fast_rows(c: Dict[str, Sequence[Any]], whole: bool) -> Any:
     if whole:
         pieces = chain.from_iterable(zip(*parts))
         first = next(pieces)
-        return "".join(chain(("[", first[1:]), pieces, ("]",)))
+        return "".join(chain((first[1:],), pieces))
     return [s[1:] for s in map("".join, zip(*parts))]
+
+
+#: Entries rendered at a time: a chunk's strings are joined and written while still in the CPU cache.
+JSON_CHUNK = 4096
 
 
 def entries_json(entries: Sequence[RingEntry]) -> str:
     """The compact JSON text of ``[e.to_json() for e in entries]`` (what ``json.dumps`` with
     ``separators=(",", ":")`` gives), built column by column for tens of thousands of entries."""
+    return "".join(entries_json_chunks(entries))
+
+
+def entries_json_chunks(entries: Sequence[RingEntry]) -> Iterator[str]:
+    """:func:`entries_json` in pieces, :data:`JSON_CHUNK` entries at a time, to write as they come."""
     n = len(entries)
     if not n:
-        return "[]"
+        yield "[]"
+        return
     cols = entries.columns() if isinstance(entries, EntryTable) else None
     if cols is None:
         items = list(entries)
         cols = {k: list(map(attrgetter(k), items)) for k in _COLUMNS}
-    with _gc_paused():
-        errors = cols["error"]
-        if errors.count(None) == n:
-            return _fast_rows(cols, True)
-        rows: List[str] = [""] * n
-        ok = list(compress(range(n), map(is_, errors, repeat(None))))
-        if ok:
-            sub_cols = {k: list(map(v.__getitem__, ok)) for k, v in cols.items()}
-            for k, s in zip(ok, _fast_rows(sub_cols, False)):
-                rows[k] = s
-        dumps = json.JSONEncoder(separators=(",", ":")).encode
-        for k in compress(range(n), errors):
-            rows[k] = dumps(RingEntry(*(cols[name][k] for name in _COLUMNS)).to_json())
-        return "[" + ",".join(rows) + "]"
+    yield "["
+    for start in range(0, n, JSON_CHUNK):
+        if start:
+            yield ","
+        with _gc_paused():
+            chunk = {k: v[start:start + JSON_CHUNK] for k, v in cols.items()}
+            text = _chunk_json(chunk)
+        yield text
+    yield "]"
+
+
+def _chunk_json(cols: Dict[str, List[Any]]) -> str:
+    """The entries of ``cols`` as JSON objects separated by commas."""
+    errors = cols["error"]
+    n = len(errors)
+    if errors.count(None) == n:
+        return _fast_rows(cols, True)
+    rows: List[str] = [""] * n
+    ok = list(compress(range(n), map(is_, errors, repeat(None))))
+    if ok:
+        sub_cols = {k: list(map(v.__getitem__, ok)) for k, v in cols.items()}
+        for k, s in zip(ok, _fast_rows(sub_cols, False)):
+            rows[k] = s
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    for k in compress(range(n), errors):
+        rows[k] = dumps(RingEntry(*(cols[name][k] for name in _COLUMNS)).to_json())
+    return ",".join(rows)

@@ -25,7 +25,7 @@ from drgn.helpers.linux.pid import for_each_task
 from .errors import SkbinspectError
 from .layout import struct_layout
 from .ptr_ring import RingSnapshot, read_ptr_ring, read_ring_indices
-from .skb import RingEntry, entries_json, read_entries
+from .skb import RingEntry, entries_json_chunks, read_entries
 
 __all__ = [
     "QueueHolder",
@@ -233,7 +233,7 @@ def _entries_json(entries: Sequence[RingEntry], raw: bool) -> Any:
         return [e.to_json() for e in entries]
     from .render import RawJSON
 
-    return RawJSON(lambda: entries_json(entries), lambda: [e.to_json() for e in entries])
+    return RawJSON(lambda: entries_json_chunks(entries), lambda: [e.to_json() for e in entries])
 
 
 # ---- finding devices ----------------------------------------------------------------------------------
