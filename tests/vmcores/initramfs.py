@@ -172,9 +172,11 @@ def _shared_libs(binary: str) -> List[str]:
 
 
 def build_initramfs(
-    kernel: KernelFiles, scenario: Path, out: Path, skblab: Path, extra_modules: Optional[List[str]] = None
+    kernel: KernelFiles, scenario: Path, out: Path, skblab: Path, extra_modules: Optional[List[str]] = None,
+    extra_files: Optional[Dict[str, bytes]] = None,
 ) -> Path:
-    """Write the initramfs for ``kernel`` running ``scenario`` (a guest/scenarios/*.sh file) to ``out``."""
+    """Write the initramfs for ``kernel`` running ``scenario`` (a guest/scenarios/*.sh file) to ``out``;
+    ``extra_files`` maps more paths in the guest to their content."""
     busybox = shutil.which("busybox") or "/bin/busybox"
     ip = shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
     if not os.path.exists(busybox):
@@ -200,6 +202,8 @@ def build_initramfs(
     c.file("init", (GUEST_DIR / "init.sh").read_bytes())
     c.file("scenario.sh", scenario.read_bytes(), 0o644)
     c.file("scenario.name", scenario.stem.encode() + b"\n", 0o644)
+    for path, data in (extra_files or {}).items():
+        c.file(path, data, 0o644)
     mods = resolve_modules(Path(kernel.modules_dir), GUEST_MODULES + (extra_modules or []))
     for name, ko in mods:
         c.file(f"lib/modules/{name}.ko", ko, 0o644)

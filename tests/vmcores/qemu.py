@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .kernels import LabError
 
@@ -84,6 +84,7 @@ class Guest:
         memory_mb: int = 256,
         cpus: int = 2,
         out_disk_mb: int = 64,
+        readonly_drives: Sequence[Path] = (),
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +113,8 @@ class Guest:
             "-drive", f"file={self.out_disk},format=raw,if=virtio",  # /dev/vda: what the guest reports
             "-drive", f"file={self.ctl_disk},format=raw,if=virtio",  # /dev/vdb: host -> guest word
         ]  # fmt: skip
+        for d in readonly_drives:  # /dev/vdc, ...: images the scenario mounts
+            self.argv += ["-drive", f"file={d},format=raw,if=virtio,readonly=on"]
         self.proc: Optional[subprocess.Popen] = None
         self.ctl: Optional[socket.socket] = None
         self._buf = b""
@@ -178,12 +181,15 @@ class Guest:
             raise LabError(f"guest scenario failed: {text}; console:\n{self.console_tail()}")
         return text
 
-    def wait_for(self, word: str, timeout: float) -> str:
+    def wait_for(self, word: str, timeout: float, on_line: Optional[Callable[[str], None]] = None) -> str:
+        """Wait for a control line starting with ``word``; ``on_line`` sees the other lines (progress)."""
         deadline = time.monotonic() + timeout
         while True:
             line = self.read_line(max(1.0, deadline - time.monotonic()))
             if line.split(" ", 1)[0] == word:
                 return line
+            if on_line is not None:
+                on_line(line)
 
     def send(self, word: str) -> None:
         """Give the guest a word: written at the start of its control disk, which it polls."""
