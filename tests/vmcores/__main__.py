@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
@@ -40,7 +41,8 @@ def main(argv=None) -> int:
             t = time.monotonic()
             labs = build(args.kernel or kernel_names(), args.boot or TEST_BOOTS, args.jobs)
             for lab in labs:
-                print(f"{lab.kernel.name:9} {lab.boot:10} {lab.kernel.release:28} {lab.vmcore}  {json.dumps(lab.timings)}")
+                where = lab.vmcore if os.path.exists(lab.vmcore) else f"{lab.dir} (no vmcore: ran inside the guest)"
+                print(f"{lab.kernel.name:9} {lab.boot:10} {lab.kernel.release:28} {where}  {json.dumps(lab.timings)}")
             print(f"lab built in {time.monotonic() - t:.0f} s (cache: {cache_dir()})")
         elif args.cmd == "list":
             for name, spec in KERNELS.items():
