@@ -51,6 +51,21 @@ def lab_vmcore(lab_kernel_name: str) -> LabVmcore:
     return lab_vmcore_for(lab_kernel_name)
 
 
+_host_labs: Dict[str, LabVmcore] = {}
+
+
+@pytest.fixture(scope="session")
+def live_host_lab(lab_kernel_name: str) -> LabVmcore:
+    """The ``host`` boot of a lab kernel: skbinspect run inside the guest with no options (its outputs in
+    ``.truth["skbinspect"]``), on the lab scenarios, with the guest's own view as truth."""
+    if lab_kernel_name not in _host_labs:
+        try:
+            _host_labs[lab_kernel_name] = build_vmcore(lab_kernel(lab_kernel_name), "host")
+        except LabError as e:
+            pytest.fail(f"live-host lab for {lab_kernel_name} could not be built: {e}", pytrace=False)
+    return _host_labs[lab_kernel_name]
+
+
 @pytest.fixture(scope="session")
 def default_lab_vmcore() -> LabVmcore:
     """The lab vmcore of the default kernel (for tests that need one real dump, not all four)."""

@@ -1,0 +1,201 @@
+"""skbinspect inside a running Debian kernel, with no options and only the standard -dbg files.
+
+The ``host`` boot (guest/scenarios/host.sh, image from hostfs.py) runs the lab scenarios, then skbinspect
+inside the guest as root with neither ``-c`` nor ``-s``: it opens ``/proc/kcore`` and finds the debug files
+under ``/usr/lib/debug`` by itself.  The guest then drains the rings; its own view is the truth, and the
+same checks as the vmcore tests apply.  Then, with traffic flowing, consecutive ``ring --entries --json``
+runs; then a non-root user; then the -dbg files unmounted.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import pytest
+
+from tests.vmcores import test_ring as ring_checks
+from tests.vmcores.config import DEFAULT_KERNEL
+from tests.vmcores.lab import HOST_RUNS_DEFAULT_KERNEL, LabVmcore, host_runs
+from tests.vmcores.test_lab_info import NEEDED
+from tests.vmcores.test_reasons import truth_reason_map
+from tests.vmcores.test_ring_live import check_snapshot
+from tests.vmcores.test_stats import check_stats_json
+from tests.vmcores.test_trace import _HEADER, body_lines, kv, parse_records, truth_text
+
+
+def run_of(lab: LabVmcore, name: str) -> Dict[str, Any]:
+    runs = lab.truth.get("skbinspect")
+    assert runs, "the host guest recorded no skbinspect runs"
+    assert name in runs, f"no run {name!r}; the guest recorded {sorted(runs)}"
+    return runs[name]
+
+
+def ok_stdout(lab: LabVmcore, name: str) -> str:
+    """stdout of a run that must have succeeded inside the guest."""
+    r = run_of(lab, name)
+    assert r["rc"] == 0, f"{name}: exit {r['rc']}: {r['stderr']}"
+    assert "Traceback" not in r["stderr"]
+    return r["stdout"] if "stdout" in r else (Path(lab.dir) / r["stdout_path"]).read_text()
+
+
+def ok_json(lab: LabVmcore, name: str) -> Any:
+    return json.loads(ok_stdout(lab, name))
+
+
+# ---- ring: the same checks as on the vmcores ------------------------------------------------------------
+
+#: test_ring's checks that take (lab, ring JSON): applied here to the JSON printed inside the guest.
+RING_CHECKS: List[Callable[..., None]] = [
+    f for name, f in vars(ring_checks).items()
+    if name.startswith("test_") and list(inspect.signature(f).parameters) == ["lab_vmcore", "ring_all"]
+]  # fmt: skip
+
+
+def test_ring_checks_exist() -> None:
+    assert len(RING_CHECKS) >= 5, [f.__name__ for f in RING_CHECKS]
+
+
+@pytest.mark.parametrize("check", RING_CHECKS, ids=lambda f: f.__name__[len("test_"):])
+def test_ring_inside_guest(live_host_lab: LabVmcore, check: Callable[..., None]) -> None:
+    """`skbinspect --json ring --entries --stale` inside the guest, against what the guest drained."""
+    check(live_host_lab, ok_json(live_host_lab, "ring"))
+
+
+def test_ring_text_inside_guest(live_host_lab: LabVmcore) -> None:
+    out = ok_stdout(live_host_lab, "ring-text")
+    links = {link["ifname"]: link for link in live_host_lab.truth["ip_link"]}
+    assert "tap0" in out and "FULL" in out.upper()
+    assert str(links["tap0"]["txqlen"]) in out
+    assert "tun-full" in out  # the holder process
+
+
+# ---- reasons, stats, trace --------------------------------------------------------------------------------
+
+
+def test_reasons_inside_guest(live_host_lab: LabVmcore) -> None:
+    truth = truth_reason_map(live_host_lab)
+    out = ok_json(live_host_lab, "reasons")
+    assert out["has_reasons"] == bool(truth)
+    got = {r["value"]: r["name"] for r in out["reasons"] if r["subsystem"] == "core" and r["is_drop"]}
+    assert got == truth
+
+
+def test_stats_inside_guest(live_host_lab: LabVmcore) -> None:
+    check_stats_json(live_host_lab.truth, ok_json(live_host_lab, "stats"))
+
+
+@pytest.mark.parametrize("array", ["top", "skbinst"])
+def test_trace_text_inside_guest(live_host_lab: LabVmcore, array: str) -> None:
+    """`trace --stacks` inside the guest equals the guest's tracefs trace file, line for line."""
+    name = "trace-text" if array == "top" else "trace-skbinst-text"
+    out = ok_stdout(live_host_lab, name)
+    truth = truth_text(live_host_lab, array)
+    ours, theirs = body_lines(out), body_lines(truth)
+    assert len(theirs) > 1000
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        assert a == b, f"line {i}: ours {a!r} != guest's {b!r}"
+    assert len(ours) == len(theirs)
+    assert _HEADER.search(out).groups() == _HEADER.search(truth).groups()
+
+
+@pytest.mark.parametrize("array", ["top", "skbinst"])
+def test_trace_json_inside_guest(live_host_lab: LabVmcore, array: str) -> None:
+    """`--json trace --stacks`: one object per event, in the guest's order, with its reason and address."""
+    name = "trace-json" if array == "top" else "trace-skbinst-json"
+    objs = [json.loads(line) for line in ok_stdout(live_host_lab, name).splitlines()]
+    recs = parse_records(truth_text(live_host_lab, array))
+    events = [r for r in recs if r["event"] != "stack"]
+    assert len(events) > 100
+    assert [o["time"] for o in objs if o["event"] != "ftrace:kernel_stack"] == [r["ts"] for r in events]
+    assert Counter(o["event"].split(":")[1] for o in objs if o["event"] != "ftrace:kernel_stack") == \
+        Counter(r["event"] for r in events)
+    kfree = [o for o in objs if o["event"] == "skb:kfree_skb"]
+    want = [kv(r["body"]) for r in events if r["event"] == "kfree_skb"]
+    assert len(kfree) == len(want) > 0
+    for o, w in zip(kfree, want):
+        assert o["fields"]["skbaddr"] == "0x" + w["skbaddr"].lstrip("0")
+        assert o.get("reason") == w.get("reason")
+        assert o["stack"] and o["location_symbol"]
+
+
+# ---- info: the debug files found by itself ------------------------------------------------------------
+
+
+def test_info_names_the_standard_debug_files(live_host_lab: LabVmcore) -> None:
+    release = live_host_lab.truth["release"]
+    info = ok_json(live_host_lab, "info-json")
+    assert info["kind"] == "live" and info["release"] == release
+    assert info["cpus_online"] == live_host_lab.truth["nproc"]
+    # Debian's paths: /usr/lib/debug/boot/vmlinux-R, on 7.x a symlink to /usr/lib/debug/lib/modules/R/vmlinux
+    assert info["vmlinux_debug_file"] in (f"/usr/lib/debug/boot/vmlinux-{release}",
+                                          f"/usr/lib/debug/lib/modules/{release}/vmlinux")
+    mods = {m["name"]: m for m in info["modules"]}
+    for name in NEEDED:
+        assert mods[name]["loaded"], name
+        assert mods[name]["debug_file"].startswith(f"/usr/lib/debug/lib/modules/{release}/kernel/"), mods[name]
+    assert info["missing_debug_info"] == []
+    text = ok_stdout(live_host_lab, "info")
+    assert release in text and info["vmlinux_debug_file"] in text
+    assert mods["tun"]["debug_file"] in text
+    assert "MISSING" not in text
+
+
+# ---- races: consecutive runs with traffic flowing ---------------------------------------------------------
+
+
+def test_consecutive_live_runs_inside_guest(live_host_lab: LabVmcore) -> None:
+    """With a sender and a reader running, every `--json ring --entries` run succeeded and each snapshot is
+    self-consistent (a torn one is flagged, never listed wrong)."""
+    runs = sorted((n for n in live_host_lab.truth["skbinspect"] if n.startswith("race-")),
+                  key=lambda n: int(n.split("-")[1]))
+    want = host_runs(live_host_lab.kernel)
+    if live_host_lab.kernel.name == DEFAULT_KERNEL and not os.environ.get("SKBINSPECT_LAB_HOST_RUNS"):
+        assert want == HOST_RUNS_DEFAULT_KERNEL == 50
+    assert len(runs) == want
+    torn = fulls = 0
+    producers = set()
+    live_pid = int(re.search(r"pid (\d+)", live_host_lab.truth["live_info"]).group(1))
+    for n in runs:
+        out = ok_json(live_host_lab, n)
+        torn += check_snapshot(out)
+        taplive = next(d for d in out["devices"] if d["name"] == "taplive")
+        assert taplive["queues_enabled"] == 2
+        holders = {(h["pid"], h["comm"]) for q in taplive["queues"] for h in q["holders"]}
+        assert (live_pid, "live-holder") in holders  # and its reader child, which shares the fds
+        assert {c for _, c in holders} <= {"live-holder", "skblab-reader"}
+        fulls += any(q["ring"]["full"] for q in taplive["queues"])
+        producers.add(tuple(q["ring"]["producer"] for q in taplive["queues"]))
+    assert len(producers) > 1, "the rings did not move between runs: no traffic was flowing"
+    assert fulls >= len(runs) // 2  # the unread queue fills and stays full
+    assert torn <= max(1, len(runs) // 5)
+
+
+# ---- the two ways it must refuse ----------------------------------------------------------------------------
+
+
+def test_non_root_is_told_plainly(live_host_lab: LabVmcore) -> None:
+    r = run_of(live_host_lab, "nonroot")
+    assert r["rc"] != 0 and r["rc"] != 70
+    assert r["stdout"] == ""
+    err = r["stderr"]
+    assert "Traceback" not in err
+    assert "root" in err and "CAP_SYS_RAWIO" in err
+    assert "-c" in err or "vmcore" in err  # what to do instead
+
+
+def test_missing_dbg_package_is_named(live_host_lab: LabVmcore) -> None:
+    release = live_host_lab.truth["release"]
+    r = run_of(live_host_lab, "nodbg")
+    assert r["rc"] == 3
+    assert r["stdout"] == ""
+    err = r["stderr"]
+    assert f"linux-image-{release}-dbg" in err
+    assert "Traceback" not in err
+    # nothing else: one message, no warnings from drgn or Python around it
+    assert not re.search(r"(?im)^(warning|drgn|\s*File \")", err), err
