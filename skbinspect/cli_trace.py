@@ -230,6 +230,38 @@ Examples:
 """
 
 
+def _known_reasons(prog: Any, names: Sequence[str]) -> Tuple[str, ...]:
+    """``--reason`` values checked against the target's own drop-reason table, as its canonical names
+    (``full_ring``, ``SKB_DROP_REASON_FULL_RING`` and the value give ``FULL_RING``).  A name this kernel
+    does not have is an error naming the closest ones, not a silently empty report."""
+    if not names:
+        return ()
+    import difflib
+
+    from .reasons import drop_reason_table
+    from .target import kernel_version
+
+    table = drop_reason_table(prog)
+    if not table.has_reasons:
+        major, minor = kernel_version(prog)
+        raise SkbinspectError(
+            f"this kernel ({major}.{minor}) records no drop reasons (they came in 5.17), so --reason cannot "
+            "filter; leave it out to see every kfree_skb drop by location."
+        )
+    out = []
+    for n in names:
+        r = table.lookup(n)
+        if r is None:
+            close = difflib.get_close_matches(n.upper(), [x.name for x in table.reasons], n=3, cutoff=0.6)
+            raise SkbinspectError(
+                f"unknown drop reason {n!r} on this kernel"
+                + (f"; did you mean {', '.join(close)}?" if close else ".")
+                + " `skbinspect reasons` lists the ones it has."
+            )
+        out.append(r.name)
+    return tuple(out)
+
+
 @cli.command(epilog=_EPILOG_DROPS)
 @click.option("-i", "--instance", metavar="NAME", help="Read this trace instance (default: the top-level buffer).")
 @click.option("--all-instances", is_flag=True, help="Report the top-level buffer and every instance.")
@@ -250,6 +282,7 @@ def drops(state: State, instance: Optional[str], all_instances: bool, reasons: T
     from .render_trace import render_drops
 
     prog = state.target().prog
+    reasons = _known_reasons(prog, reasons)
     reports = []
     for tr in _arrays(prog, instance, all_instances):
         cb, done = _progress(f"decoding {tr.name}")

@@ -424,3 +424,21 @@ def test_live_guest_trace_and_drops(live_lab_guest: Any) -> None:  # type: ignor
         assert any(gr["location_symbol"].startswith("tun_net_xmit") for gr in rep["groups"])
     if g.kernel.release.split(".")[0] != "5":
         assert seen_full > 0
+
+
+def test_drops_reason_filter_is_checked_against_the_kernel(lab_vmcore: LabVmcore) -> None:
+    """--reason takes the kernel's names in any spelling; a name the kernel lacks is an error, not an
+    empty report; a kernel without drop reasons (5.10) says so."""
+    base = ["-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols)]
+    p = run_skbinspect(*base, "drops", "--reason", "FULL_RIN")
+    assert p.returncode == 1 and "Traceback" not in p.stderr and p.stdout == ""
+    has_reasons = "field:enum skb_drop_reason reason" in lab_vmcore.truth["formats"]["skb:kfree_skb"]
+    if not has_reasons:
+        assert "records no drop reasons" in p.stderr
+        return
+    assert "unknown drop reason 'FULL_RIN'" in p.stderr and "FULL_RING" in p.stderr
+    want = sum(1 for r in parse_records(truth_text(lab_vmcore, "top"))
+               if r["event"] == "kfree_skb" and kv(r["body"]).get("reason") == "FULL_RING")
+    for spelling in ("FULL_RING", "full_ring", "SKB_DROP_REASON_FULL_RING"):
+        out = json.loads(cli(lab_vmcore, "--json", "drops", "--reason", spelling).stdout)
+        assert sum(g["count"] for g in out["groups"]) == want > 0, spelling
