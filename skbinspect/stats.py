@@ -627,37 +627,8 @@ def _driver_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, fn: Optional[
             return
         devstats()  # no stats op at all: dev_get_stats() copies dev->stats
         return
-    if fn == "macvlan_dev_get_stats64":
-        vt = need("macvlan", "struct macvlan_dev")
-        if vt is None:
-            return
-        pt = prog.type("struct vlan_pcpu_stats")
-        fields = _fields(pt, [("rx_errors", "rx_errors"), ("tx_dropped", "tx_dropped")])
-        try:
-            ptr = prog.read_u64(r.priv(dev) + drgn.offsetof(vt, "pcpu_stats"))
-        except drgn.FaultError as e:
-            ds.complete = False
-            ds.notes.append(f"macvlan_dev unreadable: {e}")
-            return
-        # macvlan_dev_get_stats64 reports rx_dropped = rx_errors: one counter (ring full on macvtap).
-        ds.rows += read_percpu_counters(prog, ptr, pt, fields, "vlan_pcpu_stats",
-                                        _counts({"rx_errors": "rx_errors,rx_dropped", "tx_dropped": "tx_dropped"}))
-        return
-    if fn == "ipvlan_get_stats64":
-        it = need("ipvlan", "struct ipvl_dev")
-        if it is None:
-            return
-        pt = prog.type("struct ipvl_pcpu_stats")
-        fields = _fields(pt, [("rx_errs", "rx_errs"), ("tx_drps", "tx_drps")])
-        try:
-            ptr = prog.read_u64(r.priv(dev) + drgn.offsetof(it, "pcpu_stats"))
-        except drgn.FaultError as e:
-            ds.complete = False
-            ds.notes.append(f"ipvl_dev unreadable: {e}")
-            return
-        # ipvlan_get_stats64: rx_errors = rx_dropped = rx_errs, tx_dropped = tx_drps.
-        ds.rows += read_percpu_counters(prog, ptr, pt, fields, "ipvl_pcpu_stats",
-                                        _counts({"rx_errs": "rx_errors,rx_dropped", "tx_drps": "tx_dropped"}))
+    if fn in _PRIVATE_PERCPU:
+        _private_percpu_rows(r, dev, ds, need, *_PRIVATE_PERCPU[fn])
         return
     if fn == "veth_get_stats64":
         _veth_rows(r, dev, ds, need)
@@ -667,6 +638,36 @@ def _driver_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, fn: Optional[
     ds.complete = False
     ds.notes.append(f"driver stats function {fn} keeps counters skbinspect does not read: totals are the core "
                     "counters only.")
+
+
+#: Drivers whose ndo_get_stats64 sums a per-CPU struct in their private data (5.10-7.x):
+#: function -> (module, private struct, its per-CPU member's struct, {member: what it counts as}).
+_PRIVATE_PERCPU: Dict[str, Tuple[str, str, str, Dict[str, str]]] = {
+    # macvlan_dev_get_stats64 reports rx_dropped = rx_errors: one counter (ring full on macvtap).
+    "macvlan_dev_get_stats64": ("macvlan", "struct macvlan_dev", "struct vlan_pcpu_stats",
+                                {"rx_errors": "rx_errors,rx_dropped", "tx_dropped": "tx_dropped"}),
+    # ipvlan_get_stats64: rx_errors = rx_dropped = rx_errs, tx_dropped = tx_drps.
+    "ipvlan_get_stats64": ("ipvlan", "struct ipvl_dev", "struct ipvl_pcpu_stats",
+                           {"rx_errs": "rx_errors,rx_dropped", "tx_drps": "tx_dropped"}),
+}
+
+
+def _private_percpu_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, need, module: str,  # type: ignore[no-untyped-def]
+                         priv_type: str, pcpu_type: str, counts: Dict[str, str]) -> None:
+    """Rows of a driver's per-CPU counters reached through ``priv->pcpu_stats``."""
+    prog = r.prog
+    vt = need(module, priv_type)
+    if vt is None:
+        return
+    pt = prog.type(pcpu_type)
+    fields = _fields(pt, [(m, m) for m in counts])
+    try:
+        ptr = prog.read_u64(r.priv(dev) + drgn.offsetof(vt, "pcpu_stats"))
+    except drgn.FaultError as e:
+        ds.complete = False
+        ds.notes.append(f"{priv_type[len('struct '):]} unreadable: {e}")
+        return
+    ds.rows += read_percpu_counters(prog, ptr, pt, fields, pcpu_type[len("struct "):], _counts(counts))
 
 
 def _veth_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, need) -> None:  # type: ignore[no-untyped-def]
