@@ -9,6 +9,8 @@ Debug-info loading is excluded: the target is opened once, then each method runs
   entries come back as an ``EntryTable`` whose ``RingEntry`` objects are built on first use, so a second
   line also builds them (iterating every entry).
 * skbinspect command: ``ring --entries --json tapbig`` in-process on the opened target, JSON to /dev/null.
+* summary: ``ring tapbig`` without ``-e`` (text, and ``--json``): counts by protocol and the top flows of
+  every entry, against the naive walk decoding each frame and counting it.
 * naive baseline: one drgn ``Object`` per slot and per field (``ring.queue[i]``, ``skb.len``, ...), the same
   packet bytes read and the same headers decoded.
 """
@@ -74,6 +76,24 @@ def naive_command(prog: drgn.Program) -> None:
         null.write(json.dumps({"devices": [{"name": DEVICE, "queues": [{"entries": entries}]}]}))
 
 
+def naive_summary(prog: drgn.Program) -> None:
+    """The summary of ``ring DEV`` (no -e) the naive way: the walk, each frame decoded, counted per entry."""
+    import collections
+
+    from skbinspect.packet import flow_text
+
+    protos: collections.Counter = collections.Counter()
+    flows: collections.Counter = collections.Counter()
+    for e in naive_walk(prog, decode=True):
+        layers = e["headers"]
+        protos[layers[-1]["proto"] if layers else "?"] += 1
+        f = flow_text(layers)
+        if f is not None:
+            flows[f] += 1
+    with open(os.devnull, "w") as null:
+        null.write(json.dumps({"protocols": dict(protos.most_common()), "top_flows": flows.most_common(5)}))
+
+
 def timeit(fn: Callable[[], object], repeat: int) -> List[float]:
     out = []
     for _ in range(repeat):
@@ -108,18 +128,21 @@ def main() -> int:
                 for e in q.entries:
                     assert e.address
 
-    def command() -> None:
+    def command(*args: str) -> None:
         state = State(None, None, (), True, True, prog_factory=lambda: target)
         with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
-            rc = run(["--json", "ring", "--entries", "--no-holders", DEVICE], obj=state)
+            rc = run([*args, "--no-holders", DEVICE], obj=state)
         assert rc == 0
 
     results = {
         "read: skbinspect API (read_tap_devices)": timeit(api, args.repeat),
         "read: API + a RingEntry object per entry": timeit(api_objects, args.repeat),
         "read: naive drgn Object walk": timeit(lambda: naive_walk(prog), args.repeat),
-        "command: ring --entries --json": timeit(command, args.repeat),
+        "command: ring --entries --json": timeit(lambda: command("--json", "ring", "--entries"), args.repeat),
         "command: naive walk + same decode + JSON": timeit(lambda: naive_command(prog), args.repeat),
+        "summary: ring (text, no -e)": timeit(lambda: command("ring"), args.repeat),
+        "summary: ring --json (no -e)": timeit(lambda: command("--json", "ring"), args.repeat),
+        "summary: naive walk + decode + count": timeit(lambda: naive_summary(prog), args.repeat),
     }
     print(f"\n{'method':44} {'median s':>9} {'best s':>8} {'entries/s':>11} {'vs naive':>9}")
     for name, ts in results.items():

@@ -6,7 +6,7 @@ complete layer, with a note, never an exception.
 
 from __future__ import annotations
 
-from socket import AF_INET, AF_INET6, inet_ntop
+from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 import json
 import struct
 from itertools import compress, repeat
@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .columns import column
 
-__all__ = ["DecodedPacket", "decode_ethernet", "decode_l3", "layers_json_many", "ETHERTYPES", "IPPROTOS"]
+__all__ = ["DecodedPacket", "decode_ethernet", "decode_l3", "flow_key_text", "flow_text", "layers_json_many", "summarize_many",
+           "ETHERTYPES", "IPPROTOS"]
 
 ETHERTYPES = {0x0800: "IPv4", 0x0806: "ARP", 0x86DD: "IPv6", 0x8100: "802.1Q", 0x88A8: "802.1ad", 0x8847: "MPLS",
               0x88CC: "LLDP", 0x8035: "RARP"}
@@ -224,13 +225,15 @@ _ARP_OPS = {1: "request", 2: "reply"}
 
 
 class _JsonCtx:
-    __slots__ = ("datas", "out", "lens", "ip6")
+    __slots__ = ("datas", "out", "lens", "ip6", "groups")
 
     def __init__(self, datas: Sequence[bytes], out: List[Optional[str]]) -> None:
         self.datas = datas
         self.out = out
         self.lens = list(map(len, datas))
         self.ip6 = _Ip6Names()
+        #: when not None, _j_emit only collects ``(positions, layers)`` of each header structure
+        self.groups: Optional[List[Tuple[List[int], Tuple[Any, ...]]]] = None
 
 
 class _Ip6Names(dict):  # type: ignore[type-arg]
@@ -406,6 +409,9 @@ def _j_emit(ctx: _JsonCtx, idx: List[int], layers: Tuple[Any, ...]) -> None:
     a field with one value in the whole group becomes part of the constant text, and the rows are
     joined from constant and column pieces, all at C speed.
     """
+    if ctx.groups is not None:
+        ctx.groups.append((idx, layers))
+        return
     fields, consts, need = _compile(layers)
     out = ctx.out
     n = len(idx)
@@ -453,3 +459,116 @@ def _j_emit(ctx: _JsonCtx, idx: List[int], layers: Tuple[Any, ...]) -> None:
     parts.append(repeat(pending))
     for i, text in zip(idx, map("".join, zip(*parts))):
         out[i] = text
+
+
+# ---- contents summary ----------------------------------------------------------------------------------
+
+
+def flow_text(layers: Sequence[Dict[str, Any]]) -> Optional[str]:
+    """The flow of decoded ``layers`` as ``skbinspect ring`` summarises it (innermost IP header and the last
+    layer): ``"UDP 10.0.0.1:53 > 10.0.0.2:5000"``, ``"ICMP 10.0.0.1 > 10.0.0.2"``; None without IP."""
+    ip = next((h for h in reversed(layers) if h["proto"] in ("IPv4", "IPv6")), None)
+    if ip is None:
+        return None
+    l4 = layers[-1]
+    if "sport" in l4:
+        return f"{l4['proto']} {ip['src']}:{l4['sport']} > {ip['dst']}:{l4['dport']}"
+    return f"{l4['proto']} {ip['src']} > {ip['dst']}"
+
+
+def _layer_name(layer: Tuple[Any, ...]) -> str:
+    head = layer[0]
+    assert isinstance(head, str) and head.startswith('{"proto":')
+    return json.JSONDecoder().raw_decode(head, 9)[0]
+
+
+def _tally(table: Dict[str, List[int]], key: str, count: int, first: int) -> None:
+    t = table.get(key)
+    if t is None:
+        table[key] = [count, first]
+    else:
+        t[0] += count
+        if first < t[1]:
+            t[1] = first
+
+
+#: A flow as raw bytes: (last layer's name, address length, source + destination address, ports or None).
+FlowKey = Tuple[str, int, bytes, Optional[bytes]]
+
+
+def flow_key_text(key: FlowKey) -> str:
+    """The :func:`flow_text` of a raw :data:`FlowKey` (one-to-one)."""
+    l4, alen, raw, ports = key
+    fam = AF_INET if alen == 4 else AF_INET6
+    src, dst = inet_ntop(fam, raw[:alen]), inet_ntop(fam, raw[alen:])
+    if ports is None:
+        return f"{l4} {src} > {dst}"
+    sport, dport = struct.unpack(">HH", ports)
+    return f"{l4} {src}:{sport} > {dst}:{dport}"
+
+
+def _flow_key(layers: Sequence[Dict[str, Any]]) -> Optional[FlowKey]:
+    """The :data:`FlowKey` of decoded ``layers`` (what :func:`flow_text` shows), None without IP."""
+    ip = next((h for h in reversed(layers) if h["proto"] in ("IPv4", "IPv6")), None)
+    if ip is None:
+        return None
+    fam, alen = (AF_INET, 4) if ip["proto"] == "IPv4" else (AF_INET6, 16)
+    l4 = layers[-1]
+    ports = struct.pack(">HH", l4["sport"], l4["dport"]) if "sport" in l4 else None
+    return (l4["proto"], alen, inet_pton(fam, ip["src"]) + inet_pton(fam, ip["dst"]), ports)
+
+
+def summarize_many(datas: Sequence[bytes], l2: bool, protocols: Sequence[Optional[int]], positions: Sequence[int]
+                   ) -> Tuple[Dict[str, List[int]], List[int], List[FlowKey]]:
+    """The innermost protocol (``"?"`` when nothing decodes) and the flow (:func:`flow_text`) of many
+    frames at once, without decoding each frame: ``({name: [count, first position]}, flow positions, flow
+    keys)``, where ``positions[k]`` is frame ``k``'s position and the frames with a flow are listed (in no
+    particular order) with their position and :data:`FlowKey` (:func:`flow_key_text` gives the text).
+
+    Frames are grouped by header structure as in :func:`layers_json_many`; within a group the protocol is
+    the same and the flow key is the raw address and port bytes, sliced at C speed.  Frames outside the
+    common structures are decoded one by one.
+    """
+    n = len(datas)
+    protos: Dict[str, List[int]] = {}
+    fpos: List[int] = []
+    fkeys: List[FlowKey] = []
+    if not n:
+        return protos, fpos, fkeys
+    ctx = _JsonCtx(datas, [None] * n)
+    ctx.groups = []
+    if l2:
+        _j_ethernet(ctx, list(range(n)))
+    else:
+        for proto, idx in _group([p or 0 for p in protocols]).items():
+            _j_l3(ctx, idx, proto, 0, ())
+    covered = bytearray(n)
+    for idx, layers in ctx.groups:
+        for i in idx:
+            covered[i] = 1
+        names = [_layer_name(layer) for layer in layers]
+        pos = list(map(positions.__getitem__, idx))
+        _tally(protos, names[-1], len(idx), min(pos))
+        ip_k = next((k for k in range(len(names) - 1, -1, -1) if names[k] in ("IPv4", "IPv6")), None)
+        if ip_k is None:
+            continue
+        alen = 4 if names[ip_k] == "IPv4" else 16
+        s = layers[ip_k][1][1]  # the source address field's offset; the destination follows it
+        frames = list(map(datas.__getitem__, idx))
+        addrs = map(getitem, frames, repeat(slice(s, s + 2 * alen)))
+        if "sport" in layers[-1][0] and ip_k != len(layers) - 1:
+            p = layers[-1][1][1]  # sport, then dport
+            ports: Any = map(getitem, frames, repeat(slice(p, p + 4)))
+        else:
+            ports = repeat(None)
+        fkeys.extend(zip(repeat(names[-1]), repeat(alen), addrs, ports))
+        fpos.extend(pos)
+    for k in compress(range(n), map(eq, covered, repeat(0))):
+        d = datas[k]
+        layers_ = (decode_ethernet(d) if l2 else decode_l3(protocols[k] or 0, d)).layers
+        _tally(protos, layers_[-1]["proto"] if layers_ else "?", 1, positions[k])
+        fk = _flow_key(layers_)
+        if fk is not None:
+            fpos.append(positions[k])
+            fkeys.append(fk)
+    return protos, fpos, fkeys

@@ -10,6 +10,7 @@ renders JSON straight from its columns (:func:`entries_json`).
 
 from __future__ import annotations
 
+import collections
 import gc
 import hashlib
 import json
@@ -24,9 +25,10 @@ import drgn
 
 from .layout import struct_layout
 from .bulk import read_spans
-from .packet import DecodedPacket, decode_ethernet, decode_l3, layers_json_many
+from .packet import DecodedPacket, decode_ethernet, decode_l3, flow_key_text, flow_text, layers_json_many, summarize_many
 
-__all__ = ["EntryTable", "RingEntry", "entries_json", "entries_json_chunks", "read_entries", "TUN_XDP_FLAG", "HEADER_BYTES"]
+__all__ = ["EntryTable", "RingEntry", "entries_json", "entries_json_chunks", "entries_summary",
+           "entries_summary_slow", "read_entries", "TUN_XDP_FLAG", "HEADER_BYTES"]
 
 #: include/linux/if_tun.h (5.10 .. 7.1): tun rings tag xdp_frame pointers with bit 0.
 TUN_XDP_FLAG = 0x1
@@ -496,3 +498,65 @@ def _chunk_json(cols: Dict[str, List[Any]]) -> str:
     for k in compress(range(n), errors):
         rows[k] = dumps(RingEntry(*(cols[name][k] for name in _COLUMNS)).to_json())
     return ",".join(rows)
+
+
+# ---- contents summary ---------------------------------------------------------------------------------
+
+
+def entries_summary(entries: Sequence[RingEntry]) -> Dict[str, Any]:
+    """Counts by innermost protocol (``"unreadable"`` for entries with an error) and the top 5 flows,
+    exactly :func:`entries_summary_slow`, from the columns (frames grouped by header structure, flows
+    counted on their raw bytes; ties ordered by first occurrence, as a walk in order counts them)."""
+    if not len(entries):
+        return {"protocols": {}, "top_flows": []}
+    cols = entries.columns() if isinstance(entries, EntryTable) else None
+    if cols is None:
+        items = list(entries)
+        cols = {k: list(map(attrgetter(k), items)) for k in ("data", "l2", "protocol", "error")}
+    protos: Dict[str, List[int]] = {}
+    fpos: List[int] = []
+    fkeys: List[Any] = []
+    errors = cols["error"]
+    n = len(errors)
+    with _gc_paused():
+        ok = list(compress(range(n), map(is_, errors, repeat(None))))
+        if len(ok) < n:
+            bad = [k for k in range(n) if errors[k] is not None]
+            protos["unreadable"] = [len(bad), bad[0]]
+        l2s = cols["l2"]
+        if l2s.count(l2s[0]) == n:
+            parts = [(bool(l2s[0]), ok)]
+        else:
+            parts = [(True, [k for k in ok if l2s[k]]), (False, [k for k in ok if not l2s[k]])]
+        for l2, pos in parts:
+            if not pos:
+                continue
+            p, fp, fk = summarize_many(list(map(cols["data"].__getitem__, pos)), l2,
+                                       list(map(cols["protocol"].__getitem__, pos)), pos)
+            for key, (count, first) in p.items():
+                t = protos.get(key)
+                if t is None:
+                    protos[key] = [count, first]
+                else:
+                    t[0] += count
+                    t[1] = min(t[1], first)
+            fpos += fp
+            fkeys += fk
+        # counted in ring order, so that ties keep the order of first occurrence
+        flows = collections.Counter(map(fkeys.__getitem__, sorted(range(len(fpos)), key=fpos.__getitem__)))
+        top = [(flow_key_text(k), c) for k, c in flows.most_common(5)]
+    ordered = collections.Counter({k: v[0] for k, v in sorted(protos.items(), key=lambda kv: kv[1][1])})
+    return {"protocols": dict(ordered.most_common()), "top_flows": top}
+
+
+def entries_summary_slow(entries: Sequence[RingEntry]) -> Dict[str, Any]:
+    """The reference of :func:`entries_summary`: each entry's headers decoded on its own."""
+    protos: collections.Counter = collections.Counter()
+    flows: collections.Counter = collections.Counter()
+    for e in entries:
+        inner = e.headers[-1]["proto"] if e.headers else ("unreadable" if e.error else "?")
+        protos[inner] += 1
+        f = flow_text(e.headers)
+        if f is not None:
+            flows[f] += 1
+    return {"protocols": dict(protos.most_common()), "top_flows": flows.most_common(5)}

@@ -25,7 +25,7 @@ from drgn.helpers.linux.pid import for_each_task
 from .errors import SkbinspectError
 from .layout import struct_layout
 from .ptr_ring import RingSnapshot, read_ptr_ring, read_ring_indices
-from .skb import RingEntry, entries_json_chunks, read_entries
+from .skb import RingEntry, entries_json_chunks, entries_summary, read_entries
 
 __all__ = [
     "QueueHolder",
@@ -143,20 +143,8 @@ class TapQueue:
         return len(self.ring.analysis.stale)
 
     def contents_summary(self) -> Dict[str, Any]:
-        """Counts by protocol and the top flows of the entries read."""
-        protos: collections.Counter = collections.Counter()
-        flows: collections.Counter = collections.Counter()
-        for e in self.entries:
-            inner = e.headers[-1]["proto"] if e.headers else ("unreadable" if e.error else "?")
-            protos[inner] += 1
-            ip = next((h for h in reversed(e.headers) if h["proto"] in ("IPv4", "IPv6")), None)
-            if ip is not None:
-                l4 = e.headers[-1]
-                if "sport" in l4:
-                    flows[f"{l4['proto']} {ip['src']}:{l4['sport']} > {ip['dst']}:{l4['dport']}"] += 1
-                else:
-                    flows[f"{l4['proto']} {ip['src']} > {ip['dst']}"] += 1
-        return {"protocols": dict(protos.most_common()), "top_flows": flows.most_common(5)}
+        """Counts by protocol and the top flows of the entries read (see :func:`~skbinspect.skb.entries_summary`)."""
+        return entries_summary(self.entries)
 
     def to_json(self, entries: bool, raw: bool = False) -> Dict[str, Any]:
         """:param raw: entries as :class:`~skbinspect.render.RawJSON` (rendered by print_json from columns)."""
