@@ -587,11 +587,13 @@ def read_tap_devices(
                 q.notes.append(q.ring.error)
                 continue
             if entries:
-                q.entries = read_entries(prog, q.ring.slots, q.ring.analysis.live, l2)
+                # a vmcore does not change: its entries are read when used (JSON: a chunk at a time)
+                q.entries = read_entries(prog, q.ring.slots, q.ring.analysis.live, l2, deferred=not is_live)
                 if is_live:
                     _drop_consumed_while_reading(prog, q)
             if stale and q.ring.analysis.stale:
-                q.stale_entries = read_entries(prog, q.ring.slots, q.ring.analysis.stale, l2, stale=True)
+                q.stale_entries = read_entries(prog, q.ring.slots, q.ring.analysis.stale, l2, stale=True,
+                                               deferred=not is_live)
         devices.append(d)
     if holders:
         addrs = {q.address for d in devices for q in d.queues}

@@ -6,6 +6,7 @@ import json
 import random
 from typing import Any, Dict, List
 
+import skbinspect.skb as skb
 from skbinspect.skb import _COLUMNS, EntryTable, entries_json, entries_summary, entries_summary_slow
 from skbinspect.tuntap import read_tap_devices
 from skbinspect.target import open_target
@@ -38,11 +39,26 @@ def _random_table(seed: int, n: int, l2_mix: bool) -> EntryTable:
     return EntryTable(cols)
 
 
+def _deferred(table: EntryTable, size: int) -> EntryTable:
+    """The same entries, read on first use in chunks of ``size`` (as read_entries(deferred=True) gives)."""
+    cols = table.columns() or {}
+    n = len(table)
+    return EntryTable.deferred(n, lambda: (EntryTable({k: v[i:i + size] for k, v in cols.items()})
+                                           for i in range(0, n, size)))
+
+
 def _check(table: EntryTable) -> None:
     slow = EntryTable.of(list(EntryTable(dict(table.columns() or {}))))
-    assert entries_json(table) == _dumps([e.to_json() for e in slow])
-    assert entries_summary(table) == entries_summary_slow(slow)
-    assert entries_summary(slow) == entries_summary_slow(slow)
+    want_json = _dumps([e.to_json() for e in slow])
+    want_summary = entries_summary_slow(slow)
+    assert entries_json(table) == want_json
+    assert entries_summary(table) == want_summary
+    assert entries_summary(slow) == want_summary
+    for size in (1, 7, 4096):
+        assert entries_json(_deferred(table, size)) == want_json
+        assert entries_summary(_deferred(table, size)) == want_summary
+        d = _deferred(table, size)
+        assert len(d) == len(table) and [e.to_json() for e in d] == [e.to_json() for e in slow]
 
 
 def test_columns_equal_per_entry_random() -> None:
@@ -58,7 +74,7 @@ def test_summary_ties_in_order_of_first_occurrence() -> None:
     assert s == entries_summary_slow(EntryTable.of(list(_random_table(5, 400, False))))
 
 
-def test_columns_equal_per_entry_lab(lab_vmcore) -> None:
+def test_columns_equal_per_entry_lab(lab_vmcore, monkeypatch) -> None:
     target = open_target(core=lab_vmcore.vmcore, symbols=lab_vmcore.symbols)
     devs = read_tap_devices(target.prog, entries=True, stale=True, holders=True)
     seen = 0
@@ -70,3 +86,14 @@ def test_columns_equal_per_entry_lab(lab_vmcore) -> None:
                 seen += len(entries)
                 _check(entries)
     assert seen > 0
+    # small chunks, so that the lab's rings are read on first use, a chunk at a time, like a big ring
+    monkeypatch.setattr(skb, "READ_CHUNK", 50)
+    chunked = read_tap_devices(target.prog, entries=True, stale=True, holders=False)
+    assert any(q.entries.chunks() is not None for d in chunked for q in d.queues)
+    for d, c in zip(devs, chunked):
+        for q, qc in zip(d.queues, c.queues):
+            for e, ec in ((q.entries, qc.entries), (q.stale_entries, qc.stale_entries)):
+                want = _dumps([x.to_json() for x in EntryTable.of(list(e))])
+                assert entries_json(ec) == want
+                assert entries_summary(ec) == entries_summary_slow(EntryTable.of(list(e)))
+                assert [x.to_json() for x in ec] == [x.to_json() for x in e]
