@@ -39,6 +39,7 @@ class DropGroup:
     :ivar reason_value: the ``enum skb_drop_reason`` value (None before 5.17).
     :ivar location_symbol: ``function+0xoff [module]``.
     :ivar stacks: distinct stacks (tuples of return addresses) and how often each was recorded.
+    :ivar stack_spans: each distinct stack's first and last time stamp.
     :ivar devices: ``"dev"`` or ``"dev queue N"`` -> count, from net events of the same skb in the buffer.
     """
 
@@ -51,6 +52,7 @@ class DropGroup:
     last_ts: Optional[int] = None
     protocols: Counter = field(default_factory=Counter)
     stacks: Counter = field(default_factory=Counter)
+    stack_spans: Dict[Tuple[int, ...], Tuple[int, int]] = field(default_factory=dict)  # first, last time stamp
     devices: Counter = field(default_factory=Counter)
     tasks: Counter = field(default_factory=Counter)
     in_ns: bool = True
@@ -304,7 +306,11 @@ def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Se
             sw = (sk >> 16) & pmask
             (sh,) = unpack("<I", sp, sw * 4)
             soff, slen = ((sw + 1) * 4, (sh & 31) * 4) if sh & 31 else ((sw + 2) * 4, unpack("<I", sp, sw * 4 + 4)[0] - 4)
-            groups[gk].stacks[tuple(decode_stack(sp, soff, slen))] += 1  # type: ignore[union-attr]
+            st = tuple(decode_stack(sp, soff, slen))
+            g = groups[gk]
+            g.stacks[st] += 1  # type: ignore[union-attr]
+            span = g.stack_spans.get(st)  # type: ignore[union-attr]
+            g.stack_spans[st] = (k >> shift, k >> shift) if span is None else (span[0], k >> shift)  # type: ignore[union-attr]
         if last_dev:
             d = last_dev.get(skbaddr)
             if d is not None:

@@ -207,7 +207,10 @@ RULES = [
                     "driver's enqueue function (tun_net_xmit for tun/tap, tap_handle_frame for macvtap/ipvtap), "
                     "is tied to a full queue of that driver: to the device the trace names for the skb when a "
                     "net event of the same skb is in the buffer, else to the driver's full queue when it has "
-                    "exactly one (with several, to each, marked ambiguous)."},
+                    "exactly one (with several, to each, marked ambiguous). macvtap and ipvtap both drop in "
+                    "tap_handle_frame: their drops are told apart by the callers in each drop's recorded stack "
+                    "(macvlan_* or ipvlan_*); drops without a telling stack go to each, marked ambiguous, and a "
+                    "counter within the ambiguous range agrees."},
     {"name": "stalled reader",
      "explanation": "A full ring's reader is the process holding the queue's file (or the vhost-net worker). "
                     "The ring has been full, so the reader has not consumed, since at least the first "
@@ -342,7 +345,7 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
         for q in d.queues:
             if mod and q.ring.analysis.full:
                 full_queues.setdefault(mod, []).append((d, q))
-    tied: Dict[Tuple[str, Optional[int]], List[Tuple[Any, str]]] = {}
+    tied: Dict[Tuple[str, Optional[int]], List[Tuple[Any, str, Optional[Tuple[int, int, int]]]]] = {}
     tied_groups = set()
     if rep is not None:
         for gi, g in enumerate(rep.groups):
@@ -367,13 +370,25 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
                 if named:
                     pick = [d for d in devs if d.name in named]
                 else:
-                    pick = [d for d in drv if dev_totals.get(d.name, d.counters).get(_KIND_COUNTER.get(d.kind, ""), 0)]
+                    # a device whose counters could not all be read may be dropping too
+                    pick = [d for d in drv if not dev_complete.get(d.name, False)
+                            or dev_totals.get(d.name, d.counters).get(_KIND_COUNTER.get(d.kind, ""), 0)]
                     pick = pick or drv
                     by = "driver" if len(pick) == 1 else "driver (ambiguous)"
                 cands = [(d, None) for d in pick]
+            kinds = {d.kind for d, _ in cands}
+            split = _split_by_caller(g, kinds) if len(kinds) > 1 else None
             for d, q in cands:
                 qi = q.index if q is not None else None
-                tied.setdefault((d.name, qi), []).append((g, by))
+                if split is None:
+                    tied.setdefault((d.name, qi), []).append((g, by, None))
+                    continue
+                same_kind = sum(1 for c, _ in cands if c.kind == d.kind)
+                if d.kind in split:
+                    tied.setdefault((d.name, qi), []).append(
+                        (g, "stack" if same_kind == 1 else "stack (ambiguous)", split[d.kind]))
+                if None in split:
+                    tied.setdefault((d.name, qi), []).append((g, "driver (ambiguous)", split[None]))
             tied_groups.add(gi)
 
     # kfree_skb addresses: memory reuse and stale reads
@@ -405,8 +420,12 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
             full = bool(q is not None and q.ring.analysis.full)
             if not full and not groups:
                 continue
-            refs = [DropRef(g.reason, "%#x" % g.location if g.location is not None else None, g.location_symbol, g.count, _sec(g.first_ts, in_ns), _sec(g.last_ts, in_ns),
-                            g.rate, by) for g, by in groups]
+            refs = []
+            for g, by, part in groups:
+                count, first_ts, last_ts = part if part is not None else (g.count, g.first_ts, g.last_ts)
+                rate = g.rate if part is None else _rate(count, first_ts, last_ts, in_ns)
+                refs.append(DropRef(g.reason, "%#x" % g.location if g.location is not None else None,
+                                    g.location_symbol, count, _sec(first_ts, in_ns), _sec(last_ts, in_ns), rate, by))
             n = sum(r.count for r in refs)
             first = min((r.first_s for r in refs if r.first_s is not None), default=None)
             last = max((r.last_s for r in refs if r.last_s is not None), default=None)
@@ -429,26 +448,34 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
             if q is None and not d.queues:
                 v.notes.append("its queues could not be read (see the notes): the drops are tied by driver and "
                                "counters only")
-            if any(by.endswith("(ambiguous)") for _, by in groups):
+            ambiguous = sum(r.count for r in refs if r.tied_by.endswith("(ambiguous)"))
+            if ambiguous == n and ambiguous:
                 v.notes.append("the trace does not name the device and several queues or devices of this driver "
                                "could be the one: these drops are counted for each of them")
+            elif ambiguous:
+                v.notes.append(f"{n - ambiguous} drops are tied to this device by the callers in their stacks; "
+                               f"{ambiguous} more have no telling stack and are counted for each device "
+                               "that could be the one")
             if stale and q is not None and groups:
-                v.stale_skbs = _stale_skbs(prog, kaddrs, consumed, {_fn(g.location_symbol) for g, _ in groups}, names_by_addr,
-                                           d.mode == "tap" or d.kind != "tun", in_ns, max_stale)
+                v.stale_skbs = _stale_skbs(prog, kaddrs, consumed, {_fn(g.location_symbol) for g, _, _ in groups}, names_by_addr,
+                                           d.mode == "tap" or d.kind != "tun", in_ns, max_stale, d.name)
             v.summary = _summary(v)
             verdicts.append(v)
     verdicts.sort(key=lambda v: (not v.full, -v.drop_count, v.device, v.queue or 0))
 
     checks: List[CounterCheck] = []
     per_dev: Counter = Counter()
+    per_dev_ambiguous: Counter = Counter()  # drops that may be this device's or another's
     for v in verdicts:
         per_dev[v.device] += v.drop_count
+        per_dev_ambiguous[v.device] += sum(r.count for r in v.drops if r.tied_by.endswith("(ambiguous)"))
     seen: Set[str] = set()
     for v in verdicts:
         if v.device in seen or v.counter is None or v.counter_value is None:
             continue
         seen.add(v.device)
-        c = _counter_check(v.device, v.counter, v.counter_value, per_dev[v.device], trace)
+        c = _counter_check(v.device, v.counter, v.counter_value, per_dev[v.device], trace,
+                           per_dev_ambiguous[v.device])
         if not dev_complete.get(v.device, True) and c.verdict != "agree":
             c.verdict = "unknown"
             c.explanation = (f"{v.device}'s driver counters could not all be read (module debug info missing?): "
@@ -470,6 +497,50 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
         stacks = sorted(allst, key=lambda s: -s["count"])[:5]
     return Report(release, verdicts, other, stacks, checks, reused, trace, softnet_moved, device_counters,
                   RULES, notes)
+
+
+#: Device kinds that drop in one shared function (drivers/net/tap.c tap_handle_frame() serves macvtap
+#: and ipvtap, 5.10 .. 7.x) are told apart by the callers in each drop's stack: macvlan's broadcast work
+#: or rx handler (``macvlan_*``) delivers to macvtap, ipvlan's (``ipvlan_*``) to ipvtap.
+CALLER_PREFIXES = (("macvlan_", "macvtap"), ("ipvlan_", "ipvtap"))
+
+
+def _split_by_caller(g: Any, kinds: Set[str]) -> Optional[Dict[Optional[str], Tuple[int, Any, Any]]]:
+    """A drop group's (count, first, last time stamp) per device kind, from the stacks recorded with its
+    events; ``None`` holds the drops whose stack names no caller (or no stack was recorded, e.g. softirqs
+    run by ksoftirqd).  None when no stack tells the kinds apart."""
+    parts: Dict[Optional[str], List[Any]] = {}
+
+    def add(kind: Optional[str], n: int, first: Optional[int], last: Optional[int]) -> None:
+        p = parts.get(kind)
+        if p is None:
+            parts[kind] = [n, first, last]
+            return
+        p[0] += n
+        if first is not None and (p[1] is None or first < p[1]):
+            p[1] = first
+        if last is not None and (p[2] is None or last > p[2]):
+            p[2] = last
+
+    for st, n in g.stacks.items():
+        names = [f.split(" ", 1)[0] for f in g.frames(st)]
+        found = {kind for prefix, kind in CALLER_PREFIXES
+                 if kind in kinds and any(name.startswith(prefix) for name in names)}
+        first, last = g.stack_spans.get(st, (g.first_ts, g.last_ts))
+        add(found.pop() if len(found) == 1 else None, n, first, last)
+    rest = g.count - sum(g.stacks.values())
+    if rest > 0:
+        add(None, rest, g.first_ts, g.last_ts)
+    if not any(k is not None for k in parts):
+        return None
+    return {k: (v[0], v[1], v[2]) for k, v in parts.items()}
+
+
+def _rate(n: int, first: Optional[int], last: Optional[int], in_ns: bool) -> Optional[float]:
+    """Drops per second between the first and the last of ``n`` (None for one drop or no time)."""
+    if n < 2 or first is None or last is None or not in_ns or last <= first:
+        return None
+    return (n - 1) / ((last - first) / 1e9)
 
 
 def _cause(full: bool, holders: List[Holder], first: Optional[float], n: int, readable: bool = True) -> str:
@@ -499,9 +570,15 @@ def _summary(v: QueueVerdict) -> str:
     if v.full:
         s += f" full ({v.live}/{v.size})"
     if v.drop_count:
-        parts = []
+        agg: Dict[Tuple[str, str], List[int]] = {}  # (reason, function) -> [count, of which ambiguous]
         for r in v.drops:
-            parts.append(f"{r.count} {r.reason or 'drops'} in {_fn(r.location_symbol)}")
+            a = agg.setdefault((r.reason or "drops", _fn(r.location_symbol)), [0, 0])
+            a[0] += r.count
+            if r.tied_by.endswith("(ambiguous)"):
+                a[1] += r.count
+        parts = []
+        for (reason, fn), (n, amb) in agg.items():
+            parts.append(f"{n} {reason} in {fn}" + (f" ({amb} of them maybe another device's)" if 0 < amb < n else ""))
         s += "; " + ", ".join(parts)
         if v.span_s is not None:
             s += f" over {v.span_s:.1f} s"
@@ -514,9 +591,17 @@ def _summary(v: QueueVerdict) -> str:
     return s + "; " + v.cause
 
 
-def _counter_check(dev: str, name: str, value: int, n: int, trace: Optional[TraceLimits]) -> CounterCheck:
+def _counter_check(dev: str, name: str, value: int, n: int, trace: Optional[TraceLimits],
+                   ambiguous: int = 0) -> CounterCheck:
+    """Compare a device's drop counter with the ``n`` trace drops tied to it, of which ``ambiguous`` may
+    be another device's (the trace could not tell them apart)."""
     if value == n:
         return CounterCheck(dev, name, value, n, "agree", f"{name} counts exactly the {n} drops in the trace")
+    if ambiguous and n - ambiguous <= value <= n:
+        return CounterCheck(dev, name, value, n, "agree",
+                            f"{name} counts {value}: the {n - ambiguous} drops tied to {dev} by their stacks, plus "
+                            f"{value - n + ambiguous} of the {ambiguous} the trace cannot tell apart from another "
+                            "device's")
     if value > n:
         why = f"{value - n} drops counted in {name} are not in the trace: earlier than its oldest event"
         if trace is not None and trace.lost:
@@ -557,11 +642,12 @@ def _freelist_word(prog: drgn.Program, addr: int) -> Tuple[str, Optional[Tuple[i
 
 
 def _stale_skbs(prog: drgn.Program, kaddrs: Dict[int, List[Tuple[int, Optional[str]]]], consumed: Dict[int, int],
-                fns: Set[str],
-                names_by_addr: Dict[int, str], l2: bool, in_ns: bool, limit: int) -> List[StaleSkb]:
+                fns: Set[str], names_by_addr: Dict[int, str], l2: bool, in_ns: bool, limit: int,
+                device: Optional[str] = None) -> List[StaleSkb]:
     """Read what is left of the most recently dropped skbs (at locations ``fns``) whose slab object is
     still free.  ``skb->dev`` is named only when it is one of the known devices (never dereferenced);
-    fields the allocator's free-list pointer covers are not trusted."""
+    fields the allocator's free-list pointer covers are not trusted.  Skbs whose ``dev`` is another known
+    device than ``device`` are that device's drops (macvtap and ipvtap share tap_handle_frame): skipped."""
     from .layout import struct_layout
     from .packet import decode_ethernet
 
@@ -573,7 +659,9 @@ def _stale_skbs(prog: drgn.Program, kaddrs: Dict[int, List[Tuple[int, Optional[s
             cand.append((ts, a))
     cand.sort(reverse=True)
     out: List[StaleSkb] = []
-    for ts, a in cand[:limit]:
+    for ts, a in cand[: limit * 8]:
+        if len(out) >= limit:
+            break
         st, word = _freelist_word(prog, a)
         s = StaleSkb(a, _sec(ts, in_ns), st)
         out.append(s)
@@ -596,6 +684,9 @@ def _stale_skbs(prog: drgn.Program, kaddrs: Dict[int, List[Tuple[int, Optional[s
                 if off < word[1] and off + size > word[0]:
                     bad.add(n)
         dev = f.get("dev") if "dev" not in bad else None
+        if device is not None and dev in names_by_addr and names_by_addr[dev] != device:
+            out.pop()
+            continue
         if dev:
             s.device = names_by_addr.get(dev, "%#x (not a known device)" % dev)
         if dev not in names_by_addr:

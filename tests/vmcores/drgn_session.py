@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 from tests.vmcores.lab import LabVmcore
 
@@ -42,6 +42,35 @@ def truth_kfree_counts(lab: LabVmcore) -> Dict[str, Dict[str, int]]:
         by_loc[loc] += 1
         by_loc_reason[f"{loc}|{reason}"] += 1
     return {"location": dict(by_loc), "location_reason": dict(by_loc_reason)}
+
+
+def truth_callers_at(lab: LabVmcore, location: str) -> Dict[Optional[str], int]:
+    """The guest's kfree_skb events printed at ``location``, counted by the device kind their stack shows
+    (the first stack record after the event on its CPU: ``macvlan_*`` callers -> macvtap, ``ipvlan_*``
+    -> ipvtap, neither or no stack -> None)."""
+    import collections
+
+    from tests.vmcores.test_trace import kv, parse_records
+
+    counts: collections.Counter = collections.Counter()
+    last_on_cpu: Dict[int, Dict[str, Any]] = {}
+    recs = parse_records(lab.truth["trace"]["top"]["trace"])
+    for r in recs:
+        if r["event"] == "stack":
+            owner = last_on_cpu.get(r["cpu"])
+            if owner is not None:
+                owner["stacks"].append(r["frames"])
+            continue
+        r["stacks"] = []
+        last_on_cpu[r["cpu"]] = r
+    for r in recs:
+        if r["event"] != "kfree_skb" or kv(r["body"]).get("location", "").split(" ")[0] != location:
+            continue
+        names = [f.split("+", 1)[0] for f in (r["stacks"][0] if r["stacks"] else [])]
+        kinds = {k for p, k in (("macvlan_", "macvtap"), ("ipvlan_", "ipvtap"))
+                 if any(n.startswith(p) for n in names)}
+        counts[kinds.pop() if len(kinds) == 1 else None] += 1
+    return dict(counts)
 
 
 def location_key(location_hex: str, location_symbol: str, printed: List[str]) -> str:
