@@ -47,7 +47,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def lab_vmcore(lab_kernel_name: str) -> LabVmcore:
-    """A built lab vmcore (``lab`` boot: tun-full, tun-mq, macvtap-full, trace-instance) with its truth."""
+    """A built lab vmcore (``lab`` boot: tun-full, tun-mq, macvtap-full, ipvtap-full, trace-instance) with its truth."""
     return lab_vmcore_for(lab_kernel_name)
 
 

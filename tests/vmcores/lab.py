@@ -1,7 +1,7 @@
 """Build lab vmcores and their ground truth; boot live guests for QMP tests.
 
 A *boot* runs one scenario script (guest/scenarios/NAME.sh) in a fresh guest.  The ``lab`` boot holds
-the four base scenarios (tun-full, tun-mq, macvtap-full, trace-instance) side by side, each with its own
+the base scenarios (tun-full, tun-mq, macvtap-full, ipvtap-full, trace-instance) side by side, each with its own
 devices and holder process, so one vmcore per kernel carries all of them with their truth.
 
 Layout of one built vmcore (under ``<cache>/vmcores/<kernel>/<boot>-<key>/``):

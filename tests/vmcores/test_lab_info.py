@@ -77,7 +77,7 @@ def test_lab_truth_is_complete(lab_vmcore: LabVmcore) -> None:
     t = lab_vmcore.truth
     assert t["release"] == lab_vmcore.kernel.release
     assert len(t["softnet_stat"]) == t["nproc"]
-    assert {d["ifname"] for d in t["ip_link"]} >= {"tap0", "tapmq", "macvtap0", "veth0", "veth1"}
+    assert {d["ifname"] for d in t["ip_link"]} >= {"tap0", "tapmq", "macvtap0", "ipvtap0", "veth0", "veth1", "veth2", "veth3"}
     assert "kfree_skb" in t["trace"]["top"]["trace"] and "<stack trace>" in t["trace"]["top"]["trace"]
     inst = t["trace"]["instances"]["skbinst"]
     import re

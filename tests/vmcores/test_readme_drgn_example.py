@@ -84,7 +84,7 @@ def test_example_output_matches_the_truth(lab_vmcore: LabVmcore, example_run: Di
     # 1: the full queues with their holders
     full = got[1].splitlines()
     want_full = []
-    for dev, holder in (("tap0", "tun-full"), ("macvtap0", "macvtap-full")):
+    for dev, holder in (("tap0", "tun-full"), ("macvtap0", "macvtap-full"), ("ipvtap0", "ipvtap-full")):
         h = truth["holders"][holder]
         want_full.append(f"{dev} 0 {links[dev]['txqlen']} [({h['pid']}, {holder!r})]")
     assert full == want_full
@@ -110,7 +110,16 @@ def test_example_output_is_what_the_readme_shows(default_lab_vmcore: LabVmcore, 
     res = _run_example(default_lab_vmcore, tmp_path)
     assert len(res["results"]) == 5
     for r in res["results"]:
-        assert r["got"] == r["want"]
+        assert run_specific(r["got"]) == run_specific(r["want"])
+
+
+def run_specific(text: str) -> str:
+    """The output with what differs from one build of the lab vmcore to the next masked: process ids
+    (checked against the truth above) and times (TCG's speed varies)."""
+    text = re.sub(r"\((\d+), '", "(PID, '", text)
+    text = re.sub(r"\bpid \d+", "pid PID", text)
+    text = re.sub(r"\(\d+/s\)", "(RATE/s)", text)
+    return re.sub(r"\b\d+\.\d+\b", "T", text)
 
 
 def test_readme_commands_run_in_drgn(lab_vmcore: LabVmcore, tmp_path: Path) -> None:
@@ -119,7 +128,13 @@ def test_readme_commands_run_in_drgn(lab_vmcore: LabVmcore, tmp_path: Path) -> N
     code = "from drgn.commands import run_command\n" + "\n".join(f"run_command(prog, {c!r})" for c in cmds)
     p = run_drgn(lab_vmcore, code)
     assert p.returncode == 0, p.stderr
-    assert "Traceback" not in p.stderr and "skbinspect: error" not in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
+    errors = [line for line in p.stderr.splitlines() if "skbinspect: error" in line]
+    if lab_vmcore.kernel.release.startswith("5.10"):
+        # `drops --reason FULL_RING` on a kernel without drop reasons: said plainly, the session goes on
+        assert len(errors) == 1 and "records no drop reasons" in errors[0], p.stderr
+    else:
+        assert errors == [], p.stderr
     rep = json.loads(out.read_text())
-    assert {v["device"] for v in rep["verdicts"] if v["full"]} == {"tap0", "macvtap0"}
+    assert {v["device"] for v in rep["verdicts"] if v["full"]} == {"tap0", "macvtap0", "ipvtap0"}
     assert "Usage: %skbinspect" in p.stdout

@@ -42,7 +42,7 @@ def devices_by_name(ring: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
 
 def test_devices_found(lab_vmcore: LabVmcore, ring_all: Dict[str, Any]) -> None:
     devs = devices_by_name(ring_all)
-    assert set(devs) == {"tap0", "tapmq", "macvtap0"}
+    assert set(devs) == {"tap0", "tapmq", "macvtap0", "ipvtap0"}
     links = {l["ifname"]: l for l in lab_vmcore.truth["ip_link"]}
     for name, d in devs.items():
         assert d["ifindex"] == links[name]["ifindex"]
@@ -52,7 +52,8 @@ def test_devices_found(lab_vmcore: LabVmcore, ring_all: Dict[str, Any]) -> None:
         assert not d["notes"], d["notes"]
     assert devs["tap0"]["kind"] == "tun" and devs["tap0"]["mode"] == "tap"
     assert "multi_queue" in devs["tapmq"]["flags"] and "multi_queue" not in devs["tap0"]["flags"]
-    assert devs["macvtap0"]["kind"] == "macvtap" and devs["macvtap0"]["char_device"] == f"/dev/tap{links['macvtap0']['ifindex']}"
+    for name, kind in (("macvtap0", "macvtap"), ("ipvtap0", "ipvtap")):
+        assert devs[name]["kind"] == kind and devs[name]["char_device"] == f"/dev/tap{links[name]['ifindex']}"
     # tapmq: 4 queues opened, one disabled
     assert devs["tapmq"]["queues_enabled"] == 3 and devs["tapmq"]["queues_disabled"] == 1
 
@@ -70,7 +71,7 @@ def test_every_queue_matches_what_the_guest_drained(lab_vmcore: LabVmcore, ring_
             assert r["error"] is None and r["problems"] == [] and not r["torn"]
             assert r["live"] == len(q["entries"]) == len(drained), (d["name"], q["index"])
             hdr = q["vnet_hdr_sz"]  # a reader gets the virtio-net header first (macvtap's default)
-            if d["kind"] == "macvtap":
+            if d["kind"] in ("macvtap", "ipvtap"):
                 assert hdr == 10
             for e, f in zip(q["entries"], drained):
                 assert e["kind"] == "skb" and e["error"] is None
@@ -109,8 +110,9 @@ def test_full_rings_and_their_drops(lab_vmcore: LabVmcore, ring_all: Dict[str, A
     links = {l["ifname"]: l for l in lab_vmcore.truth["ip_link"]}
     tap0 = devs["tap0"]["queues"][0]["ring"]
     assert tap0["full"] and tap0["live"] == links["tap0"]["txqlen"]
-    mvt = devs["macvtap0"]["queues"][0]["ring"]
-    assert mvt["full"] and mvt["live"] == links["macvtap0"]["txqlen"]
+    for name in ("macvtap0", "ipvtap0"):
+        ring = devs[name]["queues"][0]["ring"]
+        assert ring["full"] and ring["live"] == links[name]["txqlen"], name
     assert not any(q["ring"]["full"] for q in devs["tapmq"]["queues"])
     # tun counts its FULL_RING drops as tx_dropped in the core counters (5.18+ per-CPU core_stats,
     # before that tun's own per-CPU stats, which `skbinspect stats` reads)
@@ -138,7 +140,7 @@ def test_stale_window_and_disabled_queue(lab_vmcore: LabVmcore, ring_all: Dict[s
 
 
 def test_holders_are_the_scenario_processes(lab_vmcore: LabVmcore, ring_all: Dict[str, Any]) -> None:
-    by_dev = {"tap0": "tun-full", "tapmq": "tun-mq", "macvtap0": "macvtap-full"}
+    by_dev = {"tap0": "tun-full", "tapmq": "tun-mq", "macvtap0": "macvtap-full", "ipvtap0": "ipvtap-full"}
     for d in ring_all["devices"]:
         h = lab_vmcore.truth["holders"][by_dev[d["name"]]]
         for q in d["queues"]:
@@ -158,7 +160,7 @@ def test_unknown_device_lists_what_exists(lab_vmcore: LabVmcore) -> None:
     p = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "ring", "tap0", "nosuch0")
     assert p.returncode == 4 and "Traceback" not in p.stderr
     assert "no tun/tap/macvtap/ipvtap device 'nosuch0'" in p.stderr
-    for name in ("tap0", "tapmq", "macvtap0"):
+    for name in ("tap0", "tapmq", "macvtap0", "ipvtap0"):
         assert name in p.stderr
 
 
@@ -176,7 +178,7 @@ def test_module_without_debug_info_still_lists_devices(lab_vmcore: LabVmcore) ->
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     devs = devices_by_name(out)
-    assert set(devs) == {"tap0", "tapmq", "macvtap0"}
+    assert set(devs) == {"tap0", "tapmq", "macvtap0", "ipvtap0"}
     for d in devs.values():
         assert d["queues"] == [] and any("has no debug info" in n for n in d["notes"])
     assert any("module tun is loaded but has no debug info" in w for w in out["warnings"])

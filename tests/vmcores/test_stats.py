@@ -88,6 +88,10 @@ def test_device_totals_match_ip(lab_vmcore: LabVmcore) -> None:
     assert sum(r.counters["tx_dropped"] for r in tap0.rows if r.source == src) == \
         ip_value(truth["tap0"], "tx_dropped") > 0
     assert [r.cpu for r in tap0.rows if r.source == src] == sorted(r.cpu for r in tap0.rows if r.source == src)
+    # ipvtap0's are ipvlan's rx_errs (ipvlan_get_stats64: rx_errors = rx_dropped = rx_errs)
+    ipv = devs["ipvtap0"]
+    assert sum(r.counters["rx_errs"] for r in ipv.rows if r.source == "ipvl_pcpu_stats") == \
+        ip_value(truth["ipvtap0"], "rx_dropped") == ip_value(truth["ipvtap0"], "rx_errors") > 0
     mvt = devs["macvtap0"]
     assert sum(r.counters["rx_errors"] for r in mvt.rows if r.source == "vlan_pcpu_stats") == \
         ip_value(truth["macvtap0"], "rx_dropped") == ip_value(truth["macvtap0"], "rx_errors") > 0

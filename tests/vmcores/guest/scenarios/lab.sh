@@ -2,6 +2,7 @@
 #   tun-full       tap0: one queue held open and unread; more frames than tx_queue_len -> FULL_RING
 #   tun-mq         tapmq: 4 queues, one disabled (IFF_DETACH_QUEUE), one partly read (stale window)
 #   macvtap-full   macvtap0 on veth0: /dev/tap<ifindex> held unread, broadcasts into veth1 -> FULL_RING
+#   ipvtap-full    ipvtap0 (L2) on veth2: /dev/tap<ifindex> held unread, broadcasts into veth3 -> FULL_RING
 #   trace-instance instance "skbinst": small buffer (and sub-buffer on 6.8+), kfree_skb with a
 #                  per-event stacktrace trigger, wrapped by extra drops on tap0
 # Sizes come from the environment the host passes on the kernel command line (skblab.*), with defaults.
@@ -39,6 +40,17 @@ idx=$(cat /sys/class/net/macvtap0/ifindex)
 hold macvtap-full tap /dev/tap$idx /run/macvtap-full --comm macvtap-full
 skblab send veth1 700 --start 200000 --pace 50 >> /out/senders
 
+# ipvtap-full: ipvlan hands broadcasts to its L2 slaves from a work queue (netif_rx on ipvtap0), and
+# tap_handle_frame queues them on the ring; a full ring counts in ipvlan's per-CPU rx_errs.
+$IP link add veth2 type veth peer name veth3
+$IP link set veth3 up
+$IP link set veth2 up
+$IP link add link veth2 name ipvtap0 type ipvtap mode l2
+$IP link set ipvtap0 txqueuelen 300 up
+idx=$(cat /sys/class/net/ipvtap0/ifindex)
+hold ipvtap-full tap /dev/tap$idx /run/ipvtap-full --comm ipvtap-full
+skblab send veth3 450 --start 400000 --pace 50 >> /out/senders
+
 # trace-instance: wrap the instance buffer with more FULL_RING drops on tap0.
 skblab send tap0 1500 --start 300000 >> /out/senders
 
@@ -48,7 +60,7 @@ echo 0 > $T/instances/skbinst/tracing_on
 sleep 1
 
 capture_common
-for h in tun-full tun-mq macvtap-full; do
+for h in tun-full tun-mq macvtap-full ipvtap-full; do
     mkdir -p /out/holders/$h
     ctl $h info /out/holders/$h/info > /dev/null
     cp /run/$h/consumed /out/holders/$h/consumed 2>/dev/null
@@ -57,7 +69,7 @@ cp /run/tun-mq/*.reply /out/holders/tun-mq/
 
 wait_host
 
-for h in tun-full tun-mq macvtap-full; do
+for h in tun-full tun-mq macvtap-full ipvtap-full; do
     ctl $h drain /out/holders/$h/drained > /dev/null
 done
 finish
