@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 kernel=${1:-bookworm}
-python3 -m tests.vmcores build --kernel "$kernel"
+python3 -m tests.vmcores build --kernel "$kernel" --boot lab
 mapfile -t paths < <(python3 -m tests.vmcores path --kernel "$kernel")
 vmcore=${paths[0]}
 syms=()
