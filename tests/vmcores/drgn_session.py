@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from tests.vmcores.lab import LabVmcore
 
@@ -50,19 +50,10 @@ def truth_callers_at(lab: LabVmcore, location: str) -> Dict[Optional[str], int]:
     -> ipvtap, neither or no stack -> None)."""
     import collections
 
-    from tests.vmcores.test_trace import kv, parse_records
+    from tests.vmcores.test_trace import kv, parse_records, with_stacks
 
     counts: collections.Counter = collections.Counter()
-    last_on_cpu: Dict[int, Dict[str, Any]] = {}
-    recs = parse_records(lab.truth["trace"]["top"]["trace"])
-    for r in recs:
-        if r["event"] == "stack":
-            owner = last_on_cpu.get(r["cpu"])
-            if owner is not None:
-                owner["stacks"].append(r["frames"])
-            continue
-        r["stacks"] = []
-        last_on_cpu[r["cpu"]] = r
+    recs = with_stacks(parse_records(lab.truth["trace"]["top"]["trace"]))
     for r in recs:
         if r["event"] != "kfree_skb" or kv(r["body"]).get("location", "").split(" ")[0] != location:
             continue

@@ -57,6 +57,23 @@ def parse_records(text: str) -> List[Dict[str, Any]]:
     return recs
 
 
+def with_stacks(recs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The event records (stack records left out), each with ``stacks``: the frames of the stack records
+    that follow it on its CPU."""
+    out: List[Dict[str, Any]] = []
+    last_on_cpu: Dict[int, Dict[str, Any]] = {}
+    for r in recs:
+        if r["event"] == "stack":
+            owner = last_on_cpu.get(r["cpu"])
+            if owner is not None:
+                owner["stacks"].append(r["frames"])
+            continue
+        r["stacks"] = []
+        last_on_cpu[r["cpu"]] = r
+        out.append(r)
+    return out
+
+
 def kv(body: str) -> Dict[str, str]:
     """``skbaddr=... protocol=... location=... reason: X`` as a dict."""
     event, rest = body.split(": ", 1)
@@ -144,18 +161,7 @@ def test_skb_events_equal_guest_records(lab_vmcore: LabVmcore, array: str) -> No
     syms = symbolizer(prog)
     recs = parse_records(truth_text(lab_vmcore, array))
     # the guest's skb events, each with the stack records that follow it on its CPU
-    expected = []
-    last_on_cpu: Dict[int, Dict[str, Any]] = {}
-    for r in recs:
-        if r["event"] == "stack":
-            owner = last_on_cpu.get(r["cpu"])
-            if owner is not None:
-                owner["stacks"].append(r["frames"])
-            continue
-        r["stacks"] = []
-        last_on_cpu[r["cpu"]] = r
-        if r["event"] in ("kfree_skb", "consume_skb"):
-            expected.append(r)
+    expected = [r for r in with_stacks(recs) if r["event"] in ("kfree_skb", "consume_skb")]
     ours = list(iter_skb_events(prog, None if array == "top" else array))
     assert len(ours) == len(expected) > 100
     has_reason = lab_vmcore.kernel.release.split(".")[0] != "5"
