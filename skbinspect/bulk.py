@@ -18,7 +18,7 @@ import drgn
 __all__ = ["read_many", "read_spans"]
 
 #: Largest window read at once, and the largest gap between two objects bridged by one window.
-MAX_WINDOW = 256 * 1024
+MAX_WINDOW = 1024 * 1024
 MAX_GAP = 4096
 
 #: What a read of unreadable memory raises: a fault, or an address drgn cannot represent.
@@ -71,10 +71,15 @@ def read_spans(prog: drgn.Program, addresses: Sequence[int], sizes: Union[int, S
         except _FAULTS:
             windows.append(None)
             failed.add(w)
-    where = dict(zip(sa, window_of_sorted))
-    widx = list(map(where.__getitem__, addresses))
-    bufs = list(map(windows.__getitem__, widx))
-    offs = list(map(sub, addresses, map(starts.__getitem__, widx)))
+    if len(starts) == 1:
+        widx = [0] * n
+        bufs = [windows[0]] * n
+        offs = list(map(sub, addresses, repeat(starts[0])))
+    else:
+        where = dict(zip(sa, window_of_sorted))
+        widx = list(map(where.__getitem__, addresses))
+        bufs = list(map(windows.__getitem__, widx))
+        offs = list(map(sub, addresses, map(starts.__getitem__, widx)))
     if failed:
         # a hole somewhere in those windows (or past the end of a short last object): each object on its own
         for k in compress(range(n), map(failed.__contains__, widx)):

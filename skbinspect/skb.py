@@ -434,33 +434,40 @@ def _gc_paused() -> Iterator[None]:
 _JBOOL = {True: "true", False: "false"}
 
 
-def _json_column(values: Sequence[Any], how: str) -> Tuple[Optional[str], Any]:
-    """One column as JSON text: ``(constant, None)`` when every value renders the same, else
-    ``(None, iterable of str)``.  ``how``: ``int`` (int or None), ``bool``, ``str`` (plain ASCII names),
-    ``addr`` (hex with quotes), ``dev`` (hex with quotes, 0/None as null)."""
+def _json_column(values: Sequence[Any], how: str) -> Tuple[str, Any]:
+    """One column for a ``%`` format: ``(text, None)`` when every value renders the same (``text`` is the
+    JSON, ``%`` escaped), else ``(spec, column)``: a ``%`` conversion and the values it takes.  ``how``:
+    ``int`` (int or None), ``bool``, ``str`` (plain ASCII names), ``addr`` (hex with quotes), ``dev`` (hex
+    with quotes, 0/None as null)."""
     n = len(values)
     first = values[0]
     if values.count(first) == n:
         if how == "addr":
-            return f'"{first:#x}"', None
-        if how == "dev":
-            return (f'"{first:#x}"' if first else "null"), None
-        return json.dumps(first), None
+            text = f'"{first:#x}"'
+        elif how == "dev":
+            text = f'"{first:#x}"' if first else "null"
+        else:
+            text = json.dumps(first)
+        return text.replace("%", "%%"), None
     if how == "int":
         if None in values:
-            return None, ["null" if v is None else str(v) for v in values]
-        return None, map(str, values)
+            return "%s", ["null" if v is None else str(v) for v in values]
+        return "%d", values
     if how == "bool":
-        return None, map(_JBOOL.__getitem__, values)
+        return "%s", map(_JBOOL.__getitem__, values)
     if how == "addr":
-        return None, map('"%#x"'.__mod__, values)
+        return '"%#x"', values
     if how == "dev":
-        return None, [f'"{v:#x}"' if v else "null" for v in values]
-    return None, map(json.dumps, values)
+        return "%s", [f'"{v:#x}"' if v else "null" for v in values]
+    return "%s", map(json.dumps, values)
 
 
 def _fast_rows(c: Dict[str, Sequence[Any]], whole: bool) -> Any:
-    """JSON of entries without error: one string of the whole array (``whole``) or a list of row strings."""
+    """JSON of entries without error: one string of the whole array (``whole``) or a list of row strings.
+
+    Each row is one ``%`` format: the constant text (keys, and fields with one value in the whole chunk)
+    is baked into the format, the other fields are columns converted by ``%d``, ``%#x`` or ``%s``.
+    """
     datas = c["data"]
     n = len(datas)
     lengths = c["length"]
@@ -470,40 +477,27 @@ def _fast_rows(c: Dict[str, Sequence[Any]], whole: bool) -> Any:
         headers = layers_json_many(datas, l2s[0], c["protocol"])
     else:
         headers = [layers_json_many([d], l2, [p])[0] for d, l2, p in zip(datas, l2s, c["protocol"])]
-    segments: List[Tuple[str, Any]] = []
+    fmt: List[str] = []
+    cols: List[Any] = []
     for key, how in (("index", "int"), ("kind", "str"), ("address", "addr"), ("stale", "bool"), ("length", "int"),
                      ("linear_length", "int"), ("protocol", "int"), ("vlan_tci", "int"), ("queue_mapping", "int"),
                      ("tstamp_ns", "int"), ("dev", "dev")):
-        segments.append((f',"{key}":', None))
-        segments.append(_json_column(c[key], how))
-    segments.append((',"data":"', None))
-    segments.append((None, map(bytes.hex, datas)))
-    segments.append(('","sha256":"', None))
-    segments.append((None, [sha(d).hexdigest() for d in datas]))
-    segments.append(('","digest_complete":', None))
-    segments.append(_json_column(list(map(eq, map(len, datas), lengths)), "bool"))
-    segments.append((',"headers":', None))
-    segments.append((None, headers))
-    segments.append((',"error":null}', None))
-    # merge the constant pieces, then interleave with the columns (all at C speed)
-    parts: List[Any] = []
-    pending = ""
-    for const, it in segments:
-        if const is not None:
-            pending += const
-        else:
-            parts.append(repeat(pending))
-            parts.append(it)
-            pending = ""
-    parts.append(repeat(pending))
-    assert parts[0] is not None
-    lead = next(parts[0])  # ',"index":' ... : each row starts with ',{' below, the first without the comma
-    parts[0] = repeat(",{" + lead[1:])
-    if whole:
-        pieces = chain.from_iterable(zip(*parts))
-        first = next(pieces)
-        return "".join(chain((first[1:],), pieces))
-    return [s[1:] for s in map("".join, zip(*parts))]
+        fmt.append(f',"{key}":' if fmt else f'{{"{key}":')
+        text, col = _json_column(c[key], how)
+        fmt.append(text)
+        if col is not None:
+            cols.append(col)
+    fmt.append(',"data":"%s","sha256":"%s","digest_complete":')
+    cols.append(map(bytes.hex, datas))
+    cols.append([sha(d).hexdigest() for d in datas])
+    text, col = _json_column(list(map(eq, map(len, datas), lengths)), "bool")
+    fmt.append(text)
+    if col is not None:
+        cols.append(col)
+    fmt.append(',"headers":%s,"error":null}')
+    cols.append(headers)
+    rows = map("".join(fmt).__mod__, zip(*cols))
+    return ",".join(rows) if whole else list(rows)
 
 
 #: Entries rendered at a time: a chunk's strings are joined and written while still in the CPU cache.
