@@ -596,16 +596,9 @@ def _driver_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, fn: Optional[
         if tun_t.has_member("pcpu_stats"):
             # 5.10: struct tun_pcpu_stats per CPU, summed by tun_net_get_stats64 (replaced in 5.11 by
             # 497a5757ce4e "tun: switch to net core provided statistics counters").
-            pt = prog.type("struct tun_pcpu_stats")
-            fields = _fields(pt, [(n, n) for n in ("rx_dropped", "tx_dropped", "rx_frame_errors")])
-            try:
-                ptr = prog.read_u64(r.priv(dev) + drgn.offsetof(tun_t, "pcpu_stats"))
-            except drgn.FaultError as e:
-                ds.complete = False
-                ds.notes.append(f"tun_struct unreadable: {e}")
-                return
-            ds.rows += read_percpu_counters(prog, ptr, pt, fields, "tun_pcpu_stats",
-                                            _counts({"rx_dropped": "rx_dropped", "tx_dropped": "tx_dropped"}))
+            _pcpu_member_rows(r, dev, ds, tun_t, "struct tun_pcpu_stats",
+                              ("rx_dropped", "tx_dropped", "rx_frame_errors"),
+                              {"rx_dropped": "rx_dropped", "tx_dropped": "tx_dropped"})
         else:
             # 5.11+: dev_get_tstats64() = dev->stats + tstats (no drops in tstats); + rx_frame_errors.
             devstats()
@@ -655,17 +648,23 @@ _PRIVATE_PERCPU: Dict[str, Tuple[str, str, str, Dict[str, str]]] = {
 def _private_percpu_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, need, module: str,  # type: ignore[no-untyped-def]
                          priv_type: str, pcpu_type: str, counts: Dict[str, str]) -> None:
     """Rows of a driver's per-CPU counters reached through ``priv->pcpu_stats``."""
-    prog = r.prog
     vt = need(module, priv_type)
-    if vt is None:
-        return
+    if vt is not None:
+        _pcpu_member_rows(r, dev, ds, vt, pcpu_type, tuple(counts), counts)
+
+
+def _pcpu_member_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, priv_t: drgn.Type, pcpu_type: str,
+                      members: Sequence[str], counts: Dict[str, str]) -> None:
+    """Rows of the per-CPU ``pcpu_type`` that ``priv->pcpu_stats`` points to: ``members`` read, ``counts``
+    saying what each counts as in the device's totals."""
+    prog = r.prog
     pt = prog.type(pcpu_type)
-    fields = _fields(pt, [(m, m) for m in counts])
+    fields = _fields(pt, [(m, m) for m in members])
     try:
-        ptr = prog.read_u64(r.priv(dev) + drgn.offsetof(vt, "pcpu_stats"))
+        ptr = prog.read_u64(r.priv(dev) + drgn.offsetof(priv_t, "pcpu_stats"))
     except drgn.FaultError as e:
         ds.complete = False
-        ds.notes.append(f"{priv_type[len('struct '):]} unreadable: {e}")
+        ds.notes.append(f"{priv_t.type_name()[len('struct '):]} unreadable: {e}")
         return
     ds.rows += read_percpu_counters(prog, ptr, pt, fields, pcpu_type[len("struct "):], _counts(counts))
 
