@@ -68,8 +68,15 @@ def cli(ctx: click.Context, core: Optional[str], qemu: Optional[str], symbols: T
     kernel's kfree_skb trace, on a live kernel, in a vmcore, or in a running QEMU guest."""
     if ctx.obj is None:
         ctx.obj = State(core, qemu, symbols, not no_default_symbols, json_)
-    else:  # inside drgn: keep the session's program, take --json
+    else:  # inside drgn: keep the session's program; take --json, and -s to add debug files to it
+        if core or qemu:
+            raise SkbinspectError(
+                "-c/--qemu do not apply inside drgn: %skbinspect reads the session's program. Start drgn on the "
+                "target instead (drgn -c VMCORE, or drgn --qemu SOCKET), or run the skbinspect command outside drgn."
+            )
         ctx.obj.json = ctx.obj.json or json_
+        if symbols:
+            ctx.obj.symbols = ctx.obj.symbols + tuple(symbols)
 
 
 @cli.command(epilog="""\b

@@ -1,13 +1,13 @@
 """drgn plugin: ``%skbinspect COMMAND ...`` inside a drgn session on a Linux kernel.
 
 Registered through the ``drgn.plugins`` entry point.  drgn imports this module when a program's target
-is set; the command then runs the same CLI as ``skbinspect`` on the session's program (global target
-options are ignored: the session already has its target and debug info).
+is set; the command then runs the same CLI as ``skbinspect`` on the session's program: ``-c`` and
+``--qemu`` are refused (the session already has its target), ``-s`` adds debug files to the program.
 """
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Sequence
 
 import drgn
 from drgn.commands import argument, parse_shell_command
@@ -20,11 +20,11 @@ def drgn_prog_set(prog: drgn.Program) -> None:
     """drgn plugin hook: nothing to do per program; importing this module registered the command."""
 
 
-def _target(prog: drgn.Program):  # type: ignore[no-untyped-def]
+def _target(prog: drgn.Program, symbols: Sequence[str] = ()):  # type: ignore[no-untyped-def]
     # the same cached Target as the Python API's (skbinspect.helpers), so commands and calls share it
     from .helpers import skbinspect_target
 
-    return skbinspect_target(prog)
+    return skbinspect_target(prog, symbols)
 
 
 @linux_kernel_custom_command(
@@ -32,14 +32,15 @@ def _target(prog: drgn.Program):  # type: ignore[no-untyped-def]
     description="where did my packets go? (skbinspect)",
     usage="**skbinspect** [--json] *COMMAND* [*OPTIONS*]",
     long_description="Runs a skbinspect command (info, ring, reasons, stats, trace, drops, report) on this "
-    "program, with the same options and output as the skbinspect CLI. Global target options (-c, --qemu, -s) "
-    "do not apply: the session's program and debug info are used (load module debug info with drgn's own "
-    "options, e.g. --kernel-directory). Try %skbinspect --help.",
+    "program, with the same options and output as the skbinspect CLI. -c and --qemu do not apply (the "
+    "session's program is used); -s PATH adds debug files (a vmlinux, a module, or a directory to search) to "
+    "the session's program, as drgn's own options do. Try %skbinspect --help.",
     arguments=(argument("args", nargs="*", help="skbinspect command and options"),),
     parse=parse_shell_command,
 )
 def _cmd_skbinspect(prog: drgn.Program, name: str, args: List[str], **kwargs: Any) -> None:
     from .cli import State, run
 
-    state = State(None, None, (), True, False, prog_factory=lambda: _target(prog))
+    state = State(None, None, (), True, False)
+    state.prog_factory = lambda: _target(prog, state.symbols)
     run(list(args), obj=state, prog_name="%skbinspect")

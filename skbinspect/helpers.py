@@ -32,14 +32,18 @@ _CACHE_KEY = "skbinspect.target"
 
 
 @takes_program_or_default
-def skbinspect_target(prog: drgn.Program) -> Target:
+def skbinspect_target(prog: drgn.Program, symbols: Sequence[str] = ()) -> Target:
     """The program wrapped as a skbinspect :class:`~skbinspect.target.Target`, with the debug info of the
-    modules skbinspect reads loaded (once per program, cached in ``prog.cache``)."""
+    modules skbinspect reads loaded (once per program, cached in ``prog.cache``).
+
+    :param symbols: more debug files or directories to search (like the CLI's ``-s``); given, the debug
+        info is searched again with them and the cached target replaced.
+    """
     from .target import target_from_program
 
     t = prog.cache.get(_CACHE_KEY)
-    if t is None:
-        t = prog.cache[_CACHE_KEY] = target_from_program(prog)
+    if t is None or symbols:
+        t = prog.cache[_CACHE_KEY] = target_from_program(prog, tuple(symbols))
     return t
 
 

@@ -5,6 +5,7 @@ against the skbinspect CLI's own output."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Dict
 
 import pytest
@@ -149,3 +150,32 @@ def test_python_api_in_drgn_equals_cli(lab_vmcore: LabVmcore, tmp_path) -> None:
     assert api["drops"] == cli_json(lab_vmcore, "drops")
     assert api["kfree"] == sum(truth_kfree_counts(lab_vmcore)["location"].values())
     assert api["ring"] == cli_json(lab_vmcore, "ring", "tap0", "macvtap0")["devices"]
+
+
+def test_symbols_option_adds_debug_files_to_the_session(lab_vmcore: LabVmcore, tmp_path: Path) -> None:
+    """A drgn session started with only the vmlinux: `%skbinspect -s DIR` loads the module debug files
+    into the session's program; -c inside drgn is refused with a plain message."""
+    import shutil
+    import subprocess
+    import sys
+
+    vmlinux, modules = lab_vmcore.symbols
+    out = tmp_path / "ring.json"
+    code = "\n".join([
+        "from drgn.commands import run_command",
+        "run_command(prog, 'skbinspect --json info > %s')" % (tmp_path / "before.json"),
+        f"run_command(prog, 'skbinspect -s {modules} --json ring tap0 > {out}')",
+        f"run_command(prog, 'skbinspect -c {lab_vmcore.vmcore} info')",
+    ])
+    exe = shutil.which("drgn") or str(Path(sys.executable).with_name("drgn"))
+    p = subprocess.run([exe, "-q", "-c", lab_vmcore.vmcore, "-s", vmlinux, "-e", code], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    before = json.loads((tmp_path / "before.json").read_text())
+    assert "tun" in before["missing_debug_info"]
+    ring = json.loads(out.read_text())
+    (dev,) = ring["devices"]
+    links = {l["ifname"]: l for l in lab_vmcore.truth["ip_link"]}
+    assert dev["name"] == "tap0" and dev["queues"][0]["ring"]["size"] == links["tap0"]["txqlen"]
+    assert "-c/--qemu do not apply inside drgn" in p.stderr
