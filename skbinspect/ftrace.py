@@ -43,6 +43,7 @@ from .ftrace_decode import (
     merge_windows,
     walk_ring,
 )
+from .progcache import per_program
 from .target import kernel_version
 
 __all__ = [
@@ -688,11 +689,7 @@ def _read_fields(prog: drgn.Program, head: int, warnings: List[str]) -> List[Eve
 
 def event_formats(prog: drgn.Program) -> EventFormats:
     """The target's event formats (cached per program)."""
-    key = "skbinspect.ftrace.formats"
-    f = prog.cache.get(key)
-    if f is None:
-        f = prog.cache[key] = EventFormats(prog)
-    return f
+    return per_program(prog, "skbinspect.ftrace.formats", EventFormats)
 
 
 # ---- saved cmdlines -----------------------------------------------------------------------------------

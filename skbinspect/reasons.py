@@ -30,6 +30,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import drgn
 
+from .progcache import per_program
+
 __all__ = [
     "SOURCES",
     "DropReason",
@@ -599,11 +601,7 @@ def drop_reason_table(prog: drgn.Program) -> DropReasonTable:
     Never raises for a kernel without reasons (``has_reasons`` is False) or for unreadable pieces
     (they are skipped and named in ``notes``).
     """
-    t = prog.cache.get(_CACHE_KEY)
-    if t is None:
-        t = _build(prog)
-        prog.cache[_CACHE_KEY] = t
-    return t
+    return per_program(prog, _CACHE_KEY, _build)
 
 
 def reason_label(prog: drgn.Program, value: int) -> str:

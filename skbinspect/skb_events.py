@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import drgn
 
 from .ftrace import TraceEvent, TraceReader, trace_reader
+from .progcache import per_program
 
 __all__ = [
     "Symbolizer",
@@ -319,11 +320,7 @@ def _linker_provided(name: str) -> bool:
 
 def symbolizer(prog: drgn.Program) -> Symbolizer:
     """The program's :class:`Symbolizer` (cached)."""
-    key = "skbinspect.symbolizer"
-    s = prog.cache.get(key)
-    if s is None:
-        s = prog.cache[key] = Symbolizer(prog)
-    return s
+    return per_program(prog, "skbinspect.symbolizer", Symbolizer)
 
 
 # ---- reason names -------------------------------------------------------------------------------------
@@ -374,11 +371,7 @@ class ReasonNames:
 
 
 def reason_names(prog: drgn.Program) -> ReasonNames:
-    key = "skbinspect.skb_events.reasons"
-    r = prog.cache.get(key)
-    if r is None:
-        r = prog.cache[key] = ReasonNames(prog)
-    return r
+    return per_program(prog, "skbinspect.skb_events.reasons", ReasonNames)
 
 
 # ---- skb events -----------------------------------------------------------------------------------------
