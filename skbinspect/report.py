@@ -73,7 +73,13 @@ class DropRef:
     first_s: Optional[float]
     last_s: Optional[float]
     rate_per_s: Optional[float]
-    tied_by: str  # "device" (the buffer names the skb's device) or "driver" (the driver's only full queue)
+    tied_by: str  # "device" (the buffer names the skb's device), "driver" (the driver's only full queue),
+    # "stack" (the callers in the drops' stacks name the device kind); " (ambiguous)" when several could be it
+
+    @property
+    def ambiguous(self) -> bool:
+        """These drops may be another device's: they are counted for each device that could be the one."""
+        return self.tied_by.endswith("(ambiguous)")
 
 
 @dataclass
@@ -128,6 +134,11 @@ class QueueVerdict:
     summary: str
     stale_skbs: List[StaleSkb] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+
+    @property
+    def ambiguous_count(self) -> int:
+        """How many of :attr:`drop_count` may be another device's (see :attr:`DropRef.ambiguous`)."""
+        return sum(r.count for r in self.drops if r.ambiguous)
 
 
 @dataclass
@@ -448,7 +459,7 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
             if q is None and not d.queues:
                 v.notes.append("its queues could not be read (see the notes): the drops are tied by driver and "
                                "counters only")
-            ambiguous = sum(r.count for r in refs if r.tied_by.endswith("(ambiguous)"))
+            ambiguous = v.ambiguous_count
             if ambiguous == n and ambiguous:
                 v.notes.append("the trace does not name the device and several queues or devices of this driver "
                                "could be the one: these drops are counted for each of them")
@@ -468,7 +479,7 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
     per_dev_ambiguous: Counter = Counter()  # drops that may be this device's or another's
     for v in verdicts:
         per_dev[v.device] += v.drop_count
-        per_dev_ambiguous[v.device] += sum(r.count for r in v.drops if r.tied_by.endswith("(ambiguous)"))
+        per_dev_ambiguous[v.device] += v.ambiguous_count
     seen: Set[str] = set()
     for v in verdicts:
         if v.device in seen or v.counter is None or v.counter_value is None:
@@ -574,7 +585,7 @@ def _summary(v: QueueVerdict) -> str:
         for r in v.drops:
             a = agg.setdefault((r.reason or "drops", _fn(r.location_symbol)), [0, 0])
             a[0] += r.count
-            if r.tied_by.endswith("(ambiguous)"):
+            if r.ambiguous:
                 a[1] += r.count
         parts = []
         for (reason, fn), (n, amb) in agg.items():
@@ -599,9 +610,9 @@ def _counter_check(dev: str, name: str, value: int, n: int, trace: Optional[Trac
         return CounterCheck(dev, name, value, n, "agree", f"{name} counts exactly the {n} drops in the trace")
     if ambiguous and n - ambiguous <= value <= n:
         return CounterCheck(dev, name, value, n, "agree",
-                            f"{name} counts {value}: the {n - ambiguous} drops tied to {dev} by their stacks, plus "
-                            f"{value - n + ambiguous} of the {ambiguous} the trace cannot tell apart from another "
-                            "device's")
+                            f"{name} counts {value}, within the {n} trace drops that can be {dev}'s: "
+                            f"{n - ambiguous} certainly, and {ambiguous} that the trace cannot tell apart from "
+                            "another device's")
     if value > n:
         why = f"{value - n} drops counted in {name} are not in the trace: earlier than its oldest event"
         if trace is not None and trace.lost:
