@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Dict
+from typing import Any, Dict
 
 from skbinspect.reasons import DropReasonTable, drop_reason_table
 from skbinspect.target import open_target
@@ -112,10 +112,14 @@ def test_subsystems_from_target(lab_vmcore: LabVmcore) -> None:
 
 
 def test_cli_reasons_json(lab_vmcore: LabVmcore) -> None:
-    truth = truth_reason_map(lab_vmcore)
     p = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore), "--json", "reasons")
     assert p.returncode == 0, p.stderr
-    out = json.loads(p.stdout)
+    check_reasons_json(lab_vmcore, json.loads(p.stdout))
+
+
+def check_reasons_json(lab: LabVmcore, out: Dict[str, Any]) -> None:
+    """``reasons --json``: the core drop reasons, value for value, are the guest's kfree_skb format map."""
+    truth = truth_reason_map(lab)
     assert out["has_reasons"] == bool(truth)
     got = {r["value"]: r["name"] for r in out["reasons"] if r["subsystem"] == "core" and r["is_drop"]}
     assert got == truth

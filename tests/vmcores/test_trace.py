@@ -115,14 +115,18 @@ def test_trace_text_equals_guest_trace_file(lab_vmcore: LabVmcore, array: str) -
     """Every record (skb events, every other event, every stack frame) line for line, in order."""
     args = ["trace", "--stacks"] + (["-i", array] if array != "top" else [])
     p = cli(lab_vmcore, *args)
-    ours = body_lines(p.stdout)
-    theirs = body_lines(truth_text(lab_vmcore, array))
+    check_trace_text(p.stdout, truth_text(lab_vmcore, array))
+
+
+def check_trace_text(out: str, truth: str) -> None:
+    """``trace --stacks`` text against the guest's trace file: every record line for line, in order, and
+    the header's counts (entries-in-buffer / entries-written, CPUs), which are the kernel's own."""
+    ours, theirs = body_lines(out), body_lines(truth)
     assert len(theirs) > 1000
     for i, (a, b) in enumerate(zip(ours, theirs)):
         assert a == b, f"line {i}: ours {a!r} != guest's {b!r}"
     assert len(ours) == len(theirs)
-    # the header's counts are the kernel's own (entries-in-buffer / entries-written, CPUs)
-    assert _HEADER.search(p.stdout).groups() == _HEADER.search(truth_text(lab_vmcore, array)).groups()
+    assert _HEADER.search(out).groups() == _HEADER.search(truth).groups()
 
 
 @pytest.mark.parametrize("array", ARRAYS)
@@ -260,14 +264,20 @@ def test_trace_filters(lab_vmcore: LabVmcore) -> None:
 
 
 def test_trace_json(lab_vmcore: LabVmcore) -> None:
-    recs = parse_records(truth_text(lab_vmcore, "skbinst"))
     p = cli(lab_vmcore, "--json", "trace", "-i", "skbinst", "--stacks")
     objs = [json.loads(line) for line in p.stdout.splitlines()]
-    # one object per event; stack records are attached to the event they follow, except those whose
-    # event was overwritten when the buffer wrapped (they come out on their own)
-    events = [r for r in recs if r["event"] != "stack"]
-    assert [o["time"] for o in objs if o["event"] != "ftrace:kernel_stack"] == [r["ts"] for r in events]
+    check_trace_json(objs, truth_text(lab_vmcore, "skbinst"))
     assert all(o["instance"] == "skbinst" for o in objs)
+    # the losses of the wrapped instance are said on stderr
+    assert "overwritten" in p.stderr
+
+
+def check_trace_json(objs: List[Dict[str, Any]], truth: str) -> None:
+    """``--json trace --stacks`` objects against the guest's trace file: one object per event in the guest's
+    order (stack records are attached to the event they follow, except those whose event was overwritten
+    when the buffer wrapped: they come out on their own), and each kfree_skb's address and reason."""
+    events = [r for r in parse_records(truth) if r["event"] != "stack"]
+    assert [o["time"] for o in objs if o["event"] != "ftrace:kernel_stack"] == [r["ts"] for r in events]
     kfree = [o for o in objs if o["event"] == "skb:kfree_skb"]
     want = [kv(r["body"]) for r in events if r["event"] == "kfree_skb"]
     assert len(kfree) == len(want)
@@ -275,8 +285,6 @@ def test_trace_json(lab_vmcore: LabVmcore) -> None:
         assert o["fields"]["skbaddr"] == "0x" + w["skbaddr"].lstrip("0")
         assert o.get("reason") == w.get("reason")
         assert o["stack"] and o["location_symbol"]
-    # the losses of the wrapped instance are said on stderr
-    assert "overwritten" in p.stderr
 
 
 @pytest.mark.parametrize("array", ARRAYS)
