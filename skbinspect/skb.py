@@ -391,7 +391,8 @@ def _read_data(prog: drgn.Program, c: Dict[str, List[Any]], data_at: List[int], 
     n = len(data_at)
     want = list(compress(range(n), map(is_, errors, repeat(None))))
     if len(want) == n:
-        at, sizes = data_at, list(map(min, linear, repeat(HEADER_BYTES)))
+        at = data_at
+        sizes = list(linear) if max(linear, default=0) <= HEADER_BYTES else list(map(min, linear, repeat(HEADER_BYTES)))
     else:
         at = list(map(data_at.__getitem__, want))
         sizes = [min(linear[k], HEADER_BYTES) for k in want]

@@ -55,3 +55,23 @@ def test_read_spans_equals_one_read_per_object() -> None:
             got = None if bufs[k] is None else bufs[k][offs[k]:offs[k] + size]
             assert got == want, (trial, k, hex(a), size)
         assert read_many(mem, [(a, 16) for a in addrs]) == [mem.one(a, 16) for a in addrs]
+
+
+def test_read_spans_windows_cut_inside_a_run_and_large_objects() -> None:
+    """Dense objects over a 3 MiB mapping (runs of pages longer than a window, objects crossing the cut
+    between two windows), and objects larger than a page (windows from sorted addresses)."""
+    rng = random.Random(5)
+    for trial in range(12):
+        mem = _Memory(rng)
+        start, data = max(mem.ranges, key=lambda r: len(r[1]))
+        step = rng.choice([232, 256, 4000, 4096])
+        addrs = list(range(start + rng.randrange(0, 64), start + len(data) - 300, step))
+        rng.shuffle(addrs)
+        sizes = rng.choice([232, 256, 6000]) if trial % 2 else [rng.randrange(1, 4097) for _ in addrs]
+        mem.reads = 0
+        bufs, offs = read_spans(mem, addrs, sizes)
+        for k, a in enumerate(addrs):
+            size = sizes if isinstance(sizes, int) else sizes[k]
+            want = mem.one(a, size)
+            got = None if bufs[k] is None else bufs[k][offs[k]:offs[k] + size]
+            assert got == want, (trial, k, hex(a), size)
