@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,8 @@ CPU = "max,-cx16"
 KERNEL_CMDLINE = "console=ttyS0 panic=-1 oops=panic no_hash_pointers loglevel=4"
 #: Everything about a guest that changes what it dumps (part of each lab vmcore's cache key).
 GUEST_SETTINGS = f"cpu={CPU} smp=2 mem=256 cmdline={KERNEL_CMDLINE}"
+#: the guest kernel's soft-lockup report: CPU number and seconds stuck
+SOFT_LOCKUP = re.compile(r"soft lockup - CPU#(\d+) stuck for (\d+)s")
 
 
 def qemu_binary() -> str:
@@ -150,6 +153,11 @@ class Guest:
         for marker in ("Kernel panic", "double fault", "BUG: unable to handle", "Oops:"):
             if marker in text:
                 return marker
+        # a CPU stuck in the kernel for a minute does not come back (seen under TCG: init spinning for 10 min);
+        # shorter reports can be the host starving the guest, so they are left alone
+        for m in SOFT_LOCKUP.finditer(text):
+            if int(m.group(2)) >= 60:
+                return f"soft lockup: CPU#{m.group(1)} stuck for {m.group(2)} s"
         return None
 
     def read_line(self, timeout: float) -> str:
