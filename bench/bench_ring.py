@@ -5,35 +5,41 @@
 Builds (or reuses) the lab's ``bench-ring`` vmcore: one tap queue whose 65,536-slot ring is full.
 Debug-info loading is excluded: the target is opened once, then each method runs ``--repeat`` times.
 
-* skbinspect API: ``read_tap_devices(..., entries=True)`` and the entries' columns (bulk reads, decoded
-  column by column; on a vmcore the entries are read on first use, so the line asks for the columns); the
-  entries are an ``EntryTable`` whose ``RingEntry`` objects are built on first use, so a second line also
-  builds them (iterating every entry).
-* ``ring --entries --json`` reads, renders and writes 4,096 entries at a time (nothing kept).
-* skbinspect command: ``ring --entries --json tapbig`` in-process on the opened target, JSON to /dev/null.
-* summary: ``ring tapbig`` without ``-e`` (text, and ``--json``): counts by protocol and the top flows of
-  every entry, against the naive walk decoding each frame and counting it.
-* naive baseline: one drgn ``Object`` per slot and per field (``ring.queue[i]``, ``skb.len``, ...), the same
-  packet bytes read and the same headers decoded.
+The naive baselines give exactly what skbinspect gives, and the run checks it before timing:
+
+* read: skbinspect's ``read_tap_devices(..., entries=True)`` and the entries' columns (bulk reads of the
+  queue array, the skbs and the packet bytes, decoded column by column), against the naive walk: one drgn
+  ``Object`` per slot and per member (``ring.queue[i]``, ``skb.len``, ...), the same 12 ``sk_buff``
+  members and packet bytes, the same rules (link header before ``data``, accelerated VLAN tag), giving
+  :class:`~skbinspect.skb.RingEntry` objects equal to skbinspect's.  A second skbinspect line also builds a
+  ``RingEntry`` per entry.  (Before 2026-11-22 the naive walk read 6 of the 12 members; that walk is kept
+  as the last read line, for comparison with earlier figures.)
+* command: ``ring --entries --json tapbig`` in-process on the opened target, JSON to /dev/null (entries
+  read, rendered and written 4,096 at a time), against the naive walk + ``RingEntry.to_json`` (headers
+  decoded frame by frame) + ``json.dumps``: the same entries JSON.
+* summary: ``ring tapbig`` without ``-e`` (text, and ``--json``): counts by protocol and the top flows,
+  against the naive walk + ``entries_summary_slow`` (each frame decoded and counted): the same summary.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import contextlib
+import io
+import json
 import os
 import statistics
+import struct
 import sys
 import time
-from typing import Callable, List
+from typing import Callable, Dict, List, Optional, TextIO, Tuple
 
 import drgn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from skbinspect.cli import State, run  # noqa: E402
-from skbinspect.packet import decode_ethernet  # noqa: E402
+from skbinspect.skb import HEADER_BYTES, UNSET_HEADER, RingEntry, entries_summary_slow  # noqa: E402
 from skbinspect.target import open_target  # noqa: E402
 from skbinspect.tuntap import find_tap_devices, read_tap_devices  # noqa: E402
 from tests.vmcores.config import DEFAULT_KERNEL, KERNELS  # noqa: E402
@@ -43,14 +49,58 @@ from tests.vmcores.lab import build_vmcore  # noqa: E402
 DEVICE = "tapbig"
 
 
-def naive_walk(prog: drgn.Program, decode: bool = False) -> list:
-    """Read every slot and every entry through drgn Objects (what a straightforward helper would do):
-    the same fields and packet bytes skbinspect reads; with ``decode``, the same headers decoded."""
-    dev = find_tap_devices(prog, [DEVICE])[0][0]
+def _ring(prog: drgn.Program) -> drgn.Object:
     from drgn.helpers.linux.net import netdev_priv
 
-    tun = netdev_priv(dev, "struct tun_struct")
-    ring = tun.tfiles[0].tx_ring
+    dev = find_tap_devices(prog, [DEVICE])[0][0]
+    return netdev_priv(dev, "struct tun_struct").tfiles[0].tx_ring
+
+
+def naive_entries(prog: drgn.Program) -> List[RingEntry]:
+    """What a straightforward helper would do: every slot and every ``sk_buff`` member through drgn
+    Objects, the packet bytes with one read each; the same entries as skbinspect's."""
+    ring = _ring(prog)
+    size = int(ring.size)
+    head = int(ring.consumer_head)
+    has_vlan_present = any(m.name == "vlan_present" for m in prog.type("struct sk_buff").members if m.name)
+    out = []
+    for k in range(size):
+        i = (head + k) % size
+        slot = ring.queue[i]
+        if not slot:
+            break
+        skb = drgn.cast("struct sk_buff *", slot)
+        length = int(skb.len)
+        linear = length - int(skb.data_len)
+        p = int(skb.protocol)  # __be16
+        e = RingEntry(i, "skb", slot.value_(), length=length, linear_length=linear, protocol=(p & 0xFF) << 8 | p >> 8,
+                      queue_mapping=int(skb.queue_mapping), tstamp_ns=int(skb.tstamp) or None,
+                      dev=skb.dev.value_() or None)
+        at = int(skb.data)
+        mac_header = int(skb.mac_header)
+        if mac_header != UNSET_HEADER and int(skb.head):
+            mac = int(skb.head) + mac_header
+            if at - 64 <= mac < at:  # the link header precedes data
+                e.length += at - mac
+                e.linear_length += at - mac
+                at = mac
+        vlan_tci, vlan_proto = int(skb.vlan_tci), int(skb.vlan_proto)
+        present = int(skb.vlan_present) if has_vlan_present else vlan_tci or vlan_proto
+        data = prog.read(at, min(e.linear_length, HEADER_BYTES))
+        if present:  # an accelerated VLAN tag, inserted after the MAC addresses as a reader gets it
+            e.vlan_tci = vlan_tci
+            tag = struct.pack(">HH", (vlan_proto & 0xFF) << 8 | vlan_proto >> 8, vlan_tci)
+            data = (data[:12] + tag + data[12:])[:HEADER_BYTES]
+            e.length += 4
+            e.linear_length += 4
+        e.data = data
+        out.append(e)
+    return out
+
+
+def naive_walk_fewer_members(prog: drgn.Program) -> list:
+    """The naive walk of the earlier figures: 6 of the 12 members and the packet bytes."""
+    ring = _ring(prog)
     size = int(ring.size)
     head = int(ring.consumer_head)
     out = []
@@ -64,36 +114,19 @@ def naive_walk(prog: drgn.Program, decode: bool = False) -> list:
         linear = length - int(skb.data_len)
         e = {"index": i, "address": hex(slot.value_()), "length": length, "protocol": int(skb.protocol),
              "queue_mapping": int(skb.queue_mapping), "dev": hex(skb.dev.value_())}
-        data = prog.read(int(skb.data), min(linear, 256))
-        e["data"] = data.hex()
-        if decode:
-            e["headers"] = decode_ethernet(data).layers
+        e["data"] = prog.read(int(skb.data), min(linear, HEADER_BYTES)).hex()
         out.append(e)
     return out
 
 
-def naive_command(prog: drgn.Program) -> None:
-    entries = naive_walk(prog, decode=True)
-    with open(os.devnull, "w") as null:
-        null.write(json.dumps({"devices": [{"name": DEVICE, "queues": [{"entries": entries}]}]}))
+def naive_command_json(prog: drgn.Program) -> str:
+    """The entries' JSON the naive way: the walk, ``to_json`` of each entry, ``json.dumps``."""
+    return json.dumps([e.to_json() for e in naive_entries(prog)], separators=(",", ":"))
 
 
-def naive_summary(prog: drgn.Program) -> None:
-    """The summary of ``ring DEV`` (no -e) the naive way: the walk, each frame decoded, counted per entry."""
-    import collections
-
-    from skbinspect.packet import flow_text
-
-    protos: collections.Counter = collections.Counter()
-    flows: collections.Counter = collections.Counter()
-    for e in naive_walk(prog, decode=True):
-        layers = e["headers"]
-        protos[layers[-1]["proto"] if layers else "?"] += 1
-        f = flow_text(layers)
-        if f is not None:
-            flows[f] += 1
-    with open(os.devnull, "w") as null:
-        null.write(json.dumps({"protocols": dict(protos.most_common()), "top_flows": flows.most_common(5)}))
+def naive_summary(prog: drgn.Program) -> Dict[str, object]:
+    """The summary of ``ring DEV`` (no -e) the naive way: the walk, each frame decoded and counted."""
+    return entries_summary_slow(naive_entries(prog))
 
 
 def timeit(fn: Callable[[], object], repeat: int) -> List[float]:
@@ -132,28 +165,53 @@ def main() -> int:
                 for e in q.entries:
                     assert e.address
 
-    def command(*args: str) -> None:
+    def command(*args: str, out: Optional[TextIO] = None) -> None:
         state = State(None, None, (), True, True, prog_factory=lambda: target)
-        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        with contextlib.ExitStack() as stack:
+            sink = out if out is not None else stack.enter_context(open(os.devnull, "w"))
+            stack.enter_context(contextlib.redirect_stdout(sink))
             rc = run([*args, "--no-holders", DEVICE], obj=state)
         assert rc == 0
 
-    results = {
-        "read: skbinspect API (read_tap_devices)": timeit(api, args.repeat),
-        "read: API + a RingEntry object per entry": timeit(api_objects, args.repeat),
-        "read: naive drgn Object walk": timeit(lambda: naive_walk(prog), args.repeat),
-        "command: ring --entries --json": timeit(lambda: command("--json", "ring", "--entries"), args.repeat),
-        "command: naive walk + same decode + JSON": timeit(lambda: naive_command(prog), args.repeat),
-        "summary: ring (text, no -e)": timeit(lambda: command("ring"), args.repeat),
-        "summary: ring --json (no -e)": timeit(lambda: command("--json", "ring"), args.repeat),
-        "summary: naive walk + decode + count": timeit(lambda: naive_summary(prog), args.repeat),
-    }
-    print(f"\n{'method':44} {'median s':>9} {'best s':>8} {'entries/s':>11} {'vs naive':>9}")
-    for name, ts in results.items():
-        kind = name.split(":")[0]
-        base = statistics.median(results[next(k for k in results if k.startswith(kind) and "naive" in k)])
-        med = statistics.median(ts)
-        print(f"{name:44} {med:9.3f} {min(ts):8.3f} {live / med:11.0f} {base / med:8.1f}x")
+    # the baselines give what skbinspect gives
+    ours = io.StringIO()
+    command("--json", "ring", "--entries", out=ours)
+    queue = json.loads(ours.getvalue())["devices"][0]["queues"][0]
+    assert json.loads(naive_command_json(prog)) == queue["entries"], "naive entries differ from skbinspect's"
+    summary = io.StringIO()
+    command("--json", "ring", out=summary)
+    want = json.loads(json.dumps(naive_summary(prog)))
+    assert json.loads(summary.getvalue())["devices"][0]["queues"][0]["summary"] == want, "naive summary differs"
+    print("checked: the naive entries JSON and summary equal skbinspect's")
+
+    # (name, timings, baseline name)
+    rows: List[Tuple[str, List[float], str]] = []
+    read_base = "read: naive Object walk, same 12 members"
+    for name, fn in (
+        (read_base, lambda: naive_entries(prog)),
+        ("read: skbinspect API (read_tap_devices)", api),
+        ("read: API + a RingEntry object per entry", api_objects),
+        ("read: naive walk, 6 members (earlier figures)", lambda: naive_walk_fewer_members(prog)),
+    ):
+        rows.append((name, timeit(fn, args.repeat), read_base))
+    cmd_base = "command: naive walk + to_json + json.dumps"
+    for name, fn in (
+        (cmd_base, lambda: naive_command_json(prog)),
+        ("command: ring --entries --json", lambda: command("--json", "ring", "--entries")),
+    ):
+        rows.append((name, timeit(fn, args.repeat), cmd_base))
+    sum_base = "summary: naive walk + decode + count"
+    for name, fn in (
+        (sum_base, lambda: naive_summary(prog)),
+        ("summary: ring (text, no -e)", lambda: command("ring")),
+        ("summary: ring --json (no -e)", lambda: command("--json", "ring")),
+    ):
+        rows.append((name, timeit(fn, args.repeat), sum_base))
+    medians = {name: statistics.median(ts) for name, ts, _ in rows}
+    print(f"\n{'method':46} {'median s':>9} {'best s':>8} {'entries/s':>11} {'vs naive':>9}")
+    for name, ts, base in rows:
+        med = medians[name]
+        print(f"{name:46} {med:9.3f} {min(ts):8.3f} {live / med:11.0f} {medians[base] / med:8.1f}x")
     return 0
 
 
