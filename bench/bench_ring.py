@@ -32,12 +32,13 @@ import statistics
 import struct
 import sys
 import time
-from typing import Callable, Dict, List, Optional, TextIO, Tuple
+from typing import Dict, List, Optional, TextIO, Tuple
 
 import drgn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.timing import timeit  # noqa: E402
 from skbinspect.cli import State, run  # noqa: E402
 from skbinspect.skb import HEADER_BYTES, UNSET_HEADER, RingEntry, entries_summary_slow  # noqa: E402
 from skbinspect.target import open_target  # noqa: E402
@@ -127,15 +128,6 @@ def naive_command_json(prog: drgn.Program) -> str:
 def naive_summary(prog: drgn.Program) -> Dict[str, object]:
     """The summary of ``ring DEV`` (no -e) the naive way: the walk, each frame decoded and counted."""
     return entries_summary_slow(naive_entries(prog))
-
-
-def timeit(fn: Callable[[], object], repeat: int) -> List[float]:
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def main() -> int:

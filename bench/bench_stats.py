@@ -18,12 +18,13 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Dict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import drgn  # noqa: E402
 
+from bench.timing import timeit  # noqa: E402
 from skbinspect.reasons import drop_reason_table  # noqa: E402
 from skbinspect.stats import drop_stats  # noqa: E402
 from skbinspect.target import open_target  # noqa: E402
@@ -58,15 +59,6 @@ def naive_stats(prog: drgn.Program) -> Dict[str, int]:
                 total += p.rx_dropped.value_() + p.tx_dropped.value_() + p.rx_nohandler.value_()
         out[dev.name.string_().decode()] = total
     return out
-
-
-def timeit(fn: Callable[[], object], repeat: int) -> List[float]:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def main() -> None:
