@@ -32,7 +32,7 @@ import statistics
 import struct
 import sys
 import time
-from typing import Dict, List, Optional, TextIO, Tuple
+from typing import Dict, Iterator, List, Optional, TextIO, Tuple
 
 import drgn
 
@@ -50,27 +50,29 @@ from tests.vmcores.lab import build_vmcore  # noqa: E402
 DEVICE = "tapbig"
 
 
-def _ring(prog: drgn.Program) -> drgn.Object:
+def _naive_slots(prog: drgn.Program) -> Iterator[Tuple[int, drgn.Object, drgn.Object]]:
+    """The naive walk's slots, from the consumer head while non-NULL: ``(index, slot, skb)``, one drgn
+    Object each."""
     from drgn.helpers.linux.net import netdev_priv
 
     dev = find_tap_devices(prog, [DEVICE])[0][0]
-    return netdev_priv(dev, "struct tun_struct").tfiles[0].tx_ring
+    ring = netdev_priv(dev, "struct tun_struct").tfiles[0].tx_ring
+    size = int(ring.size)
+    head = int(ring.consumer_head)
+    for k in range(size):
+        i = (head + k) % size
+        slot = ring.queue[i]
+        if not slot:
+            return
+        yield i, slot, drgn.cast("struct sk_buff *", slot)
 
 
 def naive_entries(prog: drgn.Program) -> List[RingEntry]:
     """What a straightforward helper would do: every slot and every ``sk_buff`` member through drgn
     Objects, the packet bytes with one read each; the same entries as skbinspect's."""
-    ring = _ring(prog)
-    size = int(ring.size)
-    head = int(ring.consumer_head)
     has_vlan_present = any(m.name == "vlan_present" for m in prog.type("struct sk_buff").members if m.name)
     out = []
-    for k in range(size):
-        i = (head + k) % size
-        slot = ring.queue[i]
-        if not slot:
-            break
-        skb = drgn.cast("struct sk_buff *", slot)
+    for i, slot, skb in _naive_slots(prog):
         length = int(skb.len)
         linear = length - int(skb.data_len)
         p = int(skb.protocol)  # __be16
@@ -101,16 +103,8 @@ def naive_entries(prog: drgn.Program) -> List[RingEntry]:
 
 def naive_walk_fewer_members(prog: drgn.Program) -> list:
     """The naive walk of the earlier figures: 6 of the 12 members and the packet bytes."""
-    ring = _ring(prog)
-    size = int(ring.size)
-    head = int(ring.consumer_head)
     out = []
-    for k in range(size):
-        i = (head + k) % size
-        slot = ring.queue[i]
-        if not slot:
-            break
-        skb = drgn.cast("struct sk_buff *", slot)
+    for i, slot, skb in _naive_slots(prog):
         length = int(skb.len)
         linear = length - int(skb.data_len)
         e = {"index": i, "address": hex(slot.value_()), "length": length, "protocol": int(skb.protocol),

@@ -1,6 +1,7 @@
 """read_spans (coalesced windows) gives what one read per object gives, holes included; no kernel needed."""
 
 import random
+from typing import List, Union
 
 import drgn
 
@@ -33,6 +34,16 @@ class _Memory:
             return None
 
 
+def _check_spans(mem: _Memory, addrs: List[int], sizes: Union[int, List[int]], trial: int) -> None:
+    """read_spans gives, for every object, what one read of that object gives (None where it faults)."""
+    bufs, offs = read_spans(mem, addrs, sizes)
+    for k, a in enumerate(addrs):
+        size = sizes if isinstance(sizes, int) else sizes[k]
+        want = mem.one(a, size)
+        got = None if bufs[k] is None else bufs[k][offs[k]:offs[k] + size]
+        assert got == want, (trial, k, hex(a), size)
+
+
 def test_read_spans_equals_one_read_per_object() -> None:
     rng = random.Random(3)
     for trial in range(30):
@@ -48,12 +59,7 @@ def test_read_spans_equals_one_read_per_object() -> None:
             addrs = [rng.randrange(lo - 8192, hi + 8192) for _ in range(n)]
             addrs += addrs[: n // 10]  # duplicates
         sizes = 232 if trial % 2 else [rng.randrange(1, 300) for _ in addrs]
-        bufs, offs = read_spans(mem, addrs, sizes)
-        for k, a in enumerate(addrs):
-            size = sizes if isinstance(sizes, int) else sizes[k]
-            want = mem.one(a, size)
-            got = None if bufs[k] is None else bufs[k][offs[k]:offs[k] + size]
-            assert got == want, (trial, k, hex(a), size)
+        _check_spans(mem, addrs, sizes, trial)
         assert read_many(mem, [(a, 16) for a in addrs]) == [mem.one(a, 16) for a in addrs]
 
 
@@ -68,10 +74,4 @@ def test_read_spans_windows_cut_inside_a_run_and_large_objects() -> None:
         addrs = list(range(start + rng.randrange(0, 64), start + len(data) - 300, step))
         rng.shuffle(addrs)
         sizes = rng.choice([232, 256, 6000]) if trial % 2 else [rng.randrange(1, 4097) for _ in addrs]
-        mem.reads = 0
-        bufs, offs = read_spans(mem, addrs, sizes)
-        for k, a in enumerate(addrs):
-            size = sizes if isinstance(sizes, int) else sizes[k]
-            want = mem.one(a, size)
-            got = None if bufs[k] is None else bufs[k][offs[k]:offs[k] + size]
-            assert got == want, (trial, k, hex(a), size)
+        _check_spans(mem, addrs, sizes, trial)
