@@ -25,9 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import drgn  # noqa: E402
 
 from bench.timing import timeit  # noqa: E402
-from skbinspect.reasons import drop_reason_table  # noqa: E402
-from skbinspect.stats import drop_stats  # noqa: E402
-from skbinspect.target import open_target  # noqa: E402
+from skbinspect.counters.reasons import drop_reason_table  # noqa: E402
+from skbinspect.counters.stats import drop_stats  # noqa: E402
+from skbinspect.target.opener import open_target  # noqa: E402
 from tests.vmcores.config import KERNELS, kernel_names  # noqa: E402
 from tests.vmcores.kernels import fetch_kernel  # noqa: E402
 from tests.vmcores.lab import build_vmcore  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> None:
         from drgn.helpers.linux.net import netdev_get_by_name
         from drgn.helpers.linux.percpu import per_cpu_ptr
 
-        from skbinspect.stats import _fields, read_percpu_counters
+        from skbinspect.counters.stats import _fields, read_percpu_counters
 
         tap0 = netdev_get_by_name(prog, "tap0")
         if prog.type("struct net_device").has_member("core_stats"):

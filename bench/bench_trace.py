@@ -37,11 +37,11 @@ import drgn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from skbinspect.cli import State, run  # noqa: E402
-from skbinspect.ftrace import TraceReader, event_formats, find_trace_array, saved_cmdlines  # noqa: E402
-from skbinspect.render_trace import TraceTextFormatter, event_json  # noqa: E402
-from skbinspect.skb_events import symbolizer  # noqa: E402
-from skbinspect.target import open_target  # noqa: E402
+from skbinspect.cli.app import State, run  # noqa: E402
+from skbinspect.ftrace.reader import TraceReader, event_formats, find_trace_array, saved_cmdlines  # noqa: E402
+from skbinspect.ftrace.render import TraceTextFormatter, event_json  # noqa: E402
+from skbinspect.ftrace.skb_events import symbolizer  # noqa: E402
+from skbinspect.target.opener import open_target  # noqa: E402
 from tests.vmcores.config import DEFAULT_KERNEL, KERNELS  # noqa: E402
 from tests.vmcores.kernels import fetch_kernel  # noqa: E402
 from tests.vmcores.lab import build_vmcore  # noqa: E402

@@ -3,8 +3,8 @@ kernel's kfree_skb trace, read with drgn from a live kernel, a vmcore, or a QEMU
 
 __version__ = "0.1.0"
 
-from .errors import DebugInfoError, SkbinspectError, TargetError  # noqa: E402
-from .target import Target, open_target, target_from_program  # noqa: E402
+from skbinspect.errors import DebugInfoError, SkbinspectError, TargetError  # noqa: E402
+from skbinspect.target.opener import Target, open_target, target_from_program  # noqa: E402
 
 __all__ = [
     "__version__",

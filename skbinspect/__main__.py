@@ -1,3 +1,3 @@
-from .cli import main
+from skbinspect.cli import main
 
 main()

@@ -22,7 +22,7 @@ def drgn_prog_set(prog: drgn.Program) -> None:
 
 def _target(prog: drgn.Program, symbols: Sequence[str] = ()):  # type: ignore[no-untyped-def]
     # the same cached Target as the Python API's (skbinspect.helpers), so commands and calls share it
-    from .helpers import skbinspect_target
+    from skbinspect.helpers import skbinspect_target
 
     return skbinspect_target(prog, symbols)
 
@@ -39,7 +39,7 @@ def _target(prog: drgn.Program, symbols: Sequence[str] = ()):  # type: ignore[no
     parse=parse_shell_command,
 )
 def _cmd_skbinspect(prog: drgn.Program, name: str, args: List[str], **kwargs: Any) -> None:
-    from .cli import State, run
+    from skbinspect.cli import State, run
 
     state = State(None, None, (), True, False)
     state.prog_factory = lambda: _target(prog, state.symbols)

@@ -18,12 +18,12 @@ from typing import Iterator, List, Optional, Sequence
 import drgn
 from drgn.helpers.common.prog import takes_program_or_default
 
-from .drops import DropsReport
-from .reasons import DropReasonTable
-from .report import Report
-from .stats import DropStats
-from .target import Target
-from .tuntap import TapDevice
+from skbinspect.ftrace.drops import DropsReport
+from skbinspect.counters.reasons import DropReasonTable
+from skbinspect.report.correlate import Report
+from skbinspect.counters.stats import DropStats
+from skbinspect.target.opener import Target
+from skbinspect.tuntap.devices import TapDevice
 
 __all__ = ["skbinspect_target", "tap_devices", "drop_reasons", "drop_stats", "drops", "skb_events",
            "post_mortem"]
@@ -39,7 +39,7 @@ def skbinspect_target(prog: drgn.Program, symbols: Sequence[str] = ()) -> Target
     :param symbols: more debug files or directories to search (like the CLI's ``-s``); given, the debug
         info is searched again with them and the cached target replaced.
     """
-    from .target import target_from_program
+    from skbinspect.target.opener import target_from_program
 
     t = prog.cache.get(_CACHE_KEY)
     if t is None or symbols:
@@ -55,7 +55,7 @@ def tap_devices(prog: drgn.Program, names: Sequence[str] = (), entries: bool = F
     :param names: device names or ifindexes (``struct net_device`` ``name``); all devices if empty.
     :param entries: decode each queue's live entries (``struct sk_buff`` / ``struct xdp_frame``).
     """
-    from .tuntap import read_tap_devices
+    from skbinspect.tuntap.devices import read_tap_devices
 
     t = skbinspect_target(prog)
     return read_tap_devices(prog, tuple(names), netns, entries=entries, stale=stale and entries,
@@ -65,7 +65,7 @@ def tap_devices(prog: drgn.Program, names: Sequence[str] = (), entries: bool = F
 @takes_program_or_default
 def drop_reasons(prog: drgn.Program) -> DropReasonTable:
     """The target's own ``enum skb_drop_reason`` table (names, values, subsystems)."""
-    from .reasons import drop_reason_table
+    from skbinspect.counters.reasons import drop_reason_table
 
     return drop_reason_table(prog)
 
@@ -73,7 +73,7 @@ def drop_reasons(prog: drgn.Program) -> DropReasonTable:
 @takes_program_or_default
 def drop_stats(prog: drgn.Program, devices: Optional[Sequence[str]] = None) -> DropStats:
     """Per-CPU softnet counters, per-device drop counters and drop_monitor's state."""
-    from .stats import drop_stats as _drop_stats
+    from skbinspect.counters.stats import drop_stats as _drop_stats
 
     return _drop_stats(prog, devices)
 
@@ -82,7 +82,7 @@ def drop_stats(prog: drgn.Program, devices: Optional[Sequence[str]] = None) -> D
 def drops(prog: drgn.Program, instance: Optional[str] = None, reasons: Sequence[str] = ()) -> DropsReport:
     """kfree_skb drops of the ftrace ring buffer (``instance`` None: top-level) grouped by reason and
     location (``.groups``: :class:`~skbinspect.drops.DropGroup`)."""
-    from .drops import drops_report
+    from skbinspect.ftrace.drops import drops_report
 
     return drops_report(prog, instance, reasons)
 
@@ -92,7 +92,7 @@ def skb_events(prog: drgn.Program, instance: Optional[str] = None,
                kinds: Sequence[str] = ("skb:kfree_skb", "skb:consume_skb")) -> Iterator[object]:
     """kfree_skb / consume_skb events of a trace buffer, oldest first, with stacks and symbolised
     locations (:class:`~skbinspect.skb_events.KfreeSkb`, :class:`~skbinspect.skb_events.ConsumeSkb`)."""
-    from .skb_events import iter_skb_events
+    from skbinspect.ftrace.skb_events import iter_skb_events
 
     return iter_skb_events(prog, instance, kinds=kinds)
 
@@ -101,7 +101,7 @@ def skb_events(prog: drgn.Program, instance: Optional[str] = None,
 def post_mortem(prog: drgn.Program, instance: Optional[str] = None, stale: bool = True) -> Report:
     """What ``skbinspect report`` shows: ``.verdicts`` (:class:`~skbinspect.report.QueueVerdict`, each with
     a ``.summary`` sentence), then the evidence."""
-    from .report import build_report
+    from skbinspect.report.correlate import build_report
 
     t = skbinspect_target(prog)
     return build_report(prog, instance, module_ok=t.debug.module_ok, stale=stale)

@@ -5,7 +5,7 @@ from typing import List, Union
 
 import drgn
 
-from skbinspect.bulk import read_many, read_spans
+from skbinspect.memory.bulk import read_many, read_spans
 
 
 class _Memory:

@@ -13,27 +13,9 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from skbinspect.ftrace_decode import (
-    DEFAULT_LAYOUT,
-    RB_PAGE_HEAD,
-    Damage,
-    EventField,
-    FieldDecoder,
-    IrqFlagBits,
-    KeyCodec,
-    PrintFmt,
-    PrintFmtError,
-    SavedCmdlines,
-    decode_stack,
-    decode_subbuf,
-    fix_abs_ts,
-    format_irq_flags,
-    format_timestamp,
-    iter_records,
-    merge_windows,
-    payload_span,
-    walk_ring,
-)
+from skbinspect.ftrace.formats import EventField, FieldDecoder, IrqFlagBits, SavedCmdlines, decode_stack, format_irq_flags, format_timestamp
+from skbinspect.ftrace.printfmt import PrintFmt, PrintFmtError
+from skbinspect.ftrace.ringbuf import DEFAULT_LAYOUT, Damage, KeyCodec, RB_PAGE_HEAD, decode_subbuf, fix_abs_ts, iter_records, merge_windows, payload_span, walk_ring
 
 PAGE = 4096
 HDR = 16

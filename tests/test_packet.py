@@ -6,7 +6,7 @@ import random
 import struct
 from typing import List
 
-from skbinspect.packet import decode_ethernet, decode_l3, layers_json_many
+from skbinspect.tuntap.packet import decode_ethernet, decode_l3, layers_json_many
 
 
 def _dumps(obj: object) -> str:

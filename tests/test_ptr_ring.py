@@ -3,7 +3,7 @@
 import random
 from typing import List, Sequence
 
-from skbinspect.ptr_ring import analyze_ring
+from skbinspect.tuntap.ptr_ring import analyze_ring
 
 
 def _reference_live(size: int, producer: int, head: int, slots: Sequence[int]) -> List[int]:

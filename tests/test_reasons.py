@@ -5,7 +5,7 @@ The real tables are checked against every lab kernel in tests/vmcores/test_reaso
 
 from __future__ import annotations
 
-from skbinspect.reasons import DropReason, DropReasonTable, parse_print_symbolic
+from skbinspect.counters.reasons import DropReason, DropReasonTable, parse_print_symbolic
 
 
 def test_parse_print_symbolic() -> None:

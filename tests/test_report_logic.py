@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skbinspect.report import DropRef, Holder, QueueVerdict, TraceLimits, _cause, _counter_check, _fn, _module, _summary
+from skbinspect.report.correlate import DropRef, Holder, QueueVerdict, TraceLimits, _cause, _counter_check, _fn, _module, _summary
 
 
 def test_symbol_parts() -> None:

@@ -6,10 +6,10 @@ import json
 import random
 from typing import Any, Dict, List
 
-import skbinspect.skb as skb
-from skbinspect.skb import _COLUMNS, EntryTable, entries_json, entries_summary, entries_summary_slow
-from skbinspect.tuntap import read_tap_devices
-from skbinspect.target import open_target
+import skbinspect.tuntap.entries as skb
+from skbinspect.tuntap.entries import _COLUMNS, EntryTable, entries_json, entries_summary, entries_summary_slow
+from skbinspect.tuntap.devices import read_tap_devices
+from skbinspect.target.opener import open_target
 
 from tests.test_packet import _frames
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from skbinspect.stats import CounterRow, Field, SoftnetCpu, decode_alert_msg, decode_counters
+from skbinspect.counters.stats import CounterRow, Field, SoftnetCpu, decode_alert_msg, decode_counters
 
 
 def test_decode_counters_sizes_and_offsets() -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from skbinspect import cli
-from skbinspect.debuginfo import debug_package_hint, elf_build_id
+from skbinspect.target.debuginfo import debug_package_hint, elf_build_id
 from skbinspect.errors import TargetError
-from skbinspect.target import check_vmcore_file
+from skbinspect.target.opener import check_vmcore_file
 from tests.conftest import lab_kernel, run_skbinspect
 
 
@@ -124,7 +124,7 @@ def test_core_and_qemu_together(tmp_path: Path) -> None:
 
 
 def test_live_needs_root(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import skbinspect.target as target
+    import skbinspect.target.opener as target
 
     real_exists = os.path.exists
     monkeypatch.setattr(target.os.path, "exists", lambda p: True if p == "/proc/kcore" else real_exists(p))
@@ -137,7 +137,7 @@ def test_live_needs_root(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 
 
 def test_live_without_proc_kcore(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import skbinspect.target as target
+    import skbinspect.target.opener as target
 
     real_exists = os.path.exists
     monkeypatch.setattr(target.os.path, "exists", lambda p: False if p == "/proc/kcore" else real_exists(p))

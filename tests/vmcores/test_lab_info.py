@@ -61,7 +61,7 @@ def test_debug_info_found_from_root_like_directory(lab_vmcore: LabVmcore) -> Non
 def test_build_id_reader_matches_vmcoreinfo(lab_vmcore: LabVmcore) -> None:
     """skbinspect's own ELF build-ID reader (used in mismatch messages) agrees with the kernel's
     VMCOREINFO BUILD-ID for the matching vmlinux."""
-    from skbinspect.debuginfo import elf_build_id
+    from skbinspect.target.debuginfo import elf_build_id
 
     with open(lab_vmcore.vmcore, "rb") as f:
         head = f.read(1 << 20)

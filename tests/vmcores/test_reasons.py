@@ -10,8 +10,8 @@ import json
 import re
 from typing import Any, Dict
 
-from skbinspect.reasons import DropReasonTable, drop_reason_table
-from skbinspect.target import open_target
+from skbinspect.counters.reasons import DropReasonTable, drop_reason_table
+from skbinspect.target.opener import open_target
 from tests.conftest import run_skbinspect
 from tests.vmcores.lab import LabVmcore
 

@@ -189,8 +189,8 @@ def test_garbage_ring_fields_and_queue_pointer(tmp_path, default_lab_vmcore: Lab
     Both are reported as unreadable with the reason; tapmq is still read in full."""
     import drgn
 
-    from skbinspect.target import open_target
-    from skbinspect.tuntap import read_tap_devices
+    from skbinspect.target.opener import open_target
+    from skbinspect.tuntap.devices import read_tap_devices
     from tests.vmcores.corrupt import copy_vmcore, patch_virt
 
     lab = default_lab_vmcore

@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 
 import drgn
 
-from skbinspect.stats import (
+from skbinspect.counters.stats import (
     TOTAL_FIELDS,
     DeviceStats,
     cpu_lists,

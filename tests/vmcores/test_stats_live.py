@@ -7,9 +7,9 @@ import gc
 import json
 import time
 
-from skbinspect.reasons import drop_reason_table
-from skbinspect.stats import device_stats, softnet_stats
-from skbinspect.target import open_target
+from skbinspect.counters.reasons import drop_reason_table
+from skbinspect.counters.stats import device_stats, softnet_stats
+from skbinspect.target.opener import open_target
 from tests.conftest import lab_vmcore_for, run_skbinspect
 from tests.vmcores.test_reasons import target_of
 

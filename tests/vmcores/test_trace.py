@@ -91,7 +91,7 @@ _targets: Dict[str, Any] = {}
 
 
 def target(lab: LabVmcore) -> Any:
-    from skbinspect.target import open_target
+    from skbinspect.target.opener import open_target
 
     key = lab.vmcore
     if key not in _targets:
@@ -131,7 +131,7 @@ def check_trace_text(out: str, truth: str) -> None:
 
 @pytest.mark.parametrize("array", ARRAYS)
 def test_buffer_counters_and_losses(lab_vmcore: LabVmcore, array: str) -> None:
-    from skbinspect.ftrace import find_trace_array, trace_reader
+    from skbinspect.ftrace.reader import find_trace_array, trace_reader
 
     prog = target(lab_vmcore).prog
     tr = find_trace_array(prog, None if array == "top" else array)
@@ -159,7 +159,7 @@ def test_buffer_counters_and_losses(lab_vmcore: LabVmcore, array: str) -> None:
 def test_skb_events_equal_guest_records(lab_vmcore: LabVmcore, array: str) -> None:
     """The Python API's skb events: count, order, CPU, pid, comm, time, skb address, location, protocol,
     reason name and stack frames equal the guest's records."""
-    from skbinspect.skb_events import iter_skb_events, symbolizer
+    from skbinspect.ftrace.skb_events import iter_skb_events, symbolizer
 
     prog = target(lab_vmcore).prog
     syms = symbolizer(prog)
@@ -198,7 +198,7 @@ def test_skb_events_equal_guest_records(lab_vmcore: LabVmcore, array: str) -> No
 
 def test_every_other_event_is_decoded(lab_vmcore: LabVmcore) -> None:
     """Counts per event kind (stack records included) equal the guest's, for both buffers."""
-    from skbinspect.ftrace import trace_reader
+    from skbinspect.ftrace.reader import trace_reader
 
     prog = target(lab_vmcore).prog
     for array in ARRAYS:
@@ -209,8 +209,8 @@ def test_every_other_event_is_decoded(lab_vmcore: LabVmcore) -> None:
 
 
 def test_event_formats_equal_guest_format_files(lab_vmcore: LabVmcore) -> None:
-    from skbinspect.ftrace import event_formats
-    from skbinspect.ftrace_decode import format_file_text
+    from skbinspect.ftrace.reader import event_formats
+    from skbinspect.ftrace.formats import format_file_text
 
     formats = event_formats(target(lab_vmcore).prog)
     captured = lab_vmcore.truth["formats"]
@@ -290,9 +290,9 @@ def check_trace_json(objs: List[Dict[str, Any]], truth: str) -> None:
 @pytest.mark.parametrize("array", ARRAYS)
 def test_fast_json_lines_equal_plain_objects(lab_vmcore: LabVmcore, array: str) -> None:
     """``trace --json`` writes through precompiled templates: they give the very objects event_json() does."""
-    from skbinspect.ftrace import trace_reader
-    from skbinspect.render_trace import JsonLines, TraceTextFormatter, event_json
-    from skbinspect.skb_events import symbolizer
+    from skbinspect.ftrace.reader import trace_reader
+    from skbinspect.ftrace.render import JsonLines, TraceTextFormatter, event_json
+    from skbinspect.ftrace.skb_events import symbolizer
 
     prog = target(lab_vmcore).prog
     r = trace_reader(prog, None if array == "top" else array)
@@ -383,7 +383,7 @@ def test_corrupt_ring_is_reported_not_fatal(default_lab_vmcore: LabVmcore, tmp_p
     damage said, no traceback."""
     import struct as st
 
-    from skbinspect.ftrace import find_trace_array, trace_reader
+    from skbinspect.ftrace.reader import find_trace_array, trace_reader
     from tests.vmcores.corrupt import copy_vmcore, patch_virt
 
     lab = default_lab_vmcore

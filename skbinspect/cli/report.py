@@ -1,0 +1,42 @@
+"""``skbinspect report``: one post-mortem summary -- which queue dropped what, since when, and why."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from skbinspect.cli.app import State, cli, pass_state
+
+__all__ = ["report"]
+
+_EPILOG = """\b
+Examples:
+  skbinspect -c vmcore report                 verdicts first, then the evidence and the rules used
+  skbinspect -c vmcore report -i skbinst      drops from a trace instance
+  skbinspect -c vmcore --json report | jq '.verdicts[] | .summary'
+\b
+The exit status is 0 even when problems are found: this is a report, not a check."""
+
+
+@cli.command(epilog=_EPILOG)
+@click.option("-i", "--instance", metavar="NAME", help="Read drops from this trace instance (default: top-level).")
+@click.option("--no-stale", is_flag=True, help="Do not read what is left of freed (dropped) skbs.")
+@pass_state
+def report(state: State, instance: Optional[str], no_stale: bool) -> None:
+    """Post-mortem summary: each tun/tap queue that is full or was dropping (drops by reason and location,
+    time span, rate, the stalled reader), then the evidence: counters, stacks, the trace buffer's limits,
+    and how the drops were tied to queues."""
+    from skbinspect.output import print_json
+    from skbinspect.report.render import render_report
+    from skbinspect.report.correlate import build_report
+
+    target = state.target()
+    rep = build_report(target.prog, instance, module_ok=target.debug.module_ok, stale=not no_stale)
+    rep.notes = list(target.warnings) + rep.notes
+    if state.json:
+        d = rep.to_json()
+        d["target"] = {"kind": target.kind, "source": target.source, "release": target.release}
+        print_json(d)
+    else:
+        render_report(rep)

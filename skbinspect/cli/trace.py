@@ -1,0 +1,84 @@
+"""``skbinspect trace``: the kernel's ftrace ring buffers, decoded from memory, as tracefs text or JSON."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Tuple
+
+import click
+
+from skbinspect.cli.app import State, cli, pass_state
+from skbinspect.cli.progress import progress
+
+__all__ = ["trace"]
+
+
+_EPILOG_TRACE = """\b
+Examples:
+  skbinspect -c vmcore trace                         the top-level buffer, like /sys/kernel/tracing/trace
+  skbinspect -c vmcore trace --stacks --last 20      the last 20 events, with their kernel stacks
+  skbinspect -c vmcore trace -i skbinst -e skb:kfree_skb
+  skbinspect -c vmcore trace --all-instances --since 2.5
+  skbinspect -c vmcore --json trace --stacks | jq 'select(.reason == "FULL_RING")'
+"""
+
+
+@cli.command(epilog=_EPILOG_TRACE)
+@click.option("-i", "--instance", metavar="NAME", help="Read this trace instance (default: the top-level buffer).")
+@click.option("--all-instances", is_flag=True, help="Read the top-level buffer and every instance.")
+@click.option("-e", "--event", "events", metavar="SYSTEM:NAME", multiple=True,
+              help="Only these events (repeatable), e.g. skb:kfree_skb.")
+@click.option("--cpu", "cpus", type=int, multiple=True, help="Only this CPU's buffer (repeatable).")
+@click.option("--last", type=click.IntRange(min=1), metavar="N", help="Only the last N events.")
+@click.option("--since", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Only events recorded in the last SECONDS before the last record in the buffer.")
+@click.option("--stacks", is_flag=True, help="Show the kernel stack recorded with each event.")
+@pass_state
+def trace(state: State, instance: Optional[str], all_instances: bool, events: Tuple[str, ...],
+          cpus: Tuple[int, ...], last: Optional[int], since: Optional[float], stacks: bool) -> None:
+    """Events of the kernel's ftrace ring buffer, decoded from memory, oldest first.
+
+    Text output has the line format of the tracefs trace file; with --json, one object per event per
+    line (streamed).  Losses (the buffer wrapped, events dropped) and anything skipped as corrupt are
+    reported too.
+    """
+    from skbinspect.ftrace.reader import TraceReader
+    from skbinspect.ftrace.render import TraceTextFormatter, loss_lines, trace_header
+    from skbinspect.ftrace.select import event_ids, last_timestamp, selected_arrays, write_json, write_text
+    from skbinspect.ftrace.skb_events import symbolizer
+
+    prog = state.target().prog
+    arrays = selected_arrays(prog, instance, all_instances)
+    out = sys.stdout
+    syms = symbolizer(prog)
+    for n, tr in enumerate(arrays):
+        cb, done = progress(f"decoding {tr.name}")
+        reader = TraceReader(prog, tr, cpus or None, cb)
+        want = event_ids(reader, events)
+        fmt = TraceTextFormatter(reader, syms)
+        try:
+            threshold = None
+            if since is not None:
+                end = last_timestamp(reader)
+                reader = TraceReader(prog, tr, cpus or None, cb)
+                fmt = TraceTextFormatter(reader, syms)
+                if end is not None:
+                    threshold = end - int(since * (1e9 if tr.in_ns else 1))
+            if state.json:
+                write_json(reader, fmt, out, want, last, threshold, stacks)
+            else:
+                if n:
+                    out.write("\n")
+                header = trace_header(tr, reader, len(tr.cpus))
+                out.write("\n".join(header) + "\n")
+                write_text(reader, fmt, out, want, last, threshold, stacks)
+        finally:
+            done()
+        notes = loss_lines(tr, reader) + [f"warning: {w}" for w in reader.warnings]
+        if notes:
+            if state.json:
+                for line in notes:
+                    click.echo(f"skbinspect: {tr.name}: {line}", err=True)
+            else:
+                out.write("".join(f"# {line}\n" for line in notes))
+        out.flush()

@@ -1,0 +1,353 @@
+"""``skbinspect drops``: the kfree_skb events of a trace buffer grouped for people.
+
+Drops are grouped by reason and location (the function that freed the skb), with counts, first and last
+time, rate, the most common stacks, the tasks that dropped, and the device (and TX queue) when the same
+buffer holds an event that names the device for the same skb (``net:net_dev_queue``,
+``net:net_dev_start_xmit``, ``net:netif_receive_skb``, ... recorded before the drop).  The kfree_skb event
+itself carries no device, and the skb's own memory is freed (and soon reused) by the time the event is
+read, so no guess is made from it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import struct
+
+import drgn
+
+from skbinspect.ftrace.reader import TraceArray, TraceEvent, TraceReader, trace_reader
+from skbinspect.ftrace.formats import decode_stack
+from skbinspect.ftrace.skb_events import Symbolizer, reason_names, symbolizer
+
+__all__ = ["DropGroup", "DropsReport", "drops_report", "TIMELINE_BUCKETS"]
+
+TIMELINE_BUCKETS = 48
+_PID = struct.Struct("<i")  # struct trace_entry.pid, at offset 4
+#: net events that name the device of an skb (fields ``skbaddr`` and ``name``).
+DEVICE_EVENTS = ("net_dev_queue", "net_dev_start_xmit", "net_dev_xmit", "netif_receive_skb", "netif_rx",
+                 "netif_receive_skb_entry", "netif_rx_entry", "napi_gro_receive_entry", "napi_gro_frags_entry")
+
+
+@dataclass
+class DropGroup:
+    """Drops with one reason at one location.
+
+    :ivar reason: the reason's name (None: the kernel records no reasons, or the value has no name).
+    :ivar reason_value: the ``enum skb_drop_reason`` value (None before 5.17).
+    :ivar location_symbol: ``function+0xoff [module]``.
+    :ivar stacks: distinct stacks (tuples of return addresses) and how often each was recorded.
+    :ivar stack_spans: each distinct stack's first and last time stamp.
+    :ivar devices: ``"dev"`` or ``"dev queue N"`` -> count, from net events of the same skb in the buffer.
+    """
+
+    reason: Optional[str]
+    reason_value: Optional[int]
+    location: Optional[int]
+    location_symbol: Optional[str]
+    count: int = 0
+    first_ts: Optional[int] = None
+    last_ts: Optional[int] = None
+    protocols: Counter = field(default_factory=Counter)
+    stacks: Counter = field(default_factory=Counter)
+    stack_spans: Dict[Tuple[int, ...], Tuple[int, int]] = field(default_factory=dict)  # first, last time stamp
+    devices: Counter = field(default_factory=Counter)
+    tasks: Counter = field(default_factory=Counter)
+    in_ns: bool = True
+    _syms: Optional[Symbolizer] = field(default=None, repr=False, compare=False)
+
+    @property
+    def reason_label(self) -> str:
+        if self.reason:
+            return self.reason
+        if self.reason_value is not None:
+            return "0x%x" % self.reason_value
+        return "-"
+
+    @property
+    def span_s(self) -> Optional[float]:
+        if self.first_ts is None or self.last_ts is None or not self.in_ns:
+            return None
+        return (self.last_ts - self.first_ts) / 1e9
+
+    @property
+    def rate(self) -> Optional[float]:
+        """Drops per second between the first and the last (None for a single drop)."""
+        span = self.span_s
+        if not span or self.count < 2:
+            return None
+        return (self.count - 1) / span
+
+    @property
+    def device_label(self) -> Optional[str]:
+        if not self.devices:
+            return None
+        parts = [f"{d} ({n})" if len(self.devices) > 1 else d for d, n in self.devices.most_common(3)]
+        known = sum(self.devices.values())
+        s = ", ".join(parts)
+        if known < self.count:
+            s += f"; {self.count - known} unknown"
+        return s
+
+    def frames(self, stack: Tuple[int, ...]) -> List[str]:
+        syms = self._syms
+        if syms is None:
+            return ["0x%x" % a for a in stack]
+        return [syms.format(a, offset=False) for a in stack]
+
+    def top_stacks(self, n: int = 3, trim: bool = False) -> List[Tuple[List[str], int]]:
+        """The ``n`` most common stacks as symbol names (stacks that differ only in return offsets are
+        counted together); with ``trim`` the tracing frames above the dropping function are left out."""
+        merged: Counter = Counter()
+        for st, c in self.stacks.items():
+            merged[tuple(self.frames(st))] += c
+        out = []
+        fn = (self.location_symbol or "").split("+", 1)[0].split(" ", 1)[0]
+        for frames, c in merged.most_common(n):
+            fl = list(frames)
+            if trim and fn:
+                for i, fr in enumerate(fl):
+                    if fr.split(" ", 1)[0] == fn:
+                        fl = fl[i:]
+                        break
+            out.append((fl, c))
+        return out
+
+    @property
+    def distinct_stacks(self) -> int:
+        return len({tuple(self.frames(st)) for st in self.stacks})
+
+    def to_json(self, stacks: int = 3) -> Dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "reason_value": self.reason_value,
+            "location": "0x%x" % self.location if self.location is not None else None,
+            "location_symbol": self.location_symbol,
+            "count": self.count,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "rate_per_s": self.rate,
+            "protocols": {str(k): v for k, v in self.protocols.most_common()},
+            "tasks": dict(self.tasks.most_common(10)),
+            "devices": dict(self.devices.most_common()),
+            "stacks": [{"count": c, "frames": f} for f, c in self.top_stacks(stacks)],
+            "distinct_stacks": self.distinct_stacks,
+        }
+
+
+@dataclass
+class DropsReport:
+    """The drops of one trace array (see :func:`drops_report`)."""
+
+    trace_array: TraceArray
+    groups: List[DropGroup]
+    total: int  # kfree_skb events counted (after the reason filter)
+    kfree_total: int  # kfree_skb events in the buffer
+    consumed: int  # consume_skb events in the buffer
+    first_ts: Optional[int]
+    last_ts: Optional[int]
+    in_ns: bool
+    has_reasons: bool
+    timelines: Dict[str, List[int]] = field(default_factory=dict)
+    bucket_s: float = 0.0
+    notes: List[str] = field(default_factory=list)
+    filtered: bool = False
+
+    @property
+    def span_s(self) -> Optional[float]:
+        if self.first_ts is None or self.last_ts is None or not self.in_ns:
+            return None
+        return (self.last_ts - self.first_ts) / 1e9
+
+    def by_reason(self) -> Dict[str, int]:
+        c: Counter = Counter()
+        for g in self.groups:
+            c[g.reason_label] += g.count
+        return dict(c.most_common())
+
+    def to_json(self, stacks: int = 3) -> Dict[str, Any]:
+        return {
+            "instance": self.trace_array.name,
+            "total": self.total,
+            "kfree_skb_events": self.kfree_total,
+            "consume_skb_events": self.consumed,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "has_reasons": self.has_reasons,
+            "by_reason": self.by_reason(),
+            "groups": [g.to_json(stacks) for g in self.groups],
+            "timelines": self.timelines,
+            "bucket_s": self.bucket_s,
+            "buffer": {"entries": self.trace_array.entries, "written": self.trace_array.written,
+                       "lost": self.trace_array.lost},
+            "notes": self.notes,
+        }
+
+
+def _keys(windows: Iterable[Tuple[List[int], Dict[int, bytes]]], cshift: int, cmask: int
+          ) -> Iterator[Tuple[int, bytes]]:
+    for keys, pages in windows:
+        if len(pages) == 1:
+            (page,) = pages.values()
+            for k in keys:
+                yield k, page
+        else:
+            for k in keys:
+                yield k, pages[(k >> cshift) & cmask]
+
+
+def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Sequence[str] = (),
+                 reader: Optional[TraceReader] = None, buckets: int = TIMELINE_BUCKETS) -> DropsReport:
+    """Group the kfree_skb events of a trace array by reason and location.
+
+    :param instance: trace instance name; None for the top-level buffer.
+    :param reasons: keep only these reason names (case-insensitive); default all.
+    """
+    r = reader or trace_reader(prog, instance)
+    tr = r.tr
+    names = reason_names(prog)
+    syms = symbolizer(prog)
+    kfree = r.formats.lookup("skb:kfree_skb")
+    consume = r.formats.lookup("skb:consume_skb")
+    dev_ids = set()
+    for n in DEVICE_EVENTS:
+        f = r.formats.lookup("net:" + n)
+        if f is not None and f.field("skbaddr") is not None and f.field("name") is not None:
+            dev_ids.add(f.id)
+    notes: List[str] = []
+    if kfree is None:
+        notes.append("this kernel has no skb:kfree_skb event")
+    want = {x.upper() for x in reasons}
+    types = {f.id for f in (kfree, consume) if f is not None} | dev_ids
+    groups: Dict[Tuple[Optional[int], Optional[int]], Optional[DropGroup]] = {}  # None: filtered out
+    group_ts: Dict[Tuple[Optional[int], Optional[int]], List[int]] = {}  # each group's time stamps, in order
+    per: Dict[Tuple[Any, int, int], int] = {}
+    last_dev: Dict[int, str] = {}
+    times: Dict[str, List[int]] = {}
+    total = kfree_total = consumed = 0
+    first = last = None
+    kid = kfree.id if kfree else -1
+    cid = consume.id if consume else -1
+    kdec = kfree.decoder if kfree else None
+    knames = list(kdec.scalar_names) if kdec else []
+    kstruct = None
+    kmin = 1 << 30
+    if kdec is not None and kdec.scalar_struct.format[1:9] == "x" * 8:
+        # the pid (trace_entry at offset 4) and the event's fixed fields in one struct
+        kstruct = struct.Struct("<4xi" + kdec.scalar_struct.format[9:])
+        kmin = max(kdec.min_len, 8)
+
+    def idx(name: str) -> Optional[int]:
+        return knames.index(name) + 1 if name in knames else None
+
+    i_reason, i_loc, i_proto, i_skb = idx("reason"), idx("location"), idx("protocol"), idx("skbaddr")
+    cmdlines = r.cmdlines
+    stacks_of = r._stacks
+    pmask = r.codec.pos_mask
+    shift = r.codec.shift
+    unpack = struct.unpack_from
+    cshift, cmask = r.codec.cpu_shift, r.codec.cpu_mask
+    for k, page in _keys(r.grouped_windows(types), cshift, cmask):
+        t = k & 0xFFFF
+        srec = stacks_of.pop((k, id(page)), None) if stacks_of else None
+        if t in dev_ids:
+            ev = TraceEvent(r, k, page)
+            f = ev.fields
+            dev = f.get("name") or "?"
+            q = f.get("queue_mapping")
+            last_dev[f.get("skbaddr", 0)] = f"{dev} queue {q}" if q is not None else dev
+            continue
+        if t == cid:
+            consumed += 1
+            continue
+        if t != kid:
+            continue
+        kfree_total += 1
+        w = (k >> 16) & pmask
+        (h,) = unpack("<I", page, w * 4)
+        if h & 31:
+            off, length = (w + 1) * 4, (h & 31) * 4
+        else:
+            off = (w + 2) * 4
+            length = unpack("<I", page, w * 4 + 4)[0] - 4
+        if length < 8:  # no room for struct trace_entry: not a real event
+            continue
+        if length >= kmin:
+            vals = kstruct.unpack_from(page, off)  # one struct call: the pid and the fixed fields
+            pid = vals[0]
+            rv = vals[i_reason] if i_reason is not None else None
+            loc = vals[i_loc] if i_loc is not None else None
+            proto = vals[i_proto] if i_proto is not None else 0
+            skbaddr = vals[i_skb] if i_skb is not None else 0
+        else:
+            pid = _PID.unpack_from(page, off + 4)[0]
+            f = TraceEvent(r, k, page).fields
+            rv, loc, proto, skbaddr = f.get("reason"), f.get("location"), f.get("protocol", 0), f.get("skbaddr", 0)
+        gk = (rv, loc)
+        tsl = group_ts.get(gk)
+        if tsl is None:
+            if gk in groups:
+                continue  # filtered out by reason
+            rname = names.name(rv) if rv is not None else None
+            g = DropGroup(rname, rv, loc, syms.format(loc) if loc is not None else None, in_ns=tr.in_ns, _syms=syms)
+            if want and g.reason_label.upper() not in want:
+                groups[gk] = None
+                continue
+            groups[gk] = g
+            tsl = group_ts[gk] = []
+        # the hot path: a time stamp appended, one counter for (group, protocol, task); the rest after
+        tsl.append(k >> shift)
+        ck = (gk, proto, pid)
+        per[ck] = per.get(ck, 0) + 1
+        if srec:
+            sp, sk = srec[0]
+            sw = (sk >> 16) & pmask
+            (sh,) = unpack("<I", sp, sw * 4)
+            soff, slen = ((sw + 1) * 4, (sh & 31) * 4) if sh & 31 else ((sw + 2) * 4, unpack("<I", sp, sw * 4 + 4)[0] - 4)
+            st = tuple(decode_stack(sp, soff, slen))
+            g = groups[gk]
+            g.stacks[st] += 1  # type: ignore[union-attr]
+            span = g.stack_spans.get(st)  # type: ignore[union-attr]
+            g.stack_spans[st] = (k >> shift, k >> shift) if span is None else (span[0], k >> shift)  # type: ignore[union-attr]
+        if last_dev:
+            d = last_dev.get(skbaddr)
+            if d is not None:
+                groups[gk].devices[d] += 1  # type: ignore[union-attr]
+    for (gk, proto, pid), n in per.items():
+        g = groups[gk]
+        g.protocols[proto] += n  # type: ignore[union-attr]
+        g.tasks[cmdlines.find(pid)] += n  # type: ignore[union-attr]
+    for gk, tsl in group_ts.items():
+        g = groups[gk]
+        g.count = len(tsl)  # type: ignore[union-attr]
+        g.first_ts, g.last_ts = tsl[0], tsl[-1]  # type: ignore[union-attr]
+        total += len(tsl)
+        first = tsl[0] if first is None else min(first, tsl[0])
+        last = tsl[-1] if last is None else max(last, tsl[-1])
+        times.setdefault(g.reason_label, []).extend(tsl)  # type: ignore[union-attr]
+    if not names.has_reasons and kfree is not None and kfree.field("reason") is None:
+        has_reasons = False
+    else:
+        has_reasons = kfree is not None and kfree.field("reason") is not None
+    timelines: Dict[str, List[int]] = {}
+    bucket_s = 0.0
+    if first is not None and last is not None and last > first and total >= 2:
+        width = last - first
+        top = buckets - 1
+        for name, ts_list in sorted(times.items(), key=lambda kv: -len(kv[1])):
+            counts = [0] * buckets
+            for ts in ts_list:
+                b = (ts - first) * buckets // width
+                counts[b if b < top else top] += 1
+            timelines[name] = counts
+        bucket_s = width / buckets / (1e9 if tr.in_ns else 1)
+    if tr.lost:
+        notes.append(f"the buffer lost {tr.lost} older events (it wrapped): earlier drops are not counted")
+    for d in r.damage:
+        notes.append(f"skipped: {d}")
+    ordered = sorted((g for g in groups.values() if g is not None),
+                     key=lambda g: (-g.count, g.reason_label, g.location_symbol or ""))
+    return DropsReport(tr, ordered, total, kfree_total, consumed, first, last, tr.in_ns, has_reasons, timelines,
+                       bucket_s, notes, bool(want))

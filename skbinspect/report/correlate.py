@@ -1,0 +1,734 @@
+"""``skbinspect report``: one post-mortem summary of a target, most important first.
+
+The report reads the target once (tun/tap queues, the kfree_skb trace, drop counters) and correlates:
+
+* **ring-full drops**: drops whose location is a tun/tap driver's enqueue function (``tun_net_xmit``,
+  ``tap_handle_frame``, where ``ptr_ring_produce()`` fails on a full ring) or whose reason is
+  ``FULL_RING``, tied to the full queues of that driver (by the device the buffer names for the skb when
+  it does, else to the driver's full queues);
+* **counters against the trace**: the device counter those drops increment compared with the trace's
+  count (the counter is cumulative, the trace is a window; the trace having more means drops that were
+  not counted);
+* **memory reused**: kfree_skb addresses that are now queued again in a ring (the slab object was freed
+  and reallocated for a new skb);
+* **stale skbs**: what can still be read of a dropped skb whose slab object is still free (device,
+  length, headers) -- stale, best-effort evidence, as the allocator may have overwritten parts of it.
+
+Logic only; rendering is in :mod:`skbinspect.render_report`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+import drgn
+
+from skbinspect.errors import SkbinspectError
+
+__all__ = [
+    "DropRef", "QueueVerdict", "CounterCheck", "ReusedSkb", "StaleSkb", "TraceLimits", "Report",
+    "build_report", "ENQUEUE_FUNCTIONS", "MAX_STALE_PER_QUEUE",
+]
+
+#: The function of each driver module that puts a frame in a queue's ptr_ring and frees it when the ring
+#: is full (drivers/net/tun.c tun_net_xmit(), drivers/net/tap.c tap_handle_frame(); 5.10 .. 7.x).  Used
+#: when the kernel records no drop reason (before 5.17) and to tell ring-full drops from other drops in
+#: the same module (e.g. tun_queue_purge() when a queue is closed).
+ENQUEUE_FUNCTIONS = {"tun": "tun_net_xmit", "tap": "tap_handle_frame"}
+
+#: The driver module whose code handles each device kind's queues.
+_KIND_MODULE = {"tun": "tun", "macvtap": "tap", "ipvtap": "tap"}
+
+#: The core counter the driver increments for a ring-full drop (drivers/net/tun.c tun_net_xmit(): drop:
+#: dev_core_stats_tx_dropped_inc() (atomic_long_inc(&dev->tx_dropped) before 5.18); drivers/net/tap.c
+#: tap_handle_frame(): drop: tap->count_rx_dropped() -> macvlan/ipvlan rx_dropped).
+_KIND_COUNTER = {"tun": "tx_dropped", "macvtap": "rx_dropped", "ipvtap": "rx_dropped"}
+
+#: Stale skbs read per queue (the most recent drops: their slab objects are the least likely reused).
+MAX_STALE_PER_QUEUE = 8
+_MAX_EVENTS = 1_000_000
+
+
+def _fn(location_symbol: Optional[str]) -> str:
+    return (location_symbol or "").split("+", 1)[0].split(" ", 1)[0]
+
+
+def _module(location_symbol: Optional[str]) -> Optional[str]:
+    s = location_symbol or ""
+    if s.endswith("]") and "[" in s:
+        return s.rsplit("[", 1)[1][:-1]
+    return None
+
+
+@dataclass
+class DropRef:
+    """A drop group (reason, location) of the trace, as tied to a queue."""
+
+    reason: Optional[str]
+    location: Optional[str]  # the address, hex
+    location_symbol: Optional[str]
+    count: int
+    first_s: Optional[float]
+    last_s: Optional[float]
+    rate_per_s: Optional[float]
+    tied_by: str  # "device" (the buffer names the skb's device), "driver" (the driver's only full queue),
+    # "stack" (the callers in the drops' stacks name the device kind); " (ambiguous)" when several could be it
+
+    @property
+    def ambiguous(self) -> bool:
+        """These drops may be another device's: they are counted for each device that could be the one."""
+        return self.tied_by.endswith("(ambiguous)")
+
+
+@dataclass
+class Holder:
+    pid: int
+    comm: str
+    fd: int
+    state: Optional[str] = None  # task state letter (R, S, D, T, ...) when readable
+    kind: str = "process"  # "process" or "vhost" (a vhost-net worker reads the queue)
+
+
+@dataclass
+class StaleSkb:
+    """What is still readable of a freed skb (its slab object not reused): stale, best-effort."""
+
+    address: int
+    ts_s: Optional[float]
+    slab_state: str  # "free", "reused", "unknown"
+    device: Optional[str] = None
+    length: Optional[int] = None
+    summary: Optional[str] = None
+    error: Optional[str] = None
+
+
+@dataclass
+class QueueVerdict:
+    """One tun/tap queue that is full or was dropping, with the likely cause.
+
+    :ivar full: the ring is full now (the kernel's test: ``queue[producer] != NULL``).
+    :ivar drops: drop groups of the trace tied to this queue.
+    :ivar drop_count: their total.
+    """
+
+    device: str
+    ifindex: int
+    kind: str
+    queue: Optional[int]
+    full: bool
+    live: int
+    size: int
+    holders: List[Holder]
+    drops: List[DropRef]
+    drop_count: int
+    first_drop_s: Optional[float]
+    last_drop_s: Optional[float]
+    span_s: Optional[float]
+    rate_per_s: Optional[float]
+    ago_s: Optional[float]  # last drop, seconds before the last event in the buffer
+    counter: Optional[str]
+    counter_value: Optional[int]
+    cause: str
+    summary: str
+    stale_skbs: List[StaleSkb] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def ambiguous_count(self) -> int:
+        """How many of :attr:`drop_count` may be another device's (see :attr:`DropRef.ambiguous`)."""
+        return sum(r.count for r in self.drops if r.ambiguous)
+
+
+@dataclass
+class CounterCheck:
+    """A device counter compared with the trace's count of the drops it should count."""
+
+    device: str
+    counter: str
+    counter_value: int
+    trace_count: int
+    verdict: str  # "agree", "counter-higher", "trace-higher", "unknown" (counters not fully readable)
+    explanation: str
+
+
+@dataclass
+class ReusedSkb:
+    """A kfree_skb address that is queued again in a ring: its memory was freed and reused."""
+
+    address: int
+    drops: int
+    device: str
+    queue: Optional[int]
+    slot: int
+
+
+@dataclass
+class TraceLimits:
+    instance: str
+    entries: int
+    written: int
+    lost: int
+    first_s: Optional[float]
+    last_s: Optional[float]
+    kfree_skb_events: int
+    consume_skb_events: int
+    has_reasons: bool
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def span_s(self) -> Optional[float]:
+        if self.first_s is None or self.last_s is None:
+            return None
+        return self.last_s - self.first_s
+
+
+@dataclass
+class Report:
+    """What ``skbinspect report`` shows (see :func:`build_report`)."""
+
+    release: str
+    verdicts: List[QueueVerdict]
+    other_drops: List[Dict[str, Any]]  # the trace's other drop groups, most common first
+    top_stacks: List[Dict[str, Any]]
+    counter_checks: List[CounterCheck]
+    reused: List[ReusedSkb]
+    trace: Optional[TraceLimits]
+    softnet_moved: List[Dict[str, Any]]
+    device_counters: List[Dict[str, Any]]
+    rules: List[Dict[str, str]]
+    notes: List[str] = field(default_factory=list)
+
+    def to_json(self) -> Dict[str, Any]:
+        d = asdict(self)
+        for v in d["verdicts"]:
+            for s in v["stale_skbs"]:
+                s["address"] = "%#x" % s["address"]
+        for r in d["reused"]:
+            r["address"] = "%#x" % r["address"]
+        if self.trace is not None:
+            d["trace"]["span_s"] = self.trace.span_s
+        return d
+
+
+RULES = [
+    {"name": "ring-full drops",
+     "explanation": "A drop whose reason is FULL_RING, or (kernels without drop reasons) whose location is the "
+                    "driver's enqueue function (tun_net_xmit for tun/tap, tap_handle_frame for macvtap/ipvtap), "
+                    "is tied to a full queue of that driver: to the device the trace names for the skb when a "
+                    "net event of the same skb is in the buffer, else to the driver's full queue when it has "
+                    "exactly one (with several, to each, marked ambiguous). macvtap and ipvtap both drop in "
+                    "tap_handle_frame: their drops are told apart by the callers in each drop's recorded stack "
+                    "(macvlan_* or ipvlan_*); drops without a telling stack go to each, marked ambiguous, and a "
+                    "counter within the ambiguous range agrees."},
+    {"name": "stalled reader",
+     "explanation": "A full ring's reader is the process holding the queue's file (or the vhost-net worker). "
+                    "The ring has been full, so the reader has not consumed, since at least the first "
+                    "ring-full drop tied to it."},
+    {"name": "counters against the trace",
+     "explanation": "The counter the driver increments for a ring-full drop (tun: tx_dropped, tap: "
+                    "rx_dropped) is compared with the trace's count. The counter is cumulative and the trace "
+                    "a window, so a higher counter means drops before the buffer's oldest event; a higher "
+                    "trace count means drops the driver freed without counting."},
+    {"name": "memory reused",
+     "explanation": "A kfree_skb address that is an entry of a ring now: the slab object was freed and "
+                    "reallocated for another skb, so that entry is not the dropped packet."},
+    {"name": "stale skbs",
+     "explanation": "For the most recent drops tied to a queue whose slab object is still free, the freed "
+                    "sk_buff is read as it was left: device, length, headers. Stale, best-effort evidence: "
+                    "the allocator may have overwritten parts of it and its data buffer may be reused."},
+]
+
+
+def _sec(ts: Optional[int], in_ns: bool) -> Optional[float]:
+    if ts is None:
+        return None
+    return ts / 1e9 if in_ns else float(ts)
+
+
+def _task_state(prog: drgn.Program, pid: int) -> Optional[str]:
+    try:
+        from drgn.helpers.linux.pid import find_task
+        from drgn.helpers.linux.sched import task_state_to_char
+
+        t = find_task(prog, pid)
+        if not t:
+            return None
+        return task_state_to_char(t)
+    except (drgn.FaultError, LookupError, ValueError):
+        return None
+
+
+def _kfree_addresses(prog: drgn.Program, instance: Optional[str]
+                     ) -> Tuple[Dict[int, List[Tuple[int, Optional[str]]]], Dict[int, int], List[str]]:
+    """skbaddr -> [(ts, location function)] of the kfree_skb events, and skbaddr -> time of the last
+    consume_skb event (bounded)."""
+    from skbinspect.ftrace.skb_events import iter_skb_events
+
+    out: Dict[int, List[Tuple[int, Optional[str]]]] = {}
+    consumed: Dict[int, int] = {}
+    notes: List[str] = []
+    n = 0
+    try:
+        for e in iter_skb_events(prog, instance, kinds=["skb:kfree_skb", "skb:consume_skb"]):
+            if e.kind == "consume_skb":
+                consumed[e.skbaddr] = e.ts
+            else:
+                out.setdefault(e.skbaddr, []).append((e.ts, _fn(e.location_symbol)))
+            n += 1
+            if n >= _MAX_EVENTS:
+                notes.append(f"stopped after {_MAX_EVENTS} skb events")
+                break
+    except (drgn.FaultError, SkbinspectError, ValueError) as e:
+        notes.append(f"kfree_skb addresses unreadable: {e}")
+    return out, consumed, notes
+
+
+def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: Any = None,
+                 stale: bool = True, max_stale: int = MAX_STALE_PER_QUEUE) -> Report:
+    """Read the target once and correlate queues, trace and counters.
+
+    :param instance: trace instance to read drops from; None for the top-level buffer.
+    :param module_ok: ``callable(name) -> bool``: whether a module has debug info (see
+        :class:`~skbinspect.debuginfo.DebugInfoReport`); None: assume yes.
+    :param stale: read what is left of freed skbs tied to full queues.
+    """
+    from skbinspect.ftrace.drops import drops_report
+    from skbinspect.counters.stats import drop_stats
+    from skbinspect.tuntap.devices import read_tap_devices
+
+    notes: List[str] = []
+    release = prog["UTS_RELEASE"].string_().decode(errors="replace")
+    kw = {} if module_ok is None else {"module_ok": module_ok}
+    try:
+        devs = read_tap_devices(prog, (), None, entries=False, stale=False, holders=True, **kw)
+    except SkbinspectError as e:
+        devs = []
+        notes.append(f"tun/tap queues: {e}")
+    for d in devs:
+        notes += [f"{d.name}: {n}" for n in d.notes]
+
+    rep = None
+    trace: Optional[TraceLimits] = None
+    try:
+        rep = drops_report(prog, instance)
+    except SkbinspectError as e:
+        notes.append(f"trace: {e}")
+    if rep is not None:
+        tr = rep.trace_array
+        trace = TraceLimits(tr.name, tr.entries, tr.written, tr.lost, _sec(rep.first_ts, rep.in_ns),
+                            _sec(rep.last_ts, rep.in_ns), rep.kfree_total, rep.consumed, rep.has_reasons,
+                            list(rep.notes))
+        if not tr.written:
+            trace.notes.append("the buffer is empty (tracing off, or never enabled for skb events): no drop history")
+        elif not rep.kfree_total:
+            trace.notes.append("no skb:kfree_skb events in the buffer (the event is not enabled?)")
+        if not rep.has_reasons:
+            trace.notes.append("this kernel records no drop reasons (skb:kfree_skb has no reason before 5.17): "
+                               "drops are told apart by location only")
+    end_ts = rep.last_ts if rep is not None else None
+    in_ns = rep.in_ns if rep is not None else True
+
+    # devices and counters
+    try:
+        stats = drop_stats(prog, [d.name for d in devs] or None)
+        dev_totals = {s.name: s.totals for s in stats.devices}
+        dev_complete = {s.name: s.complete for s in stats.devices}
+        softnet_moved = [{"cpu": c.cpu, "dropped": c.dropped, "time_squeeze": c.time_squeeze,
+                          "flow_limit_count": c.flow_limit_count, "backlog_len": c.backlog_len}
+                         for c in stats.softnet.cpus if c.dropped or c.time_squeeze or c.flow_limit_count]
+        notes += stats.notes + stats.softnet.notes
+        dm = stats.drop_monitor
+        device_counters = [{"device": s.name, "kind": s.kind,
+                            "counters": {k: v for k, v in s.totals.items() if v}}
+                           for s in stats.devices if any(s.totals.values())]
+    except (SkbinspectError, drgn.FaultError, LookupError) as e:
+        dev_totals, dev_complete, softnet_moved, device_counters, dm = {}, {}, [], [], None
+        notes.append(f"drop counters: {e}")
+    if dm is not None:
+        notes += [f"drop_monitor: {n}" for n in dm.notes]
+
+    # ring-full drop groups per driver module, and the queues they can belong to
+    full_queues: Dict[str, List[Tuple[Any, Any]]] = {}
+    for d in devs:
+        mod = _KIND_MODULE.get(d.kind)
+        for q in d.queues:
+            if mod and q.ring.analysis.full:
+                full_queues.setdefault(mod, []).append((d, q))
+    tied: Dict[Tuple[str, Optional[int]], List[Tuple[Any, str, Optional[Tuple[int, int, int]]]]] = {}
+    tied_groups = set()
+    if rep is not None:
+        for gi, g in enumerate(rep.groups):
+            mod = _module(g.location_symbol)
+            fn = _fn(g.location_symbol)
+            if mod not in ENQUEUE_FUNCTIONS:
+                continue
+            ring_full = g.reason == "FULL_RING" if rep.has_reasons else fn == ENQUEUE_FUNCTIONS[mod]
+            if not ring_full:
+                continue
+            named = {k.split(" queue ")[0] for k in g.devices}
+            cands = [(d, q) for d, q in full_queues.get(mod, []) if not named or d.name in named]
+            if named:
+                by = "device"
+            else:
+                by = "driver" if len(cands) == 1 else "driver (ambiguous)"
+            if not cands:
+                # Dropping, but no queue of this driver is full now (or its queues could not be read):
+                # tie to the devices the trace names, else to the driver's devices whose drop counter moved,
+                # else to all of the driver's devices.
+                drv = [d for d in devs if _KIND_MODULE.get(d.kind) == mod]
+                if named:
+                    pick = [d for d in devs if d.name in named]
+                else:
+                    # a device whose counters could not all be read may be dropping too
+                    pick = [d for d in drv if not dev_complete.get(d.name, False)
+                            or dev_totals.get(d.name, d.counters).get(_KIND_COUNTER.get(d.kind, ""), 0)]
+                    pick = pick or drv
+                    by = "driver" if len(pick) == 1 else "driver (ambiguous)"
+                cands = [(d, None) for d in pick]
+            kinds = {d.kind for d, _ in cands}
+            split = _split_by_caller(g, kinds) if len(kinds) > 1 else None
+            for d, q in cands:
+                qi = q.index if q is not None else None
+                if split is None:
+                    tied.setdefault((d.name, qi), []).append((g, by, None))
+                    continue
+                same_kind = sum(1 for c, _ in cands if c.kind == d.kind)
+                if d.kind in split:
+                    tied.setdefault((d.name, qi), []).append(
+                        (g, "stack" if same_kind == 1 else "stack (ambiguous)", split[d.kind]))
+                if None in split:
+                    tied.setdefault((d.name, qi), []).append((g, "driver (ambiguous)", split[None]))
+            tied_groups.add(gi)
+
+    # kfree_skb addresses: memory reuse and stale reads
+    kaddrs: Dict[int, List[Tuple[int, Optional[str]]]] = {}
+    consumed: Dict[int, int] = {}
+    if rep is not None and (stale or any(d.queues for d in devs)):
+        kaddrs, consumed, kn = _kfree_addresses(prog, instance)
+        notes += kn
+    reused: List[ReusedSkb] = []
+    for d in devs:
+        for q in d.queues:
+            r = q.ring
+            for i in q.ring.analysis.live:
+                a = r.slots[i] & ~1
+                if a in kaddrs:
+                    reused.append(ReusedSkb(a, len(kaddrs[a]), d.name, q.index, i))
+
+    names_by_addr = {d.address: d.name for d in devs}
+    verdicts: List[QueueVerdict] = []
+    for d in devs:
+        ctr_name = _KIND_COUNTER.get(d.kind)
+        ctr_val = dev_totals.get(d.name, {}).get(ctr_name) if ctr_name else None
+        if ctr_val is None and ctr_name:
+            ctr_val = d.counters.get(ctr_name)
+        qlist: List[Any] = list(d.queues) if d.queues else []
+        keys = [(q.index, q) for q in qlist] + ([(None, None)] if (d.name, None) in tied else [])
+        for qi, q in keys:
+            groups = tied.get((d.name, qi), [])
+            full = bool(q is not None and q.ring.analysis.full)
+            if not full and not groups:
+                continue
+            refs = []
+            for g, by, part in groups:
+                count, first_ts, last_ts = part if part is not None else (g.count, g.first_ts, g.last_ts)
+                rate = g.rate if part is None else _rate(count, first_ts, last_ts, in_ns)
+                refs.append(DropRef(g.reason, "%#x" % g.location if g.location is not None else None,
+                                    g.location_symbol, count, _sec(first_ts, in_ns), _sec(last_ts, in_ns), rate, by))
+            n = sum(r.count for r in refs)
+            first = min((r.first_s for r in refs if r.first_s is not None), default=None)
+            last = max((r.last_s for r in refs if r.last_s is not None), default=None)
+            span = last - first if first is not None and last is not None else None
+            rate = (n - 1) / span if span and n > 1 else None
+            ago = (_sec(end_ts, in_ns) - last) if (last is not None and end_ts is not None) else None
+            holders: List[Holder] = []
+            if q is not None:
+                for h in q.holders:
+                    holders.append(Holder(h.pid, h.comm, h.fd, _task_state(prog, h.pid)))
+                for v in q.vhost:
+                    if v.worker_pid is not None:
+                        holders.append(Holder(v.worker_pid, v.worker_comm or "?", v.fd,
+                                              _task_state(prog, v.worker_pid), "vhost"))
+            size = q.ring.size if q is not None else 0
+            live = q.live if q is not None else 0
+            cause = _cause(full, holders, first, n, readable=bool(d.queues))
+            v = QueueVerdict(d.name, d.ifindex, d.kind, qi, full, live, size, holders, refs, n, first, last, span,
+                             rate, ago, ctr_name, ctr_val, cause, "")
+            if q is None and not d.queues:
+                v.notes.append("its queues could not be read (see the notes): the drops are tied by driver and "
+                               "counters only")
+            ambiguous = v.ambiguous_count
+            if ambiguous == n and ambiguous:
+                v.notes.append("the trace does not name the device and several queues or devices of this driver "
+                               "could be the one: these drops are counted for each of them")
+            elif ambiguous:
+                v.notes.append(f"{n - ambiguous} drops are tied to this device by the callers in their stacks; "
+                               f"{ambiguous} more have no telling stack and are counted for each device "
+                               "that could be the one")
+            if stale and q is not None and groups:
+                v.stale_skbs = _stale_skbs(prog, kaddrs, consumed, {_fn(g.location_symbol) for g, _, _ in groups}, names_by_addr,
+                                           d.mode == "tap" or d.kind != "tun", in_ns, max_stale, d.name)
+            v.summary = _summary(v)
+            verdicts.append(v)
+    verdicts.sort(key=lambda v: (not v.full, -v.drop_count, v.device, v.queue or 0))
+
+    checks: List[CounterCheck] = []
+    per_dev: Counter = Counter()
+    per_dev_ambiguous: Counter = Counter()  # drops that may be this device's or another's
+    for v in verdicts:
+        per_dev[v.device] += v.drop_count
+        per_dev_ambiguous[v.device] += v.ambiguous_count
+    seen: Set[str] = set()
+    for v in verdicts:
+        if v.device in seen or v.counter is None or v.counter_value is None:
+            continue
+        seen.add(v.device)
+        c = _counter_check(v.device, v.counter, v.counter_value, per_dev[v.device], trace,
+                           per_dev_ambiguous[v.device])
+        if not dev_complete.get(v.device, True) and c.verdict != "agree":
+            c.verdict = "unknown"
+            c.explanation = (f"{v.device}'s driver counters could not all be read (module debug info missing?): "
+                             f"{v.counter} {v.counter_value} may be incomplete")
+        checks.append(c)
+
+    other, stacks = [], []
+    if rep is not None:
+        for gi, g in enumerate(rep.groups):
+            if gi not in tied_groups:
+                other.append({"reason": g.reason, "location": "%#x" % g.location if g.location is not None else None,
+                              "location_symbol": g.location_symbol, "count": g.count,
+                              "first_s": _sec(g.first_ts, in_ns), "last_s": _sec(g.last_ts, in_ns),
+                              "rate_per_s": g.rate, "tasks": dict(g.tasks.most_common(3))})
+        allst = []
+        for g in rep.groups:
+            for frames, c in g.top_stacks(1, trim=True):
+                allst.append({"count": c, "reason": g.reason, "location_symbol": g.location_symbol, "frames": frames})
+        stacks = sorted(allst, key=lambda s: -s["count"])[:5]
+    return Report(release, verdicts, other, stacks, checks, reused, trace, softnet_moved, device_counters,
+                  RULES, notes)
+
+
+#: Device kinds that drop in one shared function (drivers/net/tap.c tap_handle_frame() serves macvtap
+#: and ipvtap, 5.10 .. 7.x) are told apart by the callers in each drop's stack: macvlan's broadcast work
+#: or rx handler (``macvlan_*``) delivers to macvtap, ipvlan's (``ipvlan_*``) to ipvtap.
+CALLER_PREFIXES = (("macvlan_", "macvtap"), ("ipvlan_", "ipvtap"))
+
+
+def _split_by_caller(g: Any, kinds: Set[str]) -> Optional[Dict[Optional[str], Tuple[int, Any, Any]]]:
+    """A drop group's (count, first, last time stamp) per device kind, from the stacks recorded with its
+    events; ``None`` holds the drops whose stack names no caller (or no stack was recorded, e.g. softirqs
+    run by ksoftirqd).  None when no stack tells the kinds apart."""
+    parts: Dict[Optional[str], List[Any]] = {}
+
+    def add(kind: Optional[str], n: int, first: Optional[int], last: Optional[int]) -> None:
+        p = parts.get(kind)
+        if p is None:
+            parts[kind] = [n, first, last]
+            return
+        p[0] += n
+        if first is not None and (p[1] is None or first < p[1]):
+            p[1] = first
+        if last is not None and (p[2] is None or last > p[2]):
+            p[2] = last
+
+    for st, n in g.stacks.items():
+        names = [f.split(" ", 1)[0] for f in g.frames(st)]
+        found = {kind for prefix, kind in CALLER_PREFIXES
+                 if kind in kinds and any(name.startswith(prefix) for name in names)}
+        first, last = g.stack_spans.get(st, (g.first_ts, g.last_ts))
+        add(found.pop() if len(found) == 1 else None, n, first, last)
+    rest = g.count - sum(g.stacks.values())
+    if rest > 0:
+        add(None, rest, g.first_ts, g.last_ts)
+    if not any(k is not None for k in parts):
+        return None
+    return {k: (v[0], v[1], v[2]) for k, v in parts.items()}
+
+
+def _rate(n: int, first: Optional[int], last: Optional[int], in_ns: bool) -> Optional[float]:
+    """Drops per second between the first and the last of ``n`` (None for one drop or no time)."""
+    if n < 2 or first is None or last is None or not in_ns or last <= first:
+        return None
+    return (n - 1) / ((last - first) / 1e9)
+
+
+def _cause(full: bool, holders: List[Holder], first: Optional[float], n: int, readable: bool = True) -> str:
+    if not readable:
+        return (f"{n} ring-full drops; the device's queues could not be read, so whether a ring is still full "
+                "and who reads it is unknown")
+    if full:
+        if not holders:
+            return "the ring is full and no process holds the queue open: nothing will consume it"
+        who = ", ".join(f"pid {h.pid} ({h.comm})" for h in holders)
+        since = f" since at least {first:.6f} (its first ring-full drop)" if first is not None else ""
+        state = "; ".join(f"pid {h.pid} is in state {h.state}" for h in holders if h.state)
+        return (f"the reader, {who}, has not consumed{since}" + (f" ({state})" if state else "")
+                + ": the ring filled and every further frame is dropped")
+    return (f"{n} ring-full drops, but the ring is not full now: the reader caught up (or the drops are "
+            "from an earlier stall)")
+
+
+def _summary(v: QueueVerdict) -> str:
+    if v.queue is not None:
+        q = f"queue {v.queue}"
+    elif any(n.startswith("its queues could not be read") for n in v.notes):
+        q = "(queues not read)"
+    else:
+        q = "(no full queue found)"
+    s = f"{v.device} {q}"
+    if v.full:
+        s += f" full ({v.live}/{v.size})"
+    if v.drop_count:
+        agg: Dict[Tuple[str, str], List[int]] = {}  # (reason, function) -> [count, of which ambiguous]
+        for r in v.drops:
+            a = agg.setdefault((r.reason or "drops", _fn(r.location_symbol)), [0, 0])
+            a[0] += r.count
+            if r.ambiguous:
+                a[1] += r.count
+        parts = []
+        for (reason, fn), (n, amb) in agg.items():
+            parts.append(f"{n} {reason} in {fn}" + (f" ({amb} of them maybe another device's)" if 0 < amb < n else ""))
+        s += "; " + ", ".join(parts)
+        if v.span_s is not None:
+            s += f" over {v.span_s:.1f} s"
+        if v.rate_per_s is not None:
+            s += f" ({v.rate_per_s:.0f}/s)"
+        if v.ago_s is not None:
+            s += f", the last {v.ago_s:.1f} s before the end of the trace"
+    elif v.full:
+        s += "; no drops of it in the trace"
+    return s + "; " + v.cause
+
+
+def _counter_check(dev: str, name: str, value: int, n: int, trace: Optional[TraceLimits],
+                   ambiguous: int = 0) -> CounterCheck:
+    """Compare a device's drop counter with the ``n`` trace drops tied to it, of which ``ambiguous`` may
+    be another device's (the trace could not tell them apart)."""
+    if value == n:
+        return CounterCheck(dev, name, value, n, "agree", f"{name} counts exactly the {n} drops in the trace")
+    if ambiguous and n - ambiguous <= value <= n:
+        return CounterCheck(dev, name, value, n, "agree",
+                            f"{name} counts {value}, within the {n} trace drops that can be {dev}'s: "
+                            f"{n - ambiguous} certainly, and {ambiguous} that the trace cannot tell apart from "
+                            "another device's")
+    if value > n:
+        why = f"{value - n} drops counted in {name} are not in the trace: earlier than its oldest event"
+        if trace is not None and trace.lost:
+            why += f" (the buffer lost {trace.lost} events)"
+        elif trace is not None:
+            why += " (or before tracing started)"
+        return CounterCheck(dev, name, value, n, "counter-higher", why)
+    return CounterCheck(dev, name, value, n, "trace-higher",
+                        f"the trace has {n - value} drops that {name} did not count: freed without counting "
+                        "(e.g. tap's GSO path drops segments without counting them)")
+
+
+_STALE_FIELDS = ("dev", "len", "data_len", "head", "data", "tail", "mac_header", "protocol")
+
+
+def _freelist_word(prog: drgn.Program, addr: int) -> Tuple[str, Optional[Tuple[int, int]]]:
+    """The slab state of ``addr`` and, for a free SLUB object, the bytes (start, end) relative to the
+    object that the allocator overwrote with its free-list pointer (``kmem_cache.offset``)."""
+    try:
+        from drgn.helpers.linux.slab import slab_object_info
+
+        info = slab_object_info(prog, addr)
+    except (drgn.FaultError, LookupError, ValueError, NotImplementedError, TypeError):
+        return "unknown", None
+    if info is None or not info.slab_cache:
+        return "unknown", None
+    if info.allocated:
+        return "reused", None
+    word = None
+    try:
+        cache = info.slab_cache
+        if cache.type_.type.has_member("offset"):  # SLUB (mm/slub.c: the free pointer lives at s->offset)
+            off = int(cache.offset) + (info.address - addr)
+            word = (off, off + prog.type("void *").size)
+    except (drgn.FaultError, LookupError):
+        pass
+    return "free", word
+
+
+def _stale_skbs(prog: drgn.Program, kaddrs: Dict[int, List[Tuple[int, Optional[str]]]], consumed: Dict[int, int],
+                fns: Set[str], names_by_addr: Dict[int, str], l2: bool, in_ns: bool, limit: int,
+                device: Optional[str] = None) -> List[StaleSkb]:
+    """Read what is left of the most recently dropped skbs (at locations ``fns``) whose slab object is
+    still free.  ``skb->dev`` is named only when it is one of the known devices (never dereferenced);
+    fields the allocator's free-list pointer covers are not trusted.  Skbs whose ``dev`` is another known
+    device than ``device`` are that device's drops (macvtap and ipvtap share tap_handle_frame): skipped."""
+    from skbinspect.memory.layout import struct_layout
+    from skbinspect.tuntap.packet import decode_ethernet
+
+    lay = struct_layout(prog, "struct sk_buff", _STALE_FIELDS)
+    cand: List[Tuple[int, int]] = []
+    for a, evs in kaddrs.items():
+        ts, fn = evs[-1]
+        if fn in fns:
+            cand.append((ts, a))
+    cand.sort(reverse=True)
+    out: List[StaleSkb] = []
+    for ts, a in cand[: limit * 8]:
+        if len(out) >= limit:
+            break
+        st, word = _freelist_word(prog, a)
+        s = StaleSkb(a, _sec(ts, in_ns), st)
+        out.append(s)
+        if st == "free" and consumed.get(a, -1) > ts:
+            s.slab_state = "reused"
+            s.error = "the same address was consumed (consume_skb) after the drop: reused and freed again"
+            continue
+        if st != "free":
+            s.error = ("slab object reallocated since: nothing of the dropped skb is left" if st == "reused"
+                       else "cannot tell whether the slab object was reused")
+            continue
+        try:
+            f = lay.decode(prog.read(a, lay.size))
+        except drgn.FaultError as ex:
+            s.error = f"unreadable: {ex}"
+            continue
+        bad = set()
+        if word is not None:
+            for n, (off, size, _, _) in lay.fields.items():
+                if off < word[1] and off + size > word[0]:
+                    bad.add(n)
+        dev = f.get("dev") if "dev" not in bad else None
+        if device is not None and dev in names_by_addr and names_by_addr[dev] != device:
+            out.pop()
+            continue
+        if dev:
+            s.device = names_by_addr.get(dev, "%#x (not a known device)" % dev)
+        if dev not in names_by_addr:
+            notes_dev = "skb->dev is not a tun/tap device: probably reused and freed again since the drop"
+        else:
+            notes_dev = None
+        if "len" not in bad and f.get("len") is not None and f["len"] < 1 << 20:
+            s.length = f["len"]
+        notes = [notes_dev] if notes_dev else []
+        if bad:
+            notes.append("overwritten by the allocator's free-list pointer: " + ", ".join(sorted(bad)))
+        head, data = f.get("head"), f.get("data")
+        if "head" in bad or "data" in bad or not head or not data:
+            s.error = "; ".join(notes + ["no packet data pointer left"])
+            continue
+        start = data
+        mac = f.get("mac_header")
+        if l2 and mac is not None and "mac_header" not in bad and mac != 0xFFFF and data - 64 <= head + mac < data:
+            start = head + mac
+        n = 128
+        if "tail" not in bad and f.get("tail") is not None and 0 < head + f["tail"] - start <= 4096:
+            n = min(n, head + f["tail"] - start)
+        try:
+            raw = prog.read(start, n)
+        except drgn.FaultError:
+            s.error = "; ".join(notes + ["its data buffer is unreadable"])
+            continue
+        try:
+            s.summary = decode_ethernet(raw).summary() if l2 else raw[:32].hex()
+        except Exception as ex:  # noqa: BLE001 - stale bytes may be anything
+            notes.append(f"headers undecodable: {ex}")
+        if notes:
+            s.error = "; ".join(notes)
+    return out

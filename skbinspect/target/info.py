@@ -1,0 +1,119 @@
+"""``skbinspect info``: what the target is, and what skbinspect can read in it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+import drgn
+
+from skbinspect.target.debuginfo import NEEDED_MODULES
+from skbinspect.target.opener import Target
+
+__all__ = ["TargetInfo", "ModuleInfo", "target_info"]
+
+
+@dataclass
+class ModuleInfo:
+    """A module skbinspect reads: loaded or not, and its debug file."""
+
+    name: str
+    loaded: bool
+    debug_file: Optional[str]
+
+
+@dataclass
+class TargetInfo:
+    """Facts about an opened target (see :func:`target_info`)."""
+
+    kind: str  # live, vmcore, qemu
+    source: str
+    release: str
+    version: Optional[str]  # the kernel's banner (uname -v)
+    cpus_possible: Optional[int]
+    cpus_online: Optional[int]
+    vmlinux_debug_file: Optional[str]
+    modules: List[ModuleInfo] = field(default_factory=list)
+    crash_time: Optional[int] = None  # seconds since the epoch (VMCOREINFO CRASHTIME, kdump only)
+    kernel_time: Optional[int] = None  # the kernel's wall clock (tk_core xtime_sec) when read / dumped
+    panic_message: Optional[str] = None
+    vmcore_format: Optional[str] = None
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def missing_debug_info(self) -> List[str]:
+        return [m.name for m in self.modules if m.loaded and not m.debug_file]
+
+    def to_json(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["missing_debug_info"] = self.missing_debug_info
+        return d
+
+
+def _vmcoreinfo(prog: drgn.Program) -> Dict[str, str]:
+    try:
+        raw = prog["VMCOREINFO"].string_().decode(errors="replace")
+    except (KeyError, LookupError, drgn.FaultError):
+        return {}
+    return dict(line.split("=", 1) for line in raw.splitlines() if "=" in line)
+
+
+def _count_cpus(prog: drgn.Program, mask: str) -> Optional[int]:
+    from drgn.helpers.linux.cpumask import for_each_possible_cpu, for_each_online_cpu
+
+    fn = for_each_possible_cpu if mask == "possible" else for_each_online_cpu
+    try:
+        return sum(1 for _ in fn(prog))
+    except (LookupError, drgn.FaultError):
+        return None
+
+
+def target_info(target: Target, panic: bool = True) -> TargetInfo:
+    """Collect :class:`TargetInfo` for ``target``; each missing piece is left ``None`` with a warning."""
+    prog = target.prog
+    warnings = list(target.warnings)
+    version = None
+    try:
+        banner = prog["linux_banner"].string_().decode(errors="replace")
+        m = re.search(r"\) (#.*)$", banner.strip())
+        version = m.group(1) if m else banner.strip()
+    except (LookupError, drgn.FaultError):
+        pass
+    loaded = {name: m for name, m in target.debug.modules.items()}
+    modules = [
+        ModuleInfo(name, name in loaded, loaded[name].path if name in loaded else None) for name in NEEDED_MODULES
+    ]
+    info = TargetInfo(
+        kind=target.kind,
+        source=target.source,
+        release=target.release,
+        version=version,
+        cpus_possible=_count_cpus(prog, "possible"),
+        cpus_online=_count_cpus(prog, "online"),
+        vmlinux_debug_file=target.debug.vmlinux,
+        modules=modules,
+        vmcore_format=target.vmcore.format if target.vmcore else None,
+        warnings=warnings,
+    )
+    if "CRASHTIME" in (vmci := _vmcoreinfo(prog)):
+        try:
+            info.crash_time = int(vmci["CRASHTIME"])
+        except ValueError:
+            warnings.append(f"VMCOREINFO CRASHTIME is not a number: {vmci['CRASHTIME']!r}")
+    try:
+        # drgn's helper knows both tk_core and the 6.17+ timekeeper_data[TIMEKEEPER_CORE].
+        from drgn.helpers.linux.timekeeping import ktime_get_real_seconds
+
+        info.kernel_time = int(ktime_get_real_seconds(prog))
+    except (LookupError, drgn.FaultError, AttributeError) as e:
+        warnings.append(f"cannot read the kernel's wall clock: {e}")
+    if panic and target.kind == "vmcore":
+        try:
+            from drgn.helpers.linux.panic import panic_message
+
+            msg = panic_message(prog)
+            info.panic_message = msg.decode(errors="replace") if msg else None
+        except (LookupError, drgn.FaultError, ValueError) as e:
+            warnings.append(f"cannot read the kernel log for a panic message: {e}")
+    return info

@@ -1,0 +1,332 @@
+"""Opening a target: the live kernel (``/proc/kcore``), a vmcore, or a running QEMU guest over QMP.
+
+Everything that can go wrong before drgn has a program is checked here and reported as a
+:class:`~skbinspect.errors.TargetError` or :class:`~skbinspect.errors.DebugInfoError` with a message
+that says what to do.  Readers never see a half-opened target.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import stat
+import struct
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import drgn
+
+from skbinspect.target.debuginfo import DebugInfoReport, debug_package_hint, elf_build_id, kernel_main_module, load_debug_info
+from skbinspect.errors import DebugInfoError, TargetError
+
+__all__ = ["Target", "VmcoreFile", "check_vmcore_file", "kernel_version", "open_target", "target_from_program"]
+
+KDUMP_SIGNATURE = b"KDUMP   "
+FLATTENED_SIGNATURE = b"makedumpfile"
+CAP_SYS_RAWIO = 17
+
+
+@dataclass
+class VmcoreFile:
+    """What the first bytes and size of a vmcore file say about it."""
+
+    path: str
+    format: str  # "elf" or "kdump"
+    size: int
+    expected_size: Optional[int] = None  # ELF: end of the last PT_LOAD's file data
+    warnings: List[str] = field(default_factory=list)
+
+
+def _explain_open_error(path: str, e: OSError) -> TargetError:
+    return TargetError(f"cannot read vmcore {path}: {e.strerror or e}.")
+
+
+def check_vmcore_file(path: str) -> VmcoreFile:
+    """Check that ``path`` is a vmcore drgn can open; raise :class:`TargetError` saying why not.
+
+    Recognises ELF cores (kdump's ``/proc/vmcore``, ``makedumpfile -E``, QEMU ``dump-guest-memory``),
+    kdump-compressed files (``makedumpfile -c/-l/-p/-z``) and makedumpfile's flattened format (refused
+    with how to reassemble it).  A truncated ELF core is accepted with a warning: what is present can
+    still be read.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise TargetError(f"vmcore {path} does not exist.")
+    except OSError as e:
+        raise _explain_open_error(path, e)
+    if stat.S_ISDIR(st.st_mode):
+        raise TargetError(f"{path} is a directory, not a vmcore.")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+            if head[:4] == b"\x7fELF":
+                return _check_elf(path, f, head, st.st_size)
+    except OSError as e:
+        raise _explain_open_error(path, e)
+    if head.startswith(KDUMP_SIGNATURE):
+        return VmcoreFile(path, "kdump", st.st_size)
+    if head.startswith(FLATTENED_SIGNATURE):
+        raise TargetError(
+            f"{path} is in makedumpfile's flattened format (as written with makedumpfile -F or to a pipe), "
+            "which cannot be read directly. Reassemble it first:\n"
+            f"    makedumpfile -R {path}.reassembled < {path}\n"
+            f"and open {path}.reassembled."
+        )
+    if not head:
+        raise TargetError(f"{path} is empty: the dump was not written (or the copy failed).")
+    raise TargetError(
+        f"{path} is not a vmcore: it is neither an ELF core file nor a kdump-compressed dump "
+        f"(it starts with {head[:8]!r})."
+    )
+
+
+def _check_elf(path: str, f, head: bytes, size: int) -> VmcoreFile:  # type: ignore[no-untyped-def]
+    if len(head) < 64 or head[4] != 2 or head[5] != 1:
+        raise TargetError(f"{path} is an ELF file but not a 64-bit little-endian one: not an x86-64 vmcore.")
+    (e_type,) = struct.unpack_from("<H", head, 16)
+    if e_type != 4:  # ET_CORE
+        kind = {1: "a relocatable object", 2: "an executable (is it a vmlinux?)", 3: "a shared object"}
+        raise TargetError(f"{path} is {kind.get(e_type, 'an ELF file')}, not a core dump (vmcore).")
+    (phoff,) = struct.unpack_from("<Q", head, 32)
+    phentsize, phnum = struct.unpack_from("<HH", head, 54)
+    if phnum == 0xFFFF or phentsize < 56 or phoff + phentsize * phnum > size:
+        raise TargetError(f"{path} is truncated: its ELF program headers are cut off ({size} bytes).")
+    f.seek(phoff)
+    phdrs = f.read(phentsize * phnum)
+    end = 0
+    loads = 0
+    for i in range(phnum):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", phdrs, i * phentsize)
+        if p_type in (1, 4):  # PT_LOAD, PT_NOTE
+            end = max(end, p_offset + p_filesz)
+            loads += p_type == 1
+    vf = VmcoreFile(path, "elf", size, expected_size=end)
+    if loads == 0:
+        raise TargetError(f"{path} is an ELF core file without memory segments (PT_LOAD): not a kernel vmcore.")
+    if end > size:
+        vf.warnings.append(
+            f"vmcore {path} is truncated: {size} of {end} bytes present ({100 * size // end}%); "
+            "memory beyond the cut cannot be read and some results may be missing."
+        )
+    return vf
+
+
+def _has_cap_sys_rawio() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_RAWIO & 1)
+    except OSError:
+        pass
+    return False
+
+
+def _check_live() -> None:
+    if not os.path.exists("/proc/kcore"):
+        raise TargetError(
+            "/proc/kcore does not exist, so the live kernel cannot be read: the kernel was built without "
+            "CONFIG_PROC_KCORE or /proc is not mounted. Inspect a vmcore instead (skbinspect -c VMCORE ...)."
+        )
+    if os.geteuid() != 0 and not _has_cap_sys_rawio():
+        raise TargetError(
+            "live inspection reads /proc/kcore, which needs root (or CAP_SYS_RAWIO). "
+            "Run it as root, e.g. `sudo skbinspect ...`, or inspect a vmcore with `skbinspect -c VMCORE ...`."
+        )
+
+
+def _check_qmp(address: str) -> None:
+    if ":" in address and not address.startswith(("/", ".")):
+        return  # host:port, checked by drgn when it connects
+    try:
+        st = os.stat(address)
+    except FileNotFoundError:
+        raise TargetError(
+            f"QMP socket {address} does not exist. Start QEMU with `-qmp unix:{address},server=on,wait=off`."
+        )
+    except OSError as e:
+        raise TargetError(f"cannot use QMP socket {address}: {e.strerror}.")
+    if not stat.S_ISSOCK(st.st_mode):
+        raise TargetError(f"{address} is not a socket; --qemu wants the path of QEMU's QMP Unix socket.")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(2)
+        s.connect(address)
+    except OSError as e:
+        raise TargetError(
+            f"cannot connect to QMP socket {address}: {e.strerror or e}. Is that QEMU still running, and is "
+            "no other client connected to it (QMP serves one client at a time)?"
+        )
+    finally:
+        s.close()
+
+
+@dataclass
+class Target:
+    """An opened target: a drgn program with its debug info, and what is known about where it came from.
+
+    :ivar prog: the drgn program, with vmlinux debug info loaded.
+    :ivar kind: ``"live"``, ``"vmcore"`` or ``"qemu"``.
+    :ivar source: ``/proc/kcore``, the vmcore path, or the QMP socket.
+    """
+
+    prog: drgn.Program
+    kind: str
+    source: str
+    release: str
+    debug: DebugInfoReport
+    vmcore: Optional[VmcoreFile] = None
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def is_live(self) -> bool:
+        return self.kind in ("live", "qemu")
+
+    def require_module(self, name: str) -> None:
+        """Raise :class:`DebugInfoError` if loaded module ``name`` has no debug info."""
+        if not self.debug.module_ok(name):
+            raise DebugInfoError(
+                f"module {name} is loaded but its debug info was not found, so its devices cannot be read. "
+                + debug_package_hint(self.release, local_kernel_version(self.kind))
+                + (" Tried: " + ", ".join(self.debug.modules[name].tried) if self.debug.modules[name].tried else "")
+            )
+
+
+def _set_target(prog: drgn.Program, kind: str, source: str) -> None:
+    try:
+        if kind == "vmcore":
+            prog.set_core_dump(source)
+        elif kind == "qemu":
+            prog.set_qemu_qmp(source)
+        else:
+            prog.set_kernel()
+    except PermissionError as e:
+        raise TargetError(f"cannot open {source}: {e.strerror or e}.")
+    except (OSError, ValueError, drgn.FaultError) as e:
+        what = {"vmcore": "vmcore", "qemu": "QEMU guest over QMP", "live": "live kernel"}[kind]
+        msg = str(e)
+        hint = ""
+        if "unrecognized QEMU memory dump" in msg:
+            hint = "The dump has no VMCOREINFO: start QEMU with `-device vmcoreinfo` and load qemu_fw_cfg in the guest."
+        elif kind == "vmcore":
+            hint = "Is the file complete and really a Linux kernel dump?"
+        raise TargetError(f"cannot open {what} {source}: {msg}.", hint=hint)
+
+
+def kernel_version(prog: drgn.Program) -> Tuple[int, int]:
+    """(major, minor) of the target's kernel from ``UTS_RELEASE``; (0, 0) if unknown.  For the few
+    formats that the debug info cannot tell apart (text layouts such as /proc/net/softnet_stat)."""
+    try:
+        m = re.match(r"(\d+)\.(\d+)", _release(prog))
+    except TargetError:
+        return (0, 0)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def _release(prog: drgn.Program) -> str:
+    try:
+        return prog["UTS_RELEASE"].string_().decode()
+    except (KeyError, LookupError, drgn.FaultError) as e:
+        raise TargetError(f"cannot read the kernel release from the target ({e}): is it a Linux kernel?")
+
+
+def target_from_program(
+    prog: drgn.Program, symbols: Sequence[str] = (), default_symbols: bool = True, kind: Optional[str] = None
+) -> Target:
+    """Wrap an already-set drgn program (e.g. inside a drgn session), loading what debug info is missing."""
+    if kind is None:
+        if prog.flags & drgn.ProgramFlags.IS_LIVE:
+            kind = "live" if os.path.exists("/proc/kcore") and prog.core_dump_path == "/proc/kcore" else "qemu"
+        else:
+            kind = "vmcore"
+    source = getattr(prog, "core_dump_path", None) or kind
+    release = _release(prog)
+    report = load_debug_info(prog, release, symbols, default_symbols)
+    if report.vmlinux is None:
+        _raise_no_vmlinux(prog, release, report, kind)
+    return Target(prog, kind, str(source), release, report)
+
+
+def local_kernel_version(kind: str) -> Optional[str]:
+    """``uname -v`` of the running kernel when the target is that kernel (live), else None: without debug
+    info, the only way to tell a Debian kernel from another with the same kind of release string."""
+    if kind != "live":
+        return None
+    try:
+        with open("/proc/sys/kernel/version") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _raise_no_vmlinux(prog: drgn.Program, release: str, report: DebugInfoReport, kind: str) -> None:
+    hint = debug_package_hint(release, local_kernel_version(kind))
+    main = kernel_main_module(prog)
+    want = main.build_id.hex() if main.build_id else None
+    if report.vmlinux_tried:
+        details = []
+        for p in report.vmlinux_tried:
+            got = elf_build_id(p)
+            details.append(f"{p} (build ID {got.hex() if got else 'none'})")
+        raise DebugInfoError(
+            f"the debug info given does not match the kernel ({release}"
+            + (f", build ID {want}" if want else "")
+            + "): "
+            + "; ".join(details)
+            + ". It belongs to a different kernel build. "
+            + hint
+        )
+    raise DebugInfoError(
+        f"no debug info (vmlinux with DWARF) found for kernel {release}. "
+        + hint
+        + " Or point at the file with -s/--symbols PATH."
+    )
+
+
+def open_target(
+    core: Optional[str] = None,
+    qemu: Optional[str] = None,
+    symbols: Sequence[str] = (),
+    default_symbols: bool = True,
+) -> Target:
+    """Open the live kernel (default), a vmcore (``core``) or a QEMU guest (``qemu``) with debug info.
+
+    :param symbols: ``-s`` paths: vmlinux or module debug files, or directories to search.
+    :param default_symbols: also search the standard places.
+    :raises TargetError: the target cannot be opened (message says why and what to do).
+    :raises DebugInfoError: no matching vmlinux debug info.
+    """
+    if core and qemu:
+        raise TargetError("give either -c/--core or --qemu, not both.")
+    for s in symbols:
+        if not os.path.exists(s):
+            raise TargetError(f"-s/--symbols {s}: no such file or directory.")
+    warnings: List[str] = []
+    vmcore = None
+    if core:
+        vmcore = check_vmcore_file(core)
+        warnings += vmcore.warnings
+        kind, source = "vmcore", core
+    elif qemu:
+        _check_qmp(qemu)
+        kind, source = "qemu", qemu
+    else:
+        _check_live()
+        kind, source = "live", "/proc/kcore"
+    prog = drgn.Program()
+    _set_target(prog, kind, source)
+    release = _release(prog)
+    try:
+        report = load_debug_info(prog, release, symbols, default_symbols)
+    except drgn.FaultError as e:
+        raise TargetError(f"reading the module list of {source} failed ({e}); the dump may be truncated or corrupt.")
+    if report.vmlinux is None:
+        _raise_no_vmlinux(prog, release, report, kind)
+    for name in report.missing_modules:
+        warnings.append(
+            f"module {name} is loaded but has no debug info: its devices cannot be read "
+            f"(linux-image-{release}-dbg on Debian has it)."
+        )
+    return Target(prog, kind, source, release, report, vmcore, warnings)
