@@ -76,9 +76,17 @@ def naive_entries(prog: drgn.Program) -> List[RingEntry]:
         length = int(skb.len)
         linear = length - int(skb.data_len)
         p = int(skb.protocol)  # __be16
-        e = RingEntry(i, "skb", slot.value_(), length=length, linear_length=linear, protocol=(p & 0xFF) << 8 | p >> 8,
-                      queue_mapping=int(skb.queue_mapping), tstamp_ns=int(skb.tstamp) or None,
-                      dev=skb.dev.value_() or None)
+        e = RingEntry(
+            i,
+            "skb",
+            slot.value_(),
+            length=length,
+            linear_length=linear,
+            protocol=(p & 0xFF) << 8 | p >> 8,
+            queue_mapping=int(skb.queue_mapping),
+            tstamp_ns=int(skb.tstamp) or None,
+            dev=skb.dev.value_() or None,
+        )
         at = int(skb.data)
         mac_header = int(skb.mac_header)
         if mac_header != UNSET_HEADER and int(skb.head):
@@ -107,8 +115,14 @@ def naive_walk_fewer_members(prog: drgn.Program) -> list:
     for i, slot, skb in _naive_slots(prog):
         length = int(skb.len)
         linear = length - int(skb.data_len)
-        e = {"index": i, "address": hex(slot.value_()), "length": length, "protocol": int(skb.protocol),
-             "queue_mapping": int(skb.queue_mapping), "dev": hex(skb.dev.value_())}
+        e = {
+            "index": i,
+            "address": hex(slot.value_()),
+            "length": length,
+            "protocol": int(skb.protocol),
+            "queue_mapping": int(skb.queue_mapping),
+            "dev": hex(skb.dev.value_()),
+        }
         e["data"] = prog.read(int(skb.data), min(linear, HEADER_BYTES)).hex()
         out.append(e)
     return out
@@ -167,7 +181,9 @@ def main() -> int:
     summary = io.StringIO()
     command("--json", "ring", out=summary)
     want = json.loads(json.dumps(naive_summary(prog)))
-    assert json.loads(summary.getvalue())["devices"][0]["queues"][0]["summary"] == want, "naive summary differs"
+    assert json.loads(summary.getvalue())["devices"][0]["queues"][0]["summary"] == want, (
+        "naive summary differs"
+    )
     print("checked: the naive entries JSON and summary equal skbinspect's")
 
     # (name, timings, baseline name)

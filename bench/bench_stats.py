@@ -113,19 +113,28 @@ def main() -> None:
             for _ in range(loops):
                 {(c, n): getattr(per_cpu_ptr(ptr, c), n).value_() for c in cpus for n in names}
 
-        res = {"reasons table": timeit(reasons, a.repeat), "stats (all)": timeit(stats, a.repeat),
-               "naive per-field Objects (subset)": timeit(lambda: naive_stats(prog), a.repeat)}
-        per_dev = {"one device's per-CPU counters, bulk": timeit(bulk_dev, a.repeat),
-                   "same, one Object per field": timeit(naive_dev, a.repeat)}
+        res = {
+            "reasons table": timeit(reasons, a.repeat),
+            "stats (all)": timeit(stats, a.repeat),
+            "naive per-field Objects (subset)": timeit(lambda: naive_stats(prog), a.repeat),
+        }
+        per_dev = {
+            "one device's per-CPU counters, bulk": timeit(bulk_dev, a.repeat),
+            "same, one Object per field": timeit(naive_dev, a.repeat),
+        }
         n = len(drop_reason_table(prog).reasons)
         d = drop_stats(prog)
-        print(f"{name} ({target.release}): open {open_s:.2f}s; {n} reasons; {len(d.devices)} devices, "
-              f"{len(d.softnet.cpus)} CPUs")
+        print(
+            f"{name} ({target.release}): open {open_s:.2f}s; {n} reasons; {len(d.devices)} devices, "
+            f"{len(d.softnet.cpus)} CPUs"
+        )
         for k, v in res.items():
             print(f"  {k:40s} median {statistics.median(v) * 1000:8.1f} ms  (min {min(v) * 1000:.1f})")
         for k, v in per_dev.items():
-            print(f"  {k:40s} median {statistics.median(v) / loops * 1e6:8.1f} us per device "
-                  f"({len(cpus)} CPUs x {len(names)} counters)")
+            print(
+                f"  {k:40s} median {statistics.median(v) / loops * 1e6:8.1f} us per device "
+                f"({len(cpus)} CPUs x {len(names)} counters)"
+            )
 
 
 if __name__ == "__main__":

@@ -66,8 +66,11 @@ def naive_events(prog: drgn.Program, name: str) -> List[Dict[str, Any]]:
     """Every event of the instance, read one drgn Object at a time, merged by time stamp."""
     from drgn.helpers.linux.list import list_for_each_entry
 
-    tr = next(t for t in list_for_each_entry("struct trace_array", prog["ftrace_trace_arrays"].address_of_(), "list")
-              if t.name and t.name.string_().decode() == name)
+    tr = next(
+        t
+        for t in list_for_each_entry("struct trace_array", prog["ftrace_trace_arrays"].address_of_(), "list")
+        if t.name and t.name.string_().decode() == name
+    )
     buf = tr.array_buffer.buffer
     ids = {}
     for call in list_for_each_entry("struct trace_event_call", prog["ftrace_events"].address_of_(), "list"):
@@ -136,7 +139,12 @@ def naive_events(prog: drgn.Program, name: str) -> List[Dict[str, Any]]:
                     continue
                 ent = drgn.Object(prog, "struct trace_entry", address=p)
                 typ = ent.type.value_()
-                e: Dict[str, Any] = {"ts": ts, "cpu": cpu, "pid": ent.pid.value_(), "event": ids.get(typ, str(typ))}
+                e: Dict[str, Any] = {
+                    "ts": ts,
+                    "cpu": cpu,
+                    "pid": ent.pid.value_(),
+                    "event": ids.get(typ, str(typ)),
+                }
                 if e["event"] == "kfree_skb":
                     rec = drgn.Object(prog, "struct trace_event_raw_kfree_skb", address=p)
                     loc = rec.location.value_()
@@ -145,8 +153,11 @@ def naive_events(prog: drgn.Program, name: str) -> List[Dict[str, Any]]:
                         locs = f"{sym.name}+{loc - sym.address:#x}"
                     except LookupError:
                         locs = hex(loc)
-                    e["fields"] = {"skbaddr": hex(rec.skbaddr.value_()), "location": hex(loc),
-                                   "protocol": rec.protocol.value_()}
+                    e["fields"] = {
+                        "skbaddr": hex(rec.skbaddr.value_()),
+                        "location": hex(loc),
+                        "protocol": rec.protocol.value_(),
+                    }
                     e["location_symbol"] = locs
                     try:
                         e["reason"] = rec.reason.format_(type_name=False).replace("SKB_DROP_REASON_", "")
@@ -156,8 +167,12 @@ def naive_events(prog: drgn.Program, name: str) -> List[Dict[str, Any]]:
                     rec = drgn.Object(prog, "struct trace_event_raw_net_dev_start_xmit", address=p)
                     loc = rec.__data_loc_name.value_()
                     dev = prog.read(p + (loc & 0xFFFF), loc >> 16).split(b"\0")[0].decode()
-                    e["fields"] = {"name": dev, "skbaddr": hex(rec.skbaddr.value_()),
-                                   "queue_mapping": rec.queue_mapping.value_(), "len": rec.len.value_()}
+                    e["fields"] = {
+                        "name": dev,
+                        "skbaddr": hex(rec.skbaddr.value_()),
+                        "queue_mapping": rec.queue_mapping.value_(),
+                        "len": rec.len.value_(),
+                    }
                 out.append(e)
     out.sort(key=lambda e: (e["ts"], e["cpu"]))
     return out
@@ -268,22 +283,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     symbolizer(prog)._table()
     setup = time.perf_counter() - t0
     total = tr.entries
-    print(f"instance {INSTANCE}: {total} events in the buffer ({tr.written} written), "
-          f"{len(tr.cpus)} CPUs, {sum(c.nr_pages for c in tr.cpus)} sub-buffers of {tr.subbuf_size} bytes; "
-          f"setup (formats, comms, symbols) {setup:.2f} s")
+    print(
+        f"instance {INSTANCE}: {total} events in the buffer ({tr.written} written), "
+        f"{len(tr.cpus)} CPUs, {sum(c.nr_pages for c in tr.cpus)} sub-buffers of {tr.subbuf_size} bytes; "
+        f"setup (formats, comms, symbols) {setup:.2f} s"
+    )
     if total < 500_000:
         print(f"WARNING: only {total} events (the benchmark wants at least 500,000)")
 
     rows: List[Tuple[str, float, float, int]] = []
 
-    def bench(label: str, fn: Callable[[], object], repeat: int, n: Optional[int] = None) -> Tuple[float, float]:
+    def bench(
+        label: str, fn: Callable[[], object], repeat: int, n: Optional[int] = None
+    ) -> Tuple[float, float]:
         dt, ct, res = timeit(fn, repeat)
         count = n if n is not None else int(res)  # type: ignore[arg-type]
         if count != total:
             print(f"WARNING: {label} saw {count} events, the buffer has {total}")
         rows.append((label, dt, ct, count))
-        print(f"  {label:42} wall {dt:7.3f} s {count / dt / 1e6:6.3f} M ev/s | "
-              f"cpu {ct:7.3f} s {count / ct / 1e6:6.3f} M ev/s")
+        print(
+            f"  {label:42} wall {dt:7.3f} s {count / dt / 1e6:6.3f} M ev/s | "
+            f"cpu {ct:7.3f} s {count / ct / 1e6:6.3f} M ev/s"
+        )
         return dt, ct
 
     print(f"load average before: {os.getloadavg()[0]:.2f}")
@@ -291,18 +312,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("skbinspect:")
     bench("decode (walk + decode + merge)", lambda: decode_only(prog, tr), args.repeat)
     bench("events + fields (Python API)", lambda: events_fields(prog, tr), args.repeat)
-    t_json = bench("trace --json (all events, to /dev/null)",
-                   lambda: command(prog, target, ["trace", "-i", INSTANCE]), args.repeat, total)
-    t_drops = bench("drops --json", lambda: command(prog, target, ["drops", "-i", INSTANCE]), args.repeat, total)
+    t_json = bench(
+        "trace --json (all events, to /dev/null)",
+        lambda: command(prog, target, ["trace", "-i", INSTANCE]),
+        args.repeat,
+        total,
+    )
+    t_drops = bench(
+        "drops --json", lambda: command(prog, target, ["drops", "-i", INSTANCE]), args.repeat, total
+    )
     print("naive (one drgn Object per event and field):")
     t_naive_json = bench("naive trace json", lambda: naive_trace_json(prog), args.naive_repeat)
     t_naive_drops = bench("naive drops", lambda: naive_drops(prog), args.naive_repeat, total)
     d_wall, d_cpu = rows[0][1], rows[0][2]
     print("ratios (naive time / skbinspect time, same run; wall | cpu):")
-    print(f"  trace --json: {t_naive_json[0] / t_json[0]:6.1f} x | {t_naive_json[1] / t_json[1]:6.1f} x faster")
-    print(f"  drops:        {t_naive_drops[0] / t_drops[0]:6.1f} x | {t_naive_drops[1] / t_drops[1]:6.1f} x faster")
-    print(f"  decode alone: {total / d_wall / 1e6:.3f} M events/s wall, {total / d_cpu / 1e6:.3f} M events/s cpu; "
-          f"{t_naive_json[1] / d_cpu:.0f} x less CPU than the naive JSON path")
+    print(
+        f"  trace --json: {t_naive_json[0] / t_json[0]:6.1f} x | {t_naive_json[1] / t_json[1]:6.1f} x faster"
+    )
+    print(
+        f"  drops:        {t_naive_drops[0] / t_drops[0]:6.1f} x | {t_naive_drops[1] / t_drops[1]:6.1f} x faster"
+    )
+    print(
+        f"  decode alone: {total / d_wall / 1e6:.3f} M events/s wall, {total / d_cpu / 1e6:.3f} M events/s cpu; "
+        f"{t_naive_json[1] / d_cpu:.0f} x less CPU than the naive JSON path"
+    )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print("peak Python memory of streamed trace --json (tracemalloc):")
     for frac in (0.1, 0.5, None):

@@ -25,8 +25,15 @@ from skbinspect.counters.stats import DropStats
 from skbinspect.target.opener import Target
 from skbinspect.tuntap.devices import TapDevice
 
-__all__ = ["skbinspect_target", "tap_devices", "drop_reasons", "drop_stats", "drops", "skb_events",
-           "post_mortem"]
+__all__ = [
+    "skbinspect_target",
+    "tap_devices",
+    "drop_reasons",
+    "drop_stats",
+    "drops",
+    "skb_events",
+    "post_mortem",
+]
 
 _CACHE_KEY = "skbinspect.target"
 
@@ -48,8 +55,14 @@ def skbinspect_target(prog: drgn.Program, symbols: Sequence[str] = ()) -> Target
 
 
 @takes_program_or_default
-def tap_devices(prog: drgn.Program, names: Sequence[str] = (), entries: bool = False, stale: bool = False,
-                holders: bool = True, netns: Optional[int] = None) -> List[TapDevice]:
+def tap_devices(
+    prog: drgn.Program,
+    names: Sequence[str] = (),
+    entries: bool = False,
+    stale: bool = False,
+    holders: bool = True,
+    netns: Optional[int] = None,
+) -> List[TapDevice]:
     """tun/tap/macvtap/ipvtap devices with their queues, rings (``queue.ring.analysis.full``) and holders.
 
     :param names: device names or ifindexes (``struct net_device`` ``name``); all devices if empty.
@@ -58,8 +71,15 @@ def tap_devices(prog: drgn.Program, names: Sequence[str] = (), entries: bool = F
     from skbinspect.tuntap.devices import read_tap_devices
 
     t = skbinspect_target(prog)
-    return read_tap_devices(prog, tuple(names), netns, entries=entries, stale=stale and entries,
-                            holders=holders, module_ok=t.debug.module_ok)
+    return read_tap_devices(
+        prog,
+        tuple(names),
+        netns,
+        entries=entries,
+        stale=stale and entries,
+        holders=holders,
+        module_ok=t.debug.module_ok,
+    )
 
 
 @takes_program_or_default
@@ -88,8 +108,11 @@ def drops(prog: drgn.Program, instance: Optional[str] = None, reasons: Sequence[
 
 
 @takes_program_or_default
-def skb_events(prog: drgn.Program, instance: Optional[str] = None,
-               kinds: Sequence[str] = ("skb:kfree_skb", "skb:consume_skb")) -> Iterator[object]:
+def skb_events(
+    prog: drgn.Program,
+    instance: Optional[str] = None,
+    kinds: Sequence[str] = ("skb:kfree_skb", "skb:consume_skb"),
+) -> Iterator[object]:
     """kfree_skb / consume_skb events of a trace buffer, oldest first, with stacks and symbolised
     locations (:class:`~skbinspect.skb_events.KfreeSkb`, :class:`~skbinspect.skb_events.ConsumeSkb`)."""
     from skbinspect.ftrace.skb_events import iter_skb_events

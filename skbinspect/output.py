@@ -48,7 +48,9 @@ def print_json(obj: Any) -> None:
     """
     # json.dumps, not json.dump: only the one-shot path uses the C encoder.
     if sys.stdout.isatty():
-        sys.stdout.write(json.dumps(obj, indent=2, default=lambda o: o.value() if isinstance(o, RawJSON) else str(o)))
+        sys.stdout.write(
+            json.dumps(obj, indent=2, default=lambda o: o.value() if isinstance(o, RawJSON) else str(o))
+        )
         sys.stdout.write("\n")
         return
     raws: List[RawJSON] = []

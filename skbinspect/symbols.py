@@ -48,7 +48,8 @@ def elf_sections(f: BinaryIO, max_sections: int = 1 << 16) -> Optional[List[ElfS
     out = []
     for i in range(len(shdrs) // shentsize):
         _, sh_type, _, _, sh_offset, sh_size, sh_link, _, _, sh_entsize = struct.unpack_from(
-            "<IIQQQQIIQQ", shdrs, i * shentsize)
+            "<IIQQQQIIQQ", shdrs, i * shentsize
+        )
         out.append(ElfSection(sh_type, sh_offset, sh_size, sh_link, sh_entsize))
     return out
 
@@ -68,7 +69,10 @@ def elf_build_id(path: str) -> Optional[bytes]:
                     namesz, descsz, ntype = struct.unpack_from("<III", notes, off)
                     name_end = off + 12 + ((namesz + 3) & ~3)
                     desc = notes[name_end : name_end + descsz]
-                    if ntype == NT_GNU_BUILD_ID and notes[off + 12 : off + 12 + namesz].rstrip(b"\0") == b"GNU":
+                    if (
+                        ntype == NT_GNU_BUILD_ID
+                        and notes[off + 12 : off + 12 + namesz].rstrip(b"\0") == b"GNU"
+                    ):
                         return bytes(desc)
                     off = name_end + ((descsz + 3) & ~3)
     except (OSError, struct.error):
@@ -127,7 +131,7 @@ class Symbolizer:
             try:
                 for m in self.prog.modules():
                     if isinstance(m, drgn.RelocatableModule):
-                        for lo, hi in (m.address_ranges or ()):
+                        for lo, hi in m.address_ranges or ():
                             ranges.append((lo, hi, m.name))
                     elif isinstance(m, drgn.MainModule):
                         self._kranges = list(m.address_ranges or ())
@@ -185,7 +189,9 @@ class Symbolizer:
             syms = self.prog.symbols()
         except (LookupError, drgn.FaultError, ValueError):
             syms = []
-        pairs = sorted(((s.address, s) for s in syms if s.name and klo <= s.address < khi), key=lambda p: p[0])
+        pairs = sorted(
+            ((s.address, s) for s in syms if s.name and klo <= s.address < khi), key=lambda p: p[0]
+        )
         starts: List[int] = []
         names: List[Any] = []
         for a, sym in pairs:
@@ -253,8 +259,6 @@ class Symbolizer:
         return info.format(address, offset, size)
 
 
-
-
 def _vmlinux_symbols(prog: drgn.Program) -> Optional[Tuple[List[int], List[Any], bytes]]:
     """``(sorted starts, names)`` of the kernel image from its ELF ``.symtab`` (as kallsyms would list
     them: no undefined, section or file symbols), relocated by the KASLR offset drgn applied.  Names are
@@ -299,9 +303,11 @@ def _vmlinux_symbols(prog: drgn.Program) -> Optional[Tuple[List[int], List[Any],
     # excluded names (scripts/kallsyms.c ignores these prefixes), found in one C-speed scan
     excl = {m.start() + 1 for m in _SKIP_RE.finditer(strtab)}
     # pack (address, weak, name offset) into one int per symbol: sorting ints is fast
-    packed = [((value + bias) << 33) | ((st_info >> 4 == 2) << 32) | st_name
-              for st_name, st_info, _, shndx, value, _ in entries
-              if st_name and shndx and (st_info & 0xF) not in (3, 4) and st_name not in excl]
+    packed = [
+        ((value + bias) << 33) | ((st_info >> 4 == 2) << 32) | st_name
+        for st_name, st_info, _, shndx, value, _ in entries
+        if st_name and shndx and (st_info & 0xF) not in (3, 4) and st_name not in excl
+    ]
     packed.sort()
     starts: List[int] = []
     names: List[Any] = []
@@ -329,13 +335,14 @@ _SKIP_RE = re.compile(rb"\0(?:__crc_|__kstrtab_|__kstrtabns_|__efistub_|__ksymta
 
 def _cstr(strtab: bytes, off: int) -> str:
     end = strtab.find(b"\0", off)
-    return strtab[off:end if end >= 0 else len(strtab)].decode("utf-8", "replace")
+    return strtab[off : end if end >= 0 else len(strtab)].decode("utf-8", "replace")
 
 
 def _best_alias(strtab: bytes, group: List[int]) -> str:
     mask = (1 << 32) - 1
-    return \
-        min(((_cstr(strtab, k & mask), bool(k >> 32 & 1)) for k in group), key=lambda c: _rank(c[0], c[1]))[0]
+    return min(
+        ((_cstr(strtab, k & mask), bool(k >> 32 & 1)) for k in group), key=lambda c: _rank(c[0], c[1])
+    )[0]
 
 
 def _linker_provided(name: str) -> bool:

@@ -84,7 +84,9 @@ def live_lab_guest(lab_kernel_name: str) -> Iterator[LiveGuest]:
         pytest.fail(f"live lab guest for {lab_kernel_name} failed: {e}", pytrace=False)
 
 
-def run_skbinspect(*args: str, env: Dict[str, str] = None, user: str = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_skbinspect(
+    *args: str, env: Dict[str, str] = None, user: str = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run the skbinspect CLI as a user would (a separate process), capturing its output."""
     cmd: List[str] = [sys.executable, "-m", "skbinspect", *args]
     if user is not None:

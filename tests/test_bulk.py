@@ -24,7 +24,7 @@ class _Memory:
         self.reads += 1
         for start, data in self.ranges:
             if start <= addr and addr + size <= start + len(data):
-                return data[addr - start:addr - start + size]
+                return data[addr - start : addr - start + size]
         raise drgn.FaultError("unmapped", addr)
 
     def one(self, addr: int, size: int):
@@ -40,7 +40,7 @@ def _check_spans(mem: _Memory, addrs: List[int], sizes: Union[int, List[int]], t
     for k, a in enumerate(addrs):
         size = sizes if isinstance(sizes, int) else sizes[k]
         want = mem.one(a, size)
-        got = None if bufs[k] is None else bufs[k][offs[k]:offs[k] + size]
+        got = None if bufs[k] is None else bufs[k][offs[k] : offs[k] + size]
         assert got == want, (trial, k, hex(a), size)
 
 

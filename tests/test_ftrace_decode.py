@@ -13,9 +13,28 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from skbinspect.ftrace.formats import EventField, FieldDecoder, IrqFlagBits, SavedCmdlines, decode_stack, format_irq_flags, format_timestamp
+from skbinspect.ftrace.formats import (
+    EventField,
+    FieldDecoder,
+    IrqFlagBits,
+    SavedCmdlines,
+    decode_stack,
+    format_irq_flags,
+    format_timestamp,
+)
 from skbinspect.ftrace.printfmt import PrintFmt, PrintFmtError
-from skbinspect.ftrace.ringbuf import DEFAULT_LAYOUT, Damage, KeyCodec, RB_PAGE_HEAD, decode_subbuf, fix_abs_ts, iter_records, merge_windows, payload_span, walk_ring
+from skbinspect.ftrace.ringbuf import (
+    DEFAULT_LAYOUT,
+    Damage,
+    KeyCodec,
+    RB_PAGE_HEAD,
+    decode_subbuf,
+    fix_abs_ts,
+    iter_records,
+    merge_windows,
+    payload_span,
+    walk_ring,
+)
 
 PAGE = 4096
 HDR = 16
@@ -61,7 +80,9 @@ def page(ts0: int, body: bytes, commit: Optional[int] = None, flags: int = 0, si
     return (struct.pack("<QQ", ts0, c | flags) + body).ljust(size, b"\0")[:size]
 
 
-def decode(pg: bytes, cpu: int = 0, **kw) -> Tuple[List[Tuple[int, int, int, int, int]], List[Damage], bool, int]:
+def decode(
+    pg: bytes, cpu: int = 0, **kw
+) -> Tuple[List[Tuple[int, int, int, int, int]], List[Damage], bool, int]:
     codec = KeyCodec(len(pg))
     keys: List[int] = []
     dmg: List[Damage] = []
@@ -87,7 +108,9 @@ def test_small_and_large_events_and_deltas() -> None:
 
 
 def test_time_extend_and_absolute_stamp() -> None:
-    body = data(entry(1), 3) + extend(5 << 27 | 7) + data(entry(2), 0) + abs_stamp(123456789) + data(entry(3), 4)
+    body = (
+        data(entry(1), 3) + extend(5 << 27 | 7) + data(entry(2), 0) + abs_stamp(123456789) + data(entry(3), 4)
+    )
     recs, dmg, mono, _ = decode(page(10, body))
     assert dmg == []
     assert [r[0] for r in recs] == [13, 13 + (5 << 27 | 7), 123456789 + 4]
@@ -211,16 +234,19 @@ def test_merge_windows_is_the_kernels_order(seed: int) -> None:
             ts += rnd.randint(0, 3)
         streams.append(iter(batches))
         truth.append(recs)
-    got = [(ts, cpu, struct.unpack_from("<i", pg, off + 4)[0])
-           for ts, cpu, _, pg, off, _ in iter_records(merge_windows(streams, codec), codec)]
+    got = [
+        (ts, cpu, struct.unpack_from("<i", pg, off + 4)[0])
+        for ts, cpu, _, pg, off, _ in iter_records(merge_windows(streams, codec), codec)
+    ]
     assert got == _greedy(truth)
 
 
 # ---- the page ring ------------------------------------------------------------------------------------------
 
 
-def _ring(n: int, head: int, commit: int, base: int = 0x1000, reader: Optional[int] = None
-          ) -> Dict[int, Tuple[int, int, int, int]]:
+def _ring(
+    n: int, head: int, commit: int, base: int = 0x1000, reader: Optional[int] = None
+) -> Dict[int, Tuple[int, int, int, int]]:
     mem = {}
     for i in range(n):
         addr = base + i * 0x100
@@ -233,8 +259,15 @@ def _ring(n: int, head: int, commit: int, base: int = 0x1000, reader: Optional[i
 
 def test_walk_ring_order() -> None:
     mem = _ring(6, head=4, commit=1, reader=0x9000)
-    pages, dmg = walk_ring(mem.__getitem__, cpu=0, reader_page=0x9000, commit_page=0x1000 + 1 * 0x100,
-                           pages=0x1000 + 2 * 0x100, head_page=0x1000 + 3 * 0x100, nr_pages=6)
+    pages, dmg = walk_ring(
+        mem.__getitem__,
+        cpu=0,
+        reader_page=0x9000,
+        commit_page=0x1000 + 1 * 0x100,
+        pages=0x1000 + 2 * 0x100,
+        head_page=0x1000 + 3 * 0x100,
+        nr_pages=6,
+    )
     assert dmg == []
     assert [p[1] for p in pages] == [0x200000, 0x100004, 0x100005, 0x100000, 0x100001]
     assert pages[0][3] == 8  # the reader page starts at its read offset
@@ -255,28 +288,50 @@ def test_walk_ring_finds_the_head_from_head_page_without_searching() -> None:
         reads.append(addr)
         return mem[addr]
 
-    pages, dmg = walk_ring(read, cpu=0, reader_page=0, commit_page=base + 12 * 0x100, pages=base + 30 * 0x100,
-                           head_page=base + 10 * 0x100, nr_pages=n)
+    pages, dmg = walk_ring(
+        read,
+        cpu=0,
+        reader_page=0,
+        commit_page=base + 12 * 0x100,
+        pages=base + 30 * 0x100,
+        head_page=base + 10 * 0x100,
+        nr_pages=n,
+    )
     assert dmg == [] and [p[1] for p in pages] == [0x100000 + i for i in (10, 11, 12)]
     assert len(reads) == len(set(reads)) <= 4  # no walk around the ring, no page read twice
     # a lagging head_page: the flagged link is found by walking the ring
-    pages, dmg = walk_ring(mem.__getitem__, cpu=0, reader_page=0, commit_page=base + 12 * 0x100,
-                           pages=base + 30 * 0x100, head_page=base + 5 * 0x100, nr_pages=n)
+    pages, dmg = walk_ring(
+        mem.__getitem__,
+        cpu=0,
+        reader_page=0,
+        commit_page=base + 12 * 0x100,
+        pages=base + 30 * 0x100,
+        head_page=base + 5 * 0x100,
+        nr_pages=n,
+    )
     assert dmg == [] and [p[1] for p in pages] == [0x100000 + i for i in (10, 11, 12)]
 
 
 def test_walk_ring_reader_is_commit() -> None:
     mem = _ring(3, head=0, commit=0, reader=0x9000)
-    pages, dmg = walk_ring(mem.__getitem__, cpu=0, reader_page=0x9000, commit_page=0x9000, pages=0x1000,
-                           head_page=0x1000, nr_pages=3)
+    pages, dmg = walk_ring(
+        mem.__getitem__,
+        cpu=0,
+        reader_page=0x9000,
+        commit_page=0x9000,
+        pages=0x1000,
+        head_page=0x1000,
+        nr_pages=3,
+    )
     assert [p[0] for p in pages] == [0x9000] and dmg == []
 
 
 def test_walk_ring_loop_and_missing_head() -> None:
     # a ring that never reaches the commit page, and no link flagged as head
     mem = {0x1000: (0x1100, 0, 1, 0), 0x1100: (0x1000, 0, 2, 0)}
-    pages, dmg = walk_ring(mem.__getitem__, cpu=1, reader_page=0, commit_page=0x5000, pages=0x1000,
-                           head_page=0x1000, nr_pages=2)
+    pages, dmg = walk_ring(
+        mem.__getitem__, cpu=1, reader_page=0, commit_page=0x5000, pages=0x1000, head_page=0x1000, nr_pages=2
+    )
     assert [p[1] for p in pages] == [1, 2]
     assert any("head" in d.message for d in dmg) and any("loops" in d.message for d in dmg)
 
@@ -285,8 +340,9 @@ def test_walk_ring_unreadable_pages() -> None:
     def read(addr: int) -> Tuple[int, int, int, int]:
         raise OSError(f"cannot read {addr:#x}")
 
-    pages, dmg = walk_ring(read, cpu=0, reader_page=0x10, commit_page=0x20, pages=0x30, head_page=0x30,
-                           nr_pages=4)
+    pages, dmg = walk_ring(
+        read, cpu=0, reader_page=0x10, commit_page=0x20, pages=0x30, head_page=0x30, nr_pages=4
+    )
     assert pages == [] and dmg
 
 
@@ -299,9 +355,15 @@ def test_walk_ring_random_pointer_graphs_terminate(seed: int) -> None:
         nxt = rnd.choice(addrs + [0, 0xDEAD])  # loops, NULLs and dangling links
         mem[a] = (nxt | rnd.choice([0, 0, 1, 2, 3]), rnd.randint(0, 5000), rnd.randint(0, 1 << 40), 0)
     n = rnd.randint(0, 60)
-    pages, dmg = walk_ring(mem.__getitem__, cpu=0, reader_page=rnd.choice(addrs + [0]),
-                           commit_page=rnd.choice(addrs + [0x7777]), pages=rnd.choice(addrs + [0]),
-                           head_page=rnd.choice(addrs + [0]), nr_pages=n)
+    pages, dmg = walk_ring(
+        mem.__getitem__,
+        cpu=0,
+        reader_page=rnd.choice(addrs + [0]),
+        commit_page=rnd.choice(addrs + [0x7777]),
+        pages=rnd.choice(addrs + [0]),
+        head_page=rnd.choice(addrs + [0]),
+        nr_pages=n,
+    )
     assert len(pages) <= n + 3
     assert len(set(p[0] for p in pages[1:])) == len(pages[1:])  # no page twice in the ring walk
 
@@ -314,7 +376,9 @@ def _valid_page(rnd: random.Random) -> bytes:
     while len(body) < PAGE - HDR - 300:
         k = rnd.random()
         if k < 0.6:
-            body += data(entry(rnd.randint(1, 2000), extra=b"p" * rnd.choice([0, 8, 24, 32])), rnd.randint(0, 1000))
+            body += data(
+                entry(rnd.randint(1, 2000), extra=b"p" * rnd.choice([0, 8, 24, 32])), rnd.randint(0, 1000)
+            )
         elif k < 0.75:
             body += data(entry(4, extra=struct.pack("<i4x", 6) + b"\xff" * 8 * 6), rnd.randint(0, 50))
         elif k < 0.85:
@@ -349,7 +413,9 @@ def _corrupt(pg: bytes, rnd: random.Random) -> bytes:
             i = rnd.randrange(HDR // 4, len(b) // 4) * 4
             b[i] = (b[i] & ~31) | rnd.randrange(32)
     else:  # all garbage
-        b = bytearray(rnd.randbytes(len(b)) if hasattr(rnd, "randbytes") else bytes(rnd.randrange(256) for _ in b))
+        b = bytearray(
+            rnd.randbytes(len(b)) if hasattr(rnd, "randbytes") else bytes(rnd.randrange(256) for _ in b)
+        )
     return bytes(b)
 
 
@@ -389,12 +455,17 @@ def test_field_decoder() -> None:
     payload = bytearray(entry(3, extra=b"\0" * 48))
     struct.pack_into("<Qi", payload, 8, 0xFFFF888012345678, -5)
     struct.pack_into("<I", payload, 20, (5 << 16) | 56)
-    payload[24:24 + 7] = b"skblab\0"
+    payload[24 : 24 + 7] = b"skblab\0"
     payload[40:46] = bytes([1, 2, 3, 4, 5, 6])
     payload += b"tap0\0\0\0\0"
     got = FieldDecoder(fields).decode(bytes(payload), 0, len(payload))
-    assert got == {"skbaddr": 0xFFFF888012345678, "len": -5, "name": "tap0", "comm": "skblab",
-                   "mac": [1, 2, 3, 4, 5, 6]}
+    assert got == {
+        "skbaddr": 0xFFFF888012345678,
+        "len": -5,
+        "name": "tap0",
+        "comm": "skblab",
+        "mac": [1, 2, 3, 4, 5, 6],
+    }
     # a payload too short for a field leaves it out instead of failing
     assert "len" not in FieldDecoder(fields).decode(bytes(payload), 0, 12)
 
@@ -440,9 +511,13 @@ def test_timestamp_column() -> None:
 
 # ---- print_fmt -----------------------------------------------------------------------------------------------
 
-KFREE_612 = [EventField("skbaddr", "void *", 8, 8, False), EventField("location", "void *", 16, 8, False),
-             EventField("rx_sk", "void *", 24, 8, False), EventField("protocol", "unsigned short", 32, 2, False),
-             EventField("reason", "enum skb_drop_reason", 36, 4, False)]
+KFREE_612 = [
+    EventField("skbaddr", "void *", 8, 8, False),
+    EventField("location", "void *", 16, 8, False),
+    EventField("rx_sk", "void *", 24, 8, False),
+    EventField("protocol", "unsigned short", 32, 2, False),
+    EventField("reason", "enum skb_drop_reason", 36, 4, False),
+]
 
 
 def _sym(addr: int, offset: bool) -> str:
@@ -450,29 +525,44 @@ def _sym(addr: int, offset: bool) -> str:
 
 
 def test_print_fmt_kfree_skb_shapes() -> None:
-    vals = {"skbaddr": 0xFF3BE63602EA7C00, "location": 0xFFFFFFFFC0541DE1, "rx_sk": 0, "protocol": 34525,
-            "reason": 67}
-    f612 = ('"skbaddr=%p rx_sk=%p protocol=%u location=%pS reason: %s", REC->skbaddr, REC->rx_sk, '
-            'REC->protocol, REC->location, __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, '
-            '{ 67, "FULL_RING" }, { 100, "MAX" })')
+    vals = {
+        "skbaddr": 0xFF3BE63602EA7C00,
+        "location": 0xFFFFFFFFC0541DE1,
+        "rx_sk": 0,
+        "protocol": 34525,
+        "reason": 67,
+    }
+    f612 = (
+        '"skbaddr=%p rx_sk=%p protocol=%u location=%pS reason: %s", REC->skbaddr, REC->rx_sk, '
+        'REC->protocol, REC->location, __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, '
+        '{ 67, "FULL_RING" }, { 100, "MAX" })'
+    )
     assert PrintFmt(f612, KFREE_612).render(vals, _sym) == (
         "skbaddr=ff3be63602ea7c00 rx_sk=0000000000000000 protocol=34525 "
-        "location=tun_net_xmit+0x2c1/0x4f0 [tun] reason: FULL_RING")
+        "location=tun_net_xmit+0x2c1/0x4f0 [tun] reason: FULL_RING"
+    )
     vals["reason"] = 1  # not in the map: printed as a number, as trace_print_symbols_seq() does
     assert PrintFmt(f612, KFREE_612).render(vals, _sym).endswith("reason: 0x1")
     f510 = '"skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, REC->location'
     assert PrintFmt(f510, KFREE_612).render(vals) == (
-        "skbaddr=ff3be63602ea7c00 protocol=34525 location=ffffffffc0541de1")
+        "skbaddr=ff3be63602ea7c00 protocol=34525 location=ffffffffc0541de1"
+    )
 
 
 def test_print_fmt_expressions_and_helpers() -> None:
-    fields = [EventField("name", "__data_loc char[]", 8, 4, True), EventField("len", "unsigned int", 12, 4, False),
-              EventField("state", "int", 16, 4, True), EventField("flags", "unsigned long", 24, 8, False),
-              EventField("saddr", "__u8[4]", 32, 4, False)]
-    fmt = ('"dev=%s len=%u kb=%d st=%s fl=%s ip=%pI4 neg=%d hex=%#x", __get_str(name), REC->len, '
-           '(int)(REC->len >> 10), __print_symbolic(REC->state, { 1, "UP" }, { TCP_X, "X" }), '
-           '__print_flags(REC->flags, "|", { 1, "A" }, { 4, "C" }), REC->saddr, REC->state - 10, '
-           'REC->len ? REC->len : 1')
+    fields = [
+        EventField("name", "__data_loc char[]", 8, 4, True),
+        EventField("len", "unsigned int", 12, 4, False),
+        EventField("state", "int", 16, 4, True),
+        EventField("flags", "unsigned long", 24, 8, False),
+        EventField("saddr", "__u8[4]", 32, 4, False),
+    ]
+    fmt = (
+        '"dev=%s len=%u kb=%d st=%s fl=%s ip=%pI4 neg=%d hex=%#x", __get_str(name), REC->len, '
+        '(int)(REC->len >> 10), __print_symbolic(REC->state, { 1, "UP" }, { TCP_X, "X" }), '
+        '__print_flags(REC->flags, "|", { 1, "A" }, { 4, "C" }), REC->saddr, REC->state - 10, '
+        "REC->len ? REC->len : 1"
+    )
     p = PrintFmt(fmt, fields, {"TCP_X": 9}.get)
     vals = {"name": "tap0", "len": 4096, "state": 9, "flags": 5 | 16, "saddr": [10, 0, 0, 1]}
     assert p.render(vals) == "dev=tap0 len=4096 kb=4 st=X fl=A|C|0x10 ip=10.0.0.1 neg=-1 hex=0x1000"

@@ -15,9 +15,18 @@ def _dumps(obj: object) -> str:
 
 def _l4(rng: random.Random, proto: int) -> bytes:
     if proto == 6:
-        return struct.pack(">HHIIBBHHH", rng.randrange(65536), rng.choice([80, 443, 22]), rng.getrandbits(32),
-                           rng.getrandbits(32), 0x50, rng.choice([0x02, 0x10, 0x12, 0x18, 0x11, 0x04, 0xFF, 0]),
-                           65535, 0, 0)
+        return struct.pack(
+            ">HHIIBBHHH",
+            rng.randrange(65536),
+            rng.choice([80, 443, 22]),
+            rng.getrandbits(32),
+            rng.getrandbits(32),
+            0x50,
+            rng.choice([0x02, 0x10, 0x12, 0x18, 0x11, 0x04, 0xFF, 0]),
+            65535,
+            0,
+            0,
+        )
     if proto == 17:
         return struct.pack(">HHHH", rng.randrange(65536), rng.choice([53, 5000]), rng.randrange(8, 1500), 0)
     if proto in (1, 58):
@@ -31,15 +40,31 @@ def _l3(rng: random.Random, ethertype: int) -> bytes:
         ihl = rng.choice([5, 5, 5, 6, 4])  # 4: bad (notes)
         version = rng.choice([4, 4, 4, 4, 6])
         frag = rng.choice([0, 0, 0x4000, 0x2000, 0x2000 | 0x10, 0x00B9])
-        hdr = struct.pack(">BBHHHBBH4s4s", version << 4 | ihl, 0, rng.randrange(20, 1500), rng.randrange(65536),
-                          frag, rng.randrange(256), proto, 0, bytes(rng.getrandbits(8) for _ in range(4)),
-                          bytes([10, 1, 0, rng.randrange(256)]))
+        hdr = struct.pack(
+            ">BBHHHBBH4s4s",
+            version << 4 | ihl,
+            0,
+            rng.randrange(20, 1500),
+            rng.randrange(65536),
+            frag,
+            rng.randrange(256),
+            proto,
+            0,
+            bytes(rng.getrandbits(8) for _ in range(4)),
+            bytes([10, 1, 0, rng.randrange(256)]),
+        )
         return hdr + bytes(4 * max(0, ihl - 5)) + _l4(rng, proto)
     if ethertype == 0x86DD:
         nh = rng.choice([6, 17, 58, 58, 0, 43, 60, 47])
-        hdr = struct.pack(">IHBB16s16s", rng.choice([6, 6, 6, 4]) << 28 | rng.randrange(1 << 20), rng.randrange(2000),
-                          nh, rng.randrange(256), bytes([0xFD] + [0] * 14 + [rng.randrange(3)]),
-                          bytes(rng.getrandbits(8) for _ in range(16)) if rng.random() < 0.5 else bytes(15) + b"\1")
+        hdr = struct.pack(
+            ">IHBB16s16s",
+            rng.choice([6, 6, 6, 4]) << 28 | rng.randrange(1 << 20),
+            rng.randrange(2000),
+            nh,
+            rng.randrange(256),
+            bytes([0xFD] + [0] * 14 + [rng.randrange(3)]),
+            bytes(rng.getrandbits(8) for _ in range(16)) if rng.random() < 0.5 else bytes(15) + b"\1",
+        )
         ext = b""
         if nh in (0, 43, 60):
             ext = bytes([rng.choice([6, 17, 58]), 0]) + bytes(6)
@@ -47,9 +72,18 @@ def _l3(rng: random.Random, ethertype: int) -> bytes:
         return hdr + ext + _l4(rng, nh)
     if ethertype == 0x0806:
         hlen, plen = rng.choice([(6, 4), (6, 4), (8, 4)])
-        return struct.pack(">HHBBH6s4s6s4s", 1, 0x0800, hlen, plen, rng.choice([1, 2, 3]),
-                           bytes(rng.getrandbits(8) for _ in range(6)), bytes([10, 0, 0, rng.randrange(256)]),
-                           bytes(6), bytes([10, 0, 0, 1]))
+        return struct.pack(
+            ">HHBBH6s4s6s4s",
+            1,
+            0x0800,
+            hlen,
+            plen,
+            rng.choice([1, 2, 3]),
+            bytes(rng.getrandbits(8) for _ in range(6)),
+            bytes([10, 0, 0, rng.randrange(256)]),
+            bytes(6),
+            bytes([10, 0, 0, 1]),
+        )
     return bytes(rng.getrandbits(8) for _ in range(30))
 
 
@@ -98,8 +132,20 @@ def test_layers_json_many_l3_equals_decode_l3() -> None:
     frames, protos = [], []
     for f in _frames(8, 4000):
         frames.append(f[14:])  # without the Ethernet header, as a tun device gives frames
-        protos.append(rng.choice([0x0800, 0x86DD, 0x0806, 0x8100, 0, None, 0x1234, struct.unpack(">H", f[12:14])[0]
-                                  if len(f) >= 14 else 0]))
+        protos.append(
+            rng.choice(
+                [
+                    0x0800,
+                    0x86DD,
+                    0x0806,
+                    0x8100,
+                    0,
+                    None,
+                    0x1234,
+                    struct.unpack(">H", f[12:14])[0] if len(f) >= 14 else 0,
+                ]
+            )
+        )
     got = layers_json_many(frames, False, protos)
     for f, p, g in zip(frames, protos, got):
         assert g == _dumps(decode_l3(p or 0, f).layers), (p, f.hex())

@@ -9,16 +9,20 @@ from skbinspect.counters.reasons import DropReason, DropReasonTable, parse_print
 
 
 def test_parse_print_symbolic() -> None:
-    fmt = ('"skbaddr=%p protocol=%u location=%pS reason: %s", REC->skbaddr, REC->protocol, REC->location, '
-           '__print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 3, "NO_SOCKET" }, { 0x43, "FULL_RING" }, '
-           '{ 100, "MAX" })')
+    fmt = (
+        '"skbaddr=%p protocol=%u location=%pS reason: %s", REC->skbaddr, REC->protocol, REC->location, '
+        '__print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 3, "NO_SOCKET" }, { 0x43, "FULL_RING" }, '
+        '{ 100, "MAX" })'
+    )
     m, bad = parse_print_symbolic(fmt)
     assert m == {2: "NOT_SPECIFIED", 3: "NO_SOCKET", 0x43: "FULL_RING", 100: "MAX"} and bad == []
 
 
 def test_parse_print_symbolic_stops_at_its_closing_parenthesis() -> None:
-    fmt = ('"a=%s b=%s", __print_symbolic(REC->reason, { 1, "A(1)" }, { 2, "B" }), '
-           '__print_symbolic(REC->other, { 7, "OTHER" })')
+    fmt = (
+        '"a=%s b=%s", __print_symbolic(REC->reason, { 1, "A(1)" }, { 2, "B" }), '
+        '__print_symbolic(REC->other, { 7, "OTHER" })'
+    )
     m, bad = parse_print_symbolic(fmt)
     assert m == {1: "A(1)", 2: "B"} and bad == []
     assert parse_print_symbolic(fmt, "other")[0] == {7: "OTHER"}
@@ -38,7 +42,9 @@ def _table() -> DropReasonTable:
         DropReason(58, "CPU_BACKLOG", "core", "subsys_table", "SKB_DROP_REASON_CPU_BACKLOG"),
         DropReason(3 << 16 | 1, "QDISC_DROP_GENERIC", "qdisc", "enum", "QDISC_DROP_GENERIC"),
     ]
-    return DropReasonTable(rs, True, [], {0: "core", 2: "openvswitch", 3: "qdisc"}, ["core"], ["subsys_table"])
+    return DropReasonTable(
+        rs, True, [], {0: "core", 2: "openvswitch", 3: "qdisc"}, ["core"], ["subsys_table"]
+    )
 
 
 def test_lookup_by_value_and_name() -> None:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from skbinspect.report.correlate import DropRef, Holder, QueueVerdict, TraceLimits, _cause, _counter_check, _fn, _module, _summary
+from skbinspect.report.correlate import (
+    DropRef,
+    Holder,
+    QueueVerdict,
+    TraceLimits,
+    _cause,
+    _counter_check,
+    _fn,
+    _module,
+    _summary,
+)
 
 
 def test_symbol_parts() -> None:
@@ -25,9 +35,27 @@ def test_summary_names_queue_drops_and_reader() -> None:
     h = Holder(412, "qemu-system-x86", 3, "S")
     cause = _cause(True, [h], 10.5, 306)
     assert "pid 412 (qemu-system-x86)" in cause and "10.500000" in cause
-    v = QueueVerdict("tap0", 2, "tun", 0, True, 1000, 1000, [h],
-                     [DropRef("FULL_RING", "0x1", "tun_net_xmit+0x2c5 [tun]", 306, 10.5, 12.6, 145.2, "driver")],
-                     306, 10.5, 12.6, 2.1, 145.2, 0.0, "tx_dropped", 306, cause, "")
+    v = QueueVerdict(
+        "tap0",
+        2,
+        "tun",
+        0,
+        True,
+        1000,
+        1000,
+        [h],
+        [DropRef("FULL_RING", "0x1", "tun_net_xmit+0x2c5 [tun]", 306, 10.5, 12.6, 145.2, "driver")],
+        306,
+        10.5,
+        12.6,
+        2.1,
+        145.2,
+        0.0,
+        "tx_dropped",
+        306,
+        cause,
+        "",
+    )
     s = _summary(v)
     assert s.startswith("tap0 queue 0 full (1000/1000); 306 FULL_RING in tun_net_xmit over 2.1 s (145/s)")
     assert s.endswith(cause)

@@ -7,7 +7,13 @@ import random
 from typing import Any, Dict, List
 
 import skbinspect.tuntap.entries as skb
-from skbinspect.tuntap.entries import _COLUMNS, EntryTable, entries_json, entries_summary, entries_summary_slow
+from skbinspect.tuntap.entries import (
+    _COLUMNS,
+    EntryTable,
+    entries_json,
+    entries_summary,
+    entries_summary_slow,
+)
 from skbinspect.tuntap.devices import read_tap_devices
 from skbinspect.target.opener import open_target
 
@@ -28,12 +34,22 @@ def _random_table(seed: int, n: int, l2_mix: bool) -> EntryTable:
         err = "skb unreadable at 0x10" if rng.random() < 0.03 else None
         l2 = rng.random() < 0.7 if l2_mix else True
         data = f if l2 else f[14:]
-        row = dict(index=k, kind="skb", address=0xFFFF888000000000 + 256 * rng.randrange(1 << 20),
-                   length=None if err else len(data) + rng.choice([0, 0, 100]),
-                   linear_length=None if err else len(data), protocol=None if err else rng.choice([0x0800, 0x86DD, 0]),
-                   vlan_tci=rng.choice([None, None, 5]), queue_mapping=rng.choice([0, 1]),
-                   tstamp_ns=rng.choice([None, 123]), dev=rng.choice([None, 0xFFFF888000001000]),
-                   data=b"" if err else data, stale=False, error=err, l2=l2)
+        row = dict(
+            index=k,
+            kind="skb",
+            address=0xFFFF888000000000 + 256 * rng.randrange(1 << 20),
+            length=None if err else len(data) + rng.choice([0, 0, 100]),
+            linear_length=None if err else len(data),
+            protocol=None if err else rng.choice([0x0800, 0x86DD, 0]),
+            vlan_tci=rng.choice([None, None, 5]),
+            queue_mapping=rng.choice([0, 1]),
+            tstamp_ns=rng.choice([None, 123]),
+            dev=rng.choice([None, 0xFFFF888000001000]),
+            data=b"" if err else data,
+            stale=False,
+            error=err,
+            l2=l2,
+        )
         for c in _COLUMNS:
             cols[c].append(row[c])
     return EntryTable(cols)
@@ -43,8 +59,9 @@ def _deferred(table: EntryTable, size: int) -> EntryTable:
     """The same entries, read on first use in chunks of ``size`` (as read_entries(deferred=True) gives)."""
     cols = table.columns() or {}
     n = len(table)
-    return EntryTable.deferred(n, lambda: (EntryTable({k: v[i:i + size] for k, v in cols.items()})
-                                           for i in range(0, n, size)))
+    return EntryTable.deferred(
+        n, lambda: (EntryTable({k: v[i : i + size] for k, v in cols.items()}) for i in range(0, n, size))
+    )
 
 
 def _check(table: EntryTable) -> None:

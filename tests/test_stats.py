@@ -16,7 +16,11 @@ def test_decode_counters_sizes_and_offsets() -> None:
 
 
 def test_decode_alert_msg() -> None:
-    msg = struct.pack("<I", 2) + struct.pack("<QI", 0xFFFFFFFF81000010, 3) + struct.pack("<QI", 0xFFFFFFFFC0001234, 40)
+    msg = (
+        struct.pack("<I", 2)
+        + struct.pack("<QI", 0xFFFFFFFF81000010, 3)
+        + struct.pack("<QI", 0xFFFFFFFFC0001234, 40)
+    )
     points, note = decode_alert_msg(msg)
     assert points == [(0xFFFFFFFF81000010, 3), (0xFFFFFFFFC0001234, 40)] and note is None
 
@@ -31,8 +35,17 @@ def test_decode_alert_msg_corrupt() -> None:
 
 
 def test_softnet_proc_row_forms() -> None:
-    c = SoftnetCpu(cpu=3, online=True, processed=10, dropped=2, time_squeeze=1, received_rps=4,
-                   flow_limit_count=5, input_qlen=6, process_qlen=7)
+    c = SoftnetCpu(
+        cpu=3,
+        online=True,
+        processed=10,
+        dropped=2,
+        time_squeeze=1,
+        received_rps=4,
+        flow_limit_count=5,
+        input_qlen=6,
+        process_qlen=7,
+    )
     assert c.proc_row(1, 13) == [10, 2, 1, 0, 0, 0, 0, 0, 0, 4, 5, 13, 1]
     assert c.proc_row(1, 15) == [10, 2, 1, 0, 0, 0, 0, 0, 0, 4, 5, 13, 1, 6, 7]
     assert not c.idle and SoftnetCpu(cpu=0, online=True).idle

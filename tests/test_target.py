@@ -52,7 +52,9 @@ def test_not_a_vmcore(tmp_path: Path) -> None:
 
 
 def test_elf_executable_is_not_a_vmcore() -> None:
-    assert_clean_error(run_skbinspect("-c", shutil.which("true") or "/bin/true", "info"), "not a core dump", code=2)
+    assert_clean_error(
+        run_skbinspect("-c", shutil.which("true") or "/bin/true", "info"), "not a core dump", code=2
+    )
 
 
 def test_unreadable_vmcore(tmp_path: Path) -> None:
@@ -171,7 +173,9 @@ def test_mismatched_vmlinux_build_id(default_lab_vmcore) -> None:  # type: ignor
 
 def test_missing_module_debug_info_is_named_and_info_still_works(default_lab_vmcore) -> None:  # type: ignore[no-untyped-def]
     lab = default_lab_vmcore
-    p = run_skbinspect("-c", lab.vmcore, "--no-default-symbols", "-s", lab.kernel.debug_vmlinux, "--json", "info")
+    p = run_skbinspect(
+        "-c", lab.vmcore, "--no-default-symbols", "-s", lab.kernel.debug_vmlinux, "--json", "info"
+    )
     assert p.returncode == 0, p.stderr
     import json
 
@@ -210,7 +214,9 @@ def test_debug_package_hint_names_only_the_distribution_the_kernel_says() -> Non
     deb = debug_package_hint("6.1.0-50-cloud-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1 (2026-10-30)")
     assert "apt-get install linux-image-6.1.0-50-cloud-amd64-dbg" in deb
     assert "Ubuntu" not in deb and "dnf" not in deb
-    ubu = debug_package_hint("6.8.0-40-generic", "#40-Ubuntu SMP PREEMPT_DYNAMIC Fri Jul  5 10:34:03 UTC 2024")
+    ubu = debug_package_hint(
+        "6.8.0-40-generic", "#40-Ubuntu SMP PREEMPT_DYNAMIC Fri Jul  5 10:34:03 UTC 2024"
+    )
     assert "linux-image-6.8.0-40-generic-dbgsym" in ubu and "Debian" not in ubu
     # unknown (a vmcore without debug info): every distribution, the likeliest first
     both = debug_package_hint("6.1.0-50-cloud-amd64", None)

@@ -55,17 +55,32 @@ class State:
 pass_state = click.make_pass_decorator(State)
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("-c", "--core", metavar="PATH", help="Read a vmcore (ELF, or kdump-compressed by makedumpfile).")
+@click.group(
+    epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
+@click.option(
+    "-c", "--core", metavar="PATH", help="Read a vmcore (ELF, or kdump-compressed by makedumpfile)."
+)
 @click.option("--qemu", metavar="SOCKET", help="Read a running QEMU guest through its QMP socket.")
-@click.option("-s", "--symbols", metavar="PATH", multiple=True,
-              help="Debug info: a vmlinux or module .ko file, or a directory to search. Repeatable.")
+@click.option(
+    "-s",
+    "--symbols",
+    metavar="PATH",
+    multiple=True,
+    help="Debug info: a vmlinux or module .ko file, or a directory to search. Repeatable.",
+)
 @click.option("--no-default-symbols", is_flag=True, help="Do not search the standard debug-info places.")
 @click.option("--json", "json_", is_flag=True, help="Machine-readable JSON output (every command).")
 @click.version_option(__version__, prog_name="skbinspect")
 @click.pass_context
-def cli(ctx: click.Context, core: Optional[str], qemu: Optional[str], symbols: Tuple[str, ...],
-        no_default_symbols: bool, json_: bool) -> None:
+def cli(
+    ctx: click.Context,
+    core: Optional[str],
+    qemu: Optional[str],
+    symbols: Tuple[str, ...],
+    no_default_symbols: bool,
+    json_: bool,
+) -> None:
     """Where did my packets go? Inspect tun/tap rings, drop reasons, per-CPU drop counters and the
     kernel's kfree_skb trace, on a live kernel, in a vmcore, or in a running QEMU guest."""
     if ctx.obj is None:
@@ -113,7 +128,9 @@ def run(args: Optional[List[str]] = None, obj: Any = None, prog_name: str = "skb
             traceback.print_exc()
         return _report_error(
             f"internal error: {type(e).__name__}: {e}. This is a bug in skbinspect; "
-            "rerun with SKBINSPECT_DEBUG=1 for the traceback and report it.", 70)
+            "rerun with SKBINSPECT_DEBUG=1 for the traceback and report it.",
+            70,
+        )
     return 0
 
 

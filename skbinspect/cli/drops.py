@@ -54,16 +54,36 @@ def _known_reasons(prog: Any, names: Sequence[str]) -> Tuple[str, ...]:
 
 
 @cli.command(epilog=_EPILOG_DROPS)
-@click.option("-i", "--instance", metavar="NAME", help="Read this trace instance (default: the top-level buffer).")
+@click.option(
+    "-i", "--instance", metavar="NAME", help="Read this trace instance (default: the top-level buffer)."
+)
 @click.option("--all-instances", is_flag=True, help="Report the top-level buffer and every instance.")
-@click.option("--reason", "reasons", metavar="NAME", multiple=True,
-              help="Only drops with this reason (repeatable), e.g. FULL_RING.")
-@click.option("--stacks", "n_stacks", type=click.IntRange(min=0), default=3, show_default=True, metavar="N",
-              help="The N most common stacks of each group (0: none).")
+@click.option(
+    "--reason",
+    "reasons",
+    metavar="NAME",
+    multiple=True,
+    help="Only drops with this reason (repeatable), e.g. FULL_RING.",
+)
+@click.option(
+    "--stacks",
+    "n_stacks",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    metavar="N",
+    help="The N most common stacks of each group (0: none).",
+)
 @click.option("--no-timeline", is_flag=True, help="Leave out the per-reason timeline.")
 @pass_state
-def drops(state: State, instance: Optional[str], all_instances: bool, reasons: Tuple[str, ...], n_stacks: int,
-          no_timeline: bool) -> None:
+def drops(
+    state: State,
+    instance: Optional[str],
+    all_instances: bool,
+    reasons: Tuple[str, ...],
+    n_stacks: int,
+    no_timeline: bool,
+) -> None:
     """kfree_skb drops in the trace buffer, grouped by reason and location: counts, first and last
     time, rate, the most common stacks, the tasks, the device when the buffer names it, and a timeline
     of each reason over the recorded span."""

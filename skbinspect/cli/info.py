@@ -7,10 +7,12 @@ from skbinspect.cli.app import State, cli, pass_state
 __all__ = ["info"]
 
 
-@cli.command(epilog="""\b
+@cli.command(
+    epilog="""\b
 Examples:
   skbinspect -c vmcore info
-  skbinspect --json info | jq .missing_debug_info""")
+  skbinspect --json info | jq .missing_debug_info"""
+)
 @pass_state
 def info(state: State) -> None:
     """Target kind, kernel release, CPUs, debug info found and missing; crash time and panic message."""

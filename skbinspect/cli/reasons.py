@@ -25,7 +25,9 @@ read from the target.  Kernels before 5.17 (e.g. 5.10) record no reasons."""
 
 @cli.command(epilog=REASONS_EPILOG)
 @click.argument("key", required=False, metavar="[VALUE|NAME]")
-@click.option("-S", "--subsystem", metavar="NAME", help="Only this subsystem (core, openvswitch, qdisc, ...).")
+@click.option(
+    "-S", "--subsystem", metavar="NAME", help="Only this subsystem (core, openvswitch, qdisc, ...)."
+)
 @click.option("--tuntap", is_flag=True, help="Only the tun/tap reasons and the ring/queue/backlog reasons.")
 @pass_state
 def reasons(state: State, key: Optional[str], subsystem: Optional[str], tuntap: bool) -> None:
@@ -47,14 +49,18 @@ def reasons(state: State, key: Optional[str], subsystem: Optional[str], tuntap: 
                 hint = f" (as a value it would be {table.label(int(key, 0))})"
             except ValueError:
                 pass
-            raise SkbinspectError(f"this kernel ({target.release}) has no drop reason {key!r}{hint}. "
-                                  "`skbinspect reasons` lists them all.")
+            raise SkbinspectError(
+                f"this kernel ({target.release}) has no drop reason {key!r}{hint}. "
+                "`skbinspect reasons` lists them all."
+            )
         shown = [r]
     if subsystem:
         shown = [r for r in shown if r.subsystem == subsystem.lower()]
         if table.has_reasons and subsystem.lower() not in table.subsystems.values():
-            raise SkbinspectError(f"this kernel ({target.release}) has no drop-reason subsystem {subsystem!r}; "
-                                  f"it has: {', '.join(sorted(table.subsystems.values()))}.")
+            raise SkbinspectError(
+                f"this kernel ({target.release}) has no drop-reason subsystem {subsystem!r}; "
+                f"it has: {', '.join(sorted(table.subsystems.values()))}."
+            )
     if tuntap:
         shown = [r for r in shown if r.tags]
     if state.json:

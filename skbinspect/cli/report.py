@@ -20,7 +20,9 @@ The exit status is 0 even when problems are found: this is a report, not a check
 
 
 @cli.command(epilog=_EPILOG)
-@click.option("-i", "--instance", metavar="NAME", help="Read drops from this trace instance (default: top-level).")
+@click.option(
+    "-i", "--instance", metavar="NAME", help="Read drops from this trace instance (default: top-level)."
+)
 @click.option("--no-stale", is_flag=True, help="Do not read what is left of freed (dropped) skbs.")
 @pass_state
 def report(state: State, instance: Optional[str], no_stale: bool) -> None:

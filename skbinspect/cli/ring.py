@@ -26,23 +26,40 @@ that wrapped onto slots consumed but not yet zeroed (the stale window, at most b
 @click.argument("devices", nargs=-1, metavar="[DEVICE]...")
 @click.option("-e", "--entries", is_flag=True, help="List the live entries with decoded headers.")
 @click.option("--stale", is_flag=True, help="With --entries, also list the stale window's entries.")
-@click.option("--netns", type=int, metavar="INUM", help="Only this network namespace (inode number, as in "
-              "/proc/PID/ns/net).")
+@click.option(
+    "--netns",
+    type=int,
+    metavar="INUM",
+    help="Only this network namespace (inode number, as in /proc/PID/ns/net).",
+)
 @click.option("--no-holders", is_flag=True, help="Do not scan processes for queue holders.")
 @pass_state
-def ring(state: State, devices: Tuple[str, ...], entries: bool, stale: bool, netns: Optional[int],
-         no_holders: bool) -> None:
+def ring(
+    state: State, devices: Tuple[str, ...], entries: bool, stale: bool, netns: Optional[int], no_holders: bool
+) -> None:
     """Each tun/tap queue's ring: size, producer, consumer head/tail, live/stale/free, full, who holds it."""
     from skbinspect.output import print_json
     from skbinspect.tuntap.render import render_ring
     from skbinspect.tuntap.devices import read_tap_devices
 
     target = state.target()
-    devs = read_tap_devices(target.prog, devices, netns, entries=True, stale=stale and entries,
-                            holders=not no_holders, module_ok=target.debug.module_ok)
+    devs = read_tap_devices(
+        target.prog,
+        devices,
+        netns,
+        entries=True,
+        stale=stale and entries,
+        holders=not no_holders,
+        module_ok=target.debug.module_ok,
+    )
     if state.json:
-        print_json({"target": {"kind": target.kind, "source": target.source, "release": target.release},
-                    "warnings": target.warnings, "devices": [d.to_json(entries, raw=True) for d in devs]})
+        print_json(
+            {
+                "target": {"kind": target.kind, "source": target.source, "release": target.release},
+                "warnings": target.warnings,
+                "devices": [d.to_json(entries, raw=True) for d in devs],
+            }
+        )
     else:
         for w in target.warnings:
             click.echo(f"warning: {w}", err=True)

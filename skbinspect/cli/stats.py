@@ -45,7 +45,9 @@ def stats(state: State, devices: Tuple[str, ...], nonzero: bool) -> None:
             from skbinspect.counters.stats import device_stats
 
             names = sorted(d.name for d in device_stats(target.prog))
-            raise SkbinspectError(f"no device {', '.join(missing)} in {target.source}; devices: {', '.join(names)}.")
+            raise SkbinspectError(
+                f"no device {', '.join(missing)} in {target.source}; devices: {', '.join(names)}."
+            )
     for name in ("tun", "macvlan", "ipvlan", "veth", "drop_monitor"):
         if not target.debug.module_ok(name):
             result.notes.append(f"module {name} has no debug info: its counters are not read.")

@@ -24,18 +24,38 @@ Examples:
 
 
 @cli.command(epilog=_EPILOG_TRACE)
-@click.option("-i", "--instance", metavar="NAME", help="Read this trace instance (default: the top-level buffer).")
+@click.option(
+    "-i", "--instance", metavar="NAME", help="Read this trace instance (default: the top-level buffer)."
+)
 @click.option("--all-instances", is_flag=True, help="Read the top-level buffer and every instance.")
-@click.option("-e", "--event", "events", metavar="SYSTEM:NAME", multiple=True,
-              help="Only these events (repeatable), e.g. skb:kfree_skb.")
+@click.option(
+    "-e",
+    "--event",
+    "events",
+    metavar="SYSTEM:NAME",
+    multiple=True,
+    help="Only these events (repeatable), e.g. skb:kfree_skb.",
+)
 @click.option("--cpu", "cpus", type=int, multiple=True, help="Only this CPU's buffer (repeatable).")
 @click.option("--last", type=click.IntRange(min=1), metavar="N", help="Only the last N events.")
-@click.option("--since", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Only events recorded in the last SECONDS before the last record in the buffer.")
+@click.option(
+    "--since",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Only events recorded in the last SECONDS before the last record in the buffer.",
+)
 @click.option("--stacks", is_flag=True, help="Show the kernel stack recorded with each event.")
 @pass_state
-def trace(state: State, instance: Optional[str], all_instances: bool, events: Tuple[str, ...],
-          cpus: Tuple[int, ...], last: Optional[int], since: Optional[float], stacks: bool) -> None:
+def trace(
+    state: State,
+    instance: Optional[str],
+    all_instances: bool,
+    events: Tuple[str, ...],
+    cpus: Tuple[int, ...],
+    last: Optional[int],
+    since: Optional[float],
+    stacks: bool,
+) -> None:
     """Events of the kernel's ftrace ring buffer, decoded from memory, oldest first.
 
     Text output has the line format of the tracefs trace file; with --json, one object per event per

@@ -48,8 +48,18 @@ SOURCES = ("subsys_table", "string_table", "enum", "print_fmt")
 #: The reasons added for tun/tap by Dongli Zhang's series (4c22aac3f83e, Linux 5.18), by name: their
 #: numbers are read from the target.
 TUNTAP_REASONS = frozenset(
-    {"SKB_CSUM", "SKB_GSO_SEG", "SKB_UCOPY_FAULT", "DEV_HDR", "FULL_RING", "DEV_READY", "NOMEM", "HDR_TRUNC",
-     "TAP_FILTER", "TAP_TXFILTER"}
+    {
+        "SKB_CSUM",
+        "SKB_GSO_SEG",
+        "SKB_UCOPY_FAULT",
+        "DEV_HDR",
+        "FULL_RING",
+        "DEV_READY",
+        "NOMEM",
+        "HDR_TRUNC",
+        "TAP_FILTER",
+        "TAP_TXFILTER",
+    }
 )
 _QUEUE_RE = re.compile(r"RING|BACKLOG|QUEUE|QDISC")
 
@@ -171,7 +181,7 @@ class DropReasonTable:
         u = s.upper()
         r = self._by_name.get(u)
         if r is None and u.startswith(_CORE_PREFIX):
-            r = self._by_name.get(u[len(_CORE_PREFIX):])
+            r = self._by_name.get(u[len(_CORE_PREFIX) :])
         return r
 
     def label(self, value: int) -> str:
@@ -232,7 +242,7 @@ def parse_print_symbolic(print_fmt: str, field_name: str = "reason") -> Tuple[Di
         elif c == ")":
             depth -= 1
         i += 1
-    body = print_fmt[m.end(): i - 1]
+    body = print_fmt[m.end() : i - 1]
     out: Dict[int, str] = {}
     bad: List[str] = []
     for vm in _SYMBOLIC_ENTRY.finditer(body):
@@ -246,7 +256,7 @@ def parse_print_symbolic(print_fmt: str, field_name: str = "reason") -> Tuple[Di
 
 def _strip_core(enum_name: str) -> str:
     if enum_name.startswith(_CORE_PREFIX):
-        return enum_name[len(_CORE_PREFIX):]
+        return enum_name[len(_CORE_PREFIX) :]
     if enum_name.startswith("SKB_"):
         return enum_name[4:]
     return enum_name
@@ -297,7 +307,7 @@ class _PageReader:
                 raw = self.prog.read_c_string(a, max_size=max_size - len(out))
                 out += raw
                 break
-            chunk = page[a - base:]
+            chunk = page[a - base :]
             i = chunk.find(b"\0")
             if i >= 0:
                 out += chunk[:i]
@@ -315,7 +325,9 @@ def _read_string_array(
     try:
         ptrs = _read_ptrs(prog, base, n)
     except drgn.FaultError as e:
-        notes.append(f"{what}: cannot read its {n} pointers at {base:#x} ({e}); names taken from other sources.")
+        notes.append(
+            f"{what}: cannot read its {n} pointers at {base:#x} ({e}); names taken from other sources."
+        )
         return out
     bad = []
     pages = pages or _PageReader(prog)
@@ -327,8 +339,10 @@ def _read_string_array(
         except drgn.FaultError:
             bad.append(i)
     if bad:
-        notes.append(f"{what}: {len(bad)} name(s) unreadable (indexes {', '.join(map(str, bad[:10]))}"
-                     f"{', ...' if len(bad) > 10 else ''}); names taken from other sources.")
+        notes.append(
+            f"{what}: {len(bad)} name(s) unreadable (indexes {', '.join(map(str, bad[:10]))}"
+            f"{', ...' if len(bad) > 10 else ''}); names taken from other sources."
+        )
     return out
 
 
@@ -346,7 +360,7 @@ def _subsystems(prog: drgn.Program) -> Tuple[Dict[int, str], Optional[int]]:
         for en in e.enumerators:
             n = en.name
             if n.startswith("SKB_DROP_REASON_SUBSYS_"):
-                n = n[len("SKB_DROP_REASON_SUBSYS_"):]
+                n = n[len("SKB_DROP_REASON_SUBSYS_") :]
             if n == "NUM" or n.startswith("__"):
                 continue
             if 0 <= en.value < MAX_SUBSYS:
@@ -386,16 +400,22 @@ def _from_subsys_table(
             notes.append(f"{sname}: its drop_reason_list at {lp:#x} is unreadable ({e}).")
             continue
         if count > MAX_REASONS_PER_SUBSYS or count > (1 << shift):
-            notes.append(f"{sname}: drop_reason_list claims {count} reasons, which is implausible; "
-                         "the table is corrupt and was not read.")
+            notes.append(
+                f"{sname}: drop_reason_list claims {count} reasons, which is implausible; "
+                "the table is corrupt and was not read."
+            )
             continue
         registered.append(sid)
-        for code, name in _read_string_array(prog, reasons_p, count, f"{sname} reason strings", notes).items():
+        for code, name in _read_string_array(
+            prog, reasons_p, count, f"{sname} reason strings", notes
+        ).items():
             out[sid << shift | code] = name
     return out, registered
 
 
-def _from_string_table(prog: drgn.Program, skip_addr: Optional[int], notes: List[str]) -> Optional[Dict[int, str]]:
+def _from_string_table(
+    prog: drgn.Program, skip_addr: Optional[int], notes: List[str]
+) -> Optional[Dict[int, str]]:
     """value -> name from ``drop_reasons[]`` (6.0-6.3; the same array as the core list in 6.4+)."""
     try:
         arr = prog["drop_reasons"]
@@ -406,7 +426,9 @@ def _from_string_table(prog: drgn.Program, skip_addr: Optional[int], notes: List
         return None
     if skip_addr is not None and arr.address_ == skip_addr:
         return None  # 6.4+: the core subsystem list, already read
-    return _read_string_array(prog, arr.address_, min(t.length, MAX_REASONS_PER_SUBSYS), "drop_reasons[]", notes)
+    return _read_string_array(
+        prog, arr.address_, min(t.length, MAX_REASONS_PER_SUBSYS), "drop_reasons[]", notes
+    )
 
 
 def _from_enums(
@@ -493,7 +515,9 @@ def _build(prog: drgn.Program) -> DropReasonTable:
             try:
                 lp = prog["drop_reasons_by_subsys"][0].value_()
                 if lp:
-                    core_list_addr = prog.read_u64(lp + drgn.offsetof(prog.type("struct drop_reason_list"), "reasons"))
+                    core_list_addr = prog.read_u64(
+                        lp + drgn.offsetof(prog.type("struct drop_reason_list"), "reasons")
+                    )
             except (LookupError, drgn.FaultError, IndexError):
                 pass
     strings = _from_string_table(prog, core_list_addr, notes)
@@ -512,8 +536,10 @@ def _build(prog: drgn.Program) -> DropReasonTable:
             per_source["print_fmt"] = fmt_map
             found.append("print_fmt")
         if unparsed:
-            notes.append(f"print_fmt of skb:kfree_skb: {len(unparsed)} entries were not turned into numbers at "
-                         f"boot and are ignored ({_list_names(unparsed, 5)}).")
+            notes.append(
+                f"print_fmt of skb:kfree_skb: {len(unparsed)} entries were not turned into numbers at "
+                f"boot and are ignored ({_list_names(unparsed, 5)})."
+            )
 
     has_reasons = bool(per_source)
     if not has_reasons:
@@ -522,9 +548,12 @@ def _build(prog: drgn.Program) -> DropReasonTable:
             why.append("it has no enum skb_drop_reason")
         if _kfree_skb_has_reason(prog) is False or (fmt is not None and "reason" not in fmt):
             why.append("its skb:kfree_skb tracepoint has no reason field")
-        notes.insert(0, "this kernel records no drop reasons"
-                     + (f": {' and '.join(why)}" if why else "")
-                     + " (drop reasons arrived in Linux 5.17; tun/tap reasons in 5.18).")
+        notes.insert(
+            0,
+            "this kernel records no drop reasons"
+            + (f": {' and '.join(why)}" if why else "")
+            + " (drop reasons arrived in Linux 5.17; tun/tap reasons in 5.18).",
+        )
         return DropReasonTable([], False, notes, subs, [], found, eff_shift)
 
     values = sorted(set().union(*[set(m) for m in per_source.values()]))
@@ -539,13 +568,18 @@ def _build(prog: drgn.Program) -> DropReasonTable:
             if other != name:
                 conflicts[s] = other
         sid = v >> eff_shift
-        reasons.append(DropReason(v, name, subs.get(sid, f"subsys{sid}"), best, enum_full.get(v), srcs, conflicts))
+        reasons.append(
+            DropReason(v, name, subs.get(sid, f"subsys{sid}"), best, enum_full.get(v), srcs, conflicts)
+        )
 
     # --- notes: disagreements and gaps -------------------------------------------------------------
     for r in reasons:
         if r.conflicts:
-            notes.append(f"{r.subsystem} {r.value}: {r.source} says {r.name}, "
-                         + ", ".join(f"{s} says {n}" for s, n in r.conflicts.items()) + f"; shown as {r.name}.")
+            notes.append(
+                f"{r.subsystem} {r.value}: {r.source} says {r.name}, "
+                + ", ".join(f"{s} says {n}" for s, n in r.conflicts.items())
+                + f"; shown as {r.name}."
+            )
     string_src = next((s for s in ("subsys_table", "string_table") if s in per_source), None)
     if string_src and "enum" in per_source:
         for sid, sname in sorted(subs.items()):
@@ -556,36 +590,60 @@ def _build(prog: drgn.Program) -> DropReasonTable:
             only_enum = sorted(in_enum - in_strings)
             only_str = sorted(in_strings - in_enum)
             if only_enum:
-                notes.append(f"{sname}: {len(only_enum)} enumerator(s) without a string in the {string_src}: "
-                             + _list_names(f"{enum_full[v]} ({v})" for v in only_enum) + ".")
+                notes.append(
+                    f"{sname}: {len(only_enum)} enumerator(s) without a string in the {string_src}: "
+                    + _list_names(f"{enum_full[v]} ({v})" for v in only_enum)
+                    + "."
+                )
             if only_str:
-                notes.append(f"{sname}: {len(only_str)} string(s) in the {string_src} without an enumerator: "
-                             + _list_names(f"{per_source[string_src][v]} ({v})" for v in only_str) + ".")
+                notes.append(
+                    f"{sname}: {len(only_str)} string(s) in the {string_src} without an enumerator: "
+                    + _list_names(f"{per_source[string_src][v]} ({v})" for v in only_str)
+                    + "."
+                )
     if fmt_map:
-        core_drop = {r.value for r in reasons if r.subsystem == "core" and r.is_drop and r.source != "print_fmt"}
+        core_drop = {
+            r.value for r in reasons if r.subsystem == "core" and r.is_drop and r.source != "print_fmt"
+        }
         missing = sorted(core_drop - set(fmt_map))
-        extra = sorted(v for v in fmt_map if v not in core_drop and v >> eff_shift == 0
-                       and not (v in enum_full and not enum_full[v].startswith(_CORE_PREFIX)))
+        extra = sorted(
+            v
+            for v in fmt_map
+            if v not in core_drop
+            and v >> eff_shift == 0
+            and not (v in enum_full and not enum_full[v].startswith(_CORE_PREFIX))
+        )
         if missing:
-            notes.append(f"core: {len(missing)} reason(s) absent from the skb:kfree_skb print_fmt (the trace "
-                         "prints them as numbers): " + _list_names(f"{_first_name(per_source, v)} ({v})"
-                                                                    for v in missing) + ".")
+            notes.append(
+                f"core: {len(missing)} reason(s) absent from the skb:kfree_skb print_fmt (the trace "
+                "prints them as numbers): "
+                + _list_names(f"{_first_name(per_source, v)} ({v})" for v in missing)
+                + "."
+            )
         if extra and len(per_source) > 1:
-            notes.append(f"core: {len(extra)} value(s) only in the skb:kfree_skb print_fmt: "
-                         + _list_names(f"{fmt_map[v]} ({v})" for v in extra) + ".")
+            notes.append(
+                f"core: {len(extra)} value(s) only in the skb:kfree_skb print_fmt: "
+                + _list_names(f"{fmt_map[v]} ({v})" for v in extra)
+                + "."
+            )
     if shift is not None and "subsys_table" in per_source:
         for sid, sname in sorted(subs.items()):
             if sid in registered:
                 continue
             from_enum = [r for r in reasons if r.subsystem == sname]
             if from_enum:
-                notes.append(f"{sname}: not registered in drop_reasons_by_subsys; its {len(from_enum)} names come "
-                             f"from enum {', enum '.join(e for e in enums_used if e != 'skb_drop_reason')}.")
+                notes.append(
+                    f"{sname}: not registered in drop_reasons_by_subsys; its {len(from_enum)} names come "
+                    f"from enum {', enum '.join(e for e in enums_used if e != 'skb_drop_reason')}."
+                )
             else:
-                notes.append(f"{sname}: not registered in drop_reasons_by_subsys (its module is not loaded, or "
-                             "it keeps no string table): its reasons have no names here.")
-    return DropReasonTable(reasons, True, notes, subs, [subs.get(s, f"subsys{s}") for s in registered], found,
-                           eff_shift)
+                notes.append(
+                    f"{sname}: not registered in drop_reasons_by_subsys (its module is not loaded, or "
+                    "it keeps no string table): its reasons have no names here."
+                )
+    return DropReasonTable(
+        reasons, True, notes, subs, [subs.get(s, f"subsys{s}") for s in registered], found, eff_shift
+    )
 
 
 def _first_name(per_source: Dict[str, Dict[int, str]], v: int) -> str:

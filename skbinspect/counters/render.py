@@ -38,7 +38,7 @@ def render_reasons(table: DropReasonTable, release: str = "", out: Optional[Cons
         notes = list(table.notes)
         lead = "this kernel records no drop reasons"
         if notes and notes[0].startswith(lead):
-            head += notes.pop(0)[len(lead):]
+            head += notes.pop(0)[len(lead) :]
         else:
             head += "."
         out.print(head)
@@ -54,14 +54,20 @@ def render_reasons(table: DropReasonTable, release: str = "", out: Optional[Cons
     t.add_column("tags")
     for r in table.reasons:
         name = r.name + ("" if r.is_drop else " (not a drop)") + (" [!]" if r.conflicts else "")
-        t.add_row(str(r.value), f"{r.value:#x}", r.subsystem, Text(name, style=_style(r)), r.source, _marker(r))
+        t.add_row(
+            str(r.value), f"{r.value:#x}", r.subsystem, Text(name, style=_style(r)), r.source, _marker(r)
+        )
     out.print(t)
-    subs = ", ".join(f"{k}={v}" + ("" if v in table.registered or v == "core" and not table.registered
-                                   else " (not registered)")
-                     for k, v in sorted(table.subsystems.items()))
+    subs = ", ".join(
+        f"{k}={v}"
+        + ("" if v in table.registered or v == "core" and not table.registered else " (not registered)")
+        for k, v in sorted(table.subsystems.items())
+    )
     out.print(f"subsystems: {subs}")
-    out.print(f"sources: {', '.join(table.sources_found)} (preferred first); tags: tun/tap = the reasons "
-              "tun/tap drop with, queue = ring/queue/backlog reasons")
+    out.print(
+        f"sources: {', '.join(table.sources_found)} (preferred first); tags: tun/tap = the reasons "
+        "tun/tap drop with, queue = ring/queue/backlog reasons"
+    )
     for n in table.notes:
         out.print(f"[yellow]note:[/yellow] {n}")
 
@@ -77,8 +83,11 @@ def render_reason(table: DropReasonTable, r: DropReason, out: Optional[Console] 
     g.add_row("subsystem", r.subsystem)
     if r.enum_name:
         g.add_row("enumerator", r.enum_name)
-    g.add_row("source", r.source + (f" (also: {', '.join(s for s in r.sources if s != r.source)})"
-                                    if len(r.sources) > 1 else ""))
+    g.add_row(
+        "source",
+        r.source
+        + (f" (also: {', '.join(s for s in r.sources if s != r.source)})" if len(r.sources) > 1 else ""),
+    )
     if r.tags:
         g.add_row("tags", _marker(r))
     if not r.is_drop:
@@ -136,22 +145,41 @@ def render_stats(stats: DropStats, out: Optional[Console] = None) -> None:
     out = out or console()
     sn = stats.softnet
     t = Table(title=f"softnet_data per CPU (dropped: {sn.dropped_form})", title_justify="left")
-    for c in ("cpu", "processed", "dropped", "time_squeeze", "received_rps", "flow_limit", "backlog",
-              "input_qlen", "process_qlen"):
+    for c in (
+        "cpu",
+        "processed",
+        "dropped",
+        "time_squeeze",
+        "received_rps",
+        "flow_limit",
+        "backlog",
+        "input_qlen",
+        "process_qlen",
+    ):
         t.add_column(c, justify="right" if c != "cpu" else "left")
     t.add_column("note")
     for c in sn.cpus:
-        t.add_row(str(c.cpu) + ("" if c.online else " (offline)"), str(c.processed),
-                  Text(str(c.dropped), style="bold red" if c.dropped else ""),
-                  str(c.time_squeeze), str(c.received_rps), str(c.flow_limit_count), str(c.backlog_len),
-                  str(c.input_qlen), str(c.process_qlen), c.note or "")
+        t.add_row(
+            str(c.cpu) + ("" if c.online else " (offline)"),
+            str(c.processed),
+            Text(str(c.dropped), style="bold red" if c.dropped else ""),
+            str(c.time_squeeze),
+            str(c.received_rps),
+            str(c.flow_limit_count),
+            str(c.backlog_len),
+            str(c.input_qlen),
+            str(c.process_qlen),
+            c.note or "",
+        )
     out.print(t)
     for n in sn.notes:
         out.print(f"[yellow]note:[/yellow] {n}")
 
     fields = [f for f in TOTAL_FIELDS if any(f in d.totals for d in stats.devices)] or list(TOTAL_FIELDS[:2])
-    dt = Table(title="device drop counters (per CPU where the kernel keeps them so; totals as ip -s -s link)",
-               title_justify="left")
+    dt = Table(
+        title="device drop counters (per CPU where the kernel keeps them so; totals as ip -s -s link)",
+        title_justify="left",
+    )
     dt.add_column("device", no_wrap=True)
     dt.add_column("source", no_wrap=True)
     dt.add_column("where")
@@ -160,15 +188,31 @@ def render_stats(stats: DropStats, out: Optional[Console] = None) -> None:
     dt.add_column("detail / note")
     for d in stats.devices:
         label = d.name + (f" @ns{d.netns}" if d.netns else "")
-        dt.add_row(Text(label, style="bold"), Text(f"{d.kind or '-'} / {d.driver}", style="bold"), "total",
-                   *[Text(str(d.totals[f]) if f in d.totals else "-", style="bold red" if d.totals.get(f) else "bold")
-                     for f in fields],
-                   Text(("" if d.complete else "INCOMPLETE: ") + "; ".join(d.notes),
-                        style="" if d.complete else "yellow"))
+        dt.add_row(
+            Text(label, style="bold"),
+            Text(f"{d.kind or '-'} / {d.driver}", style="bold"),
+            "total",
+            *[
+                Text(
+                    str(d.totals[f]) if f in d.totals else "-",
+                    style="bold red" if d.totals.get(f) else "bold",
+                )
+                for f in fields
+            ],
+            Text(
+                ("" if d.complete else "INCOMPLETE: ") + "; ".join(d.notes),
+                style="" if d.complete else "yellow",
+            ),
+        )
         for r in d.rows:
             tot = _row_totals(r)
-            dt.add_row("", r.source, _where(r), *[str(tot[f]) if f in tot else "" for f in fields],
-                       "; ".join(x for x in (_row_detail(r), r.note or "") if x))
+            dt.add_row(
+                "",
+                r.source,
+                _where(r),
+                *[str(tot[f]) if f in tot else "" for f in fields],
+                "; ".join(x for x in (_row_detail(r), r.note or "") if x),
+            )
     if stats.devices:
         out.print(dt)
     else:
@@ -180,10 +224,12 @@ def render_stats(stats: DropStats, out: Optional[Console] = None) -> None:
     if not dm.loaded:
         return
     state = "monitoring" if dm.tracing else "not monitoring"
-    out.print(f"drop_monitor: loaded, {state}, mode {dm.mode or '?'}"
-              + (f", hardware drops {'on' if dm.monitor_hw else 'off'}" if dm.monitor_hw is not None else "")
-              + (f", queue limit {dm.queue_limit}" if dm.queue_limit is not None else "")
-              + (f", truncation {dm.trunc_len}" if dm.trunc_len else ""))
+    out.print(
+        f"drop_monitor: loaded, {state}, mode {dm.mode or '?'}"
+        + (f", hardware drops {'on' if dm.monitor_hw else 'off'}" if dm.monitor_hw is not None else "")
+        + (f", queue limit {dm.queue_limit}" if dm.queue_limit is not None else "")
+        + (f", truncation {dm.trunc_len}" if dm.trunc_len else "")
+    )
     if dm.cpus:
         mt = Table(title="drop_monitor per CPU", title_justify="left")
         for c in ("cpu", "kind", "queued", "lost", "summary (drop site: count)", "note"):

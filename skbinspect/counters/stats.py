@@ -95,11 +95,12 @@ def _fields(t: drgn.Type, names: Iterable[Tuple[str, str]]) -> List[Field]:
 def decode_counters(data: bytes, fields: Sequence[Field], little_endian: bool = True) -> Dict[str, int]:
     """Unsigned counters ``fields`` from the bytes of one struct."""
     order = "little" if little_endian else "big"
-    return {f.name: int.from_bytes(data[f.offset: f.offset + f.size], order) for f in fields}
+    return {f.name: int.from_bytes(data[f.offset : f.offset + f.size], order) for f in fields}
 
 
-def decode_alert_msg(data: bytes, little_endian: bool = True, max_entries: int = MAX_ALERT_ENTRIES
-                     ) -> Tuple[List[Tuple[int, int]], Optional[str]]:
+def decode_alert_msg(
+    data: bytes, little_endian: bool = True, max_entries: int = MAX_ALERT_ENTRIES
+) -> Tuple[List[Tuple[int, int]], Optional[str]]:
     """Decode ``struct net_dm_alert_msg { u32 entries; struct net_dm_drop_point { u8 pc[8]; u32 count; }
     points[]; }`` (include/uapi/linux/net_dropmon.h, unchanged 5.10-7.x).
 
@@ -119,8 +120,8 @@ def decode_alert_msg(data: bytes, little_endian: bool = True, max_entries: int =
     points = []
     for i in range(n):
         off = 4 + 12 * i
-        pc = int.from_bytes(data[off: off + 8], order)
-        count = int.from_bytes(data[off + 8: off + 12], order)
+        pc = int.from_bytes(data[off : off + 8], order)
+        count = int.from_bytes(data[off + 8 : off + 12], order)
         points.append((pc, count))
     return points, note
 
@@ -143,7 +144,7 @@ def cpu_lists(prog: drgn.Program) -> Tuple[List[int], List[int], Dict[int, int]]
             n = max(possible) + 1 if possible else 0
             data = prog.read(pco.address_, 8 * n)
             for cpu in possible:
-                offsets[cpu] = int.from_bytes(data[8 * cpu: 8 * cpu + 8], "little")
+                offsets[cpu] = int.from_bytes(data[8 * cpu : 8 * cpu + 8], "little")
         except (LookupError, drgn.FaultError):
             # !SMP kernels have no __per_cpu_offset: per-CPU pointers are plain pointers.
             offsets = {cpu: 0 for cpu in possible}
@@ -178,7 +179,9 @@ def percpu_ranges(prog: drgn.Program) -> Optional[List[Tuple[int, int]]]:
         nslots = prog["pcpu_nr_slots"].value_()
         # 5.9-5.13 (memcg-aware percpu): one list array per enum pcpu_chunk_type.
         ntypes = 1
-        for e in (prog.type("enum pcpu_chunk_type").enumerators if _has_type(prog, "enum pcpu_chunk_type") else ()):
+        for e in (
+            prog.type("enum pcpu_chunk_type").enumerators if _has_type(prog, "enum pcpu_chunk_type") else ()
+        ):
             if e.name == "PCPU_NR_CHUNK_TYPES":
                 ntypes = e.value
         lists = prog["pcpu_chunk_lists"].value_()
@@ -278,14 +281,27 @@ def read_percpu_counters(
     counts_as = counts_as or {}
     zeros = {f.name: 0 for f in fields}
     if not percpu_ptr:
-        return [CounterRow(source, dict(zeros), counts_as=counts_as,
-                           note="not allocated (NULL): nothing counted yet, all zero")]
+        return [
+            CounterRow(
+                source,
+                dict(zeros),
+                counts_as=counts_as,
+                note="not allocated (NULL): nothing counted yet, all zero",
+            )
+        ]
     possible, _, offsets = cpu_lists(prog)
     size = max((f.offset + f.size for f in fields), default=0)
     if percpu_pointer_ok(prog, percpu_ptr, size) is False:
-        return [CounterRow(source, dict(zeros), cpu=cpu, counts_as=counts_as,
-                           note=f"bad per-CPU pointer {percpu_ptr:#x} (outside every percpu chunk): not read")
-                for cpu in possible]
+        return [
+            CounterRow(
+                source,
+                dict(zeros),
+                cpu=cpu,
+                counts_as=counts_as,
+                note=f"bad per-CPU pointer {percpu_ptr:#x} (outside every percpu chunk): not read",
+            )
+            for cpu in possible
+        ]
     little = _little(prog)
     rows = []
     for cpu in possible:
@@ -293,22 +309,40 @@ def read_percpu_counters(
         try:
             data = prog.read(addr, size)
         except (drgn.FaultError, ValueError, OverflowError) as e:
-            rows.append(CounterRow(source, dict(zeros), cpu=cpu, counts_as=counts_as,
-                                   note=f"unreadable at {addr:#x} (bad per-CPU pointer {percpu_ptr:#x}?): {e}"))
+            rows.append(
+                CounterRow(
+                    source,
+                    dict(zeros),
+                    cpu=cpu,
+                    counts_as=counts_as,
+                    note=f"unreadable at {addr:#x} (bad per-CPU pointer {percpu_ptr:#x}?): {e}",
+                )
+            )
             continue
         rows.append(CounterRow(source, decode_counters(data, fields, little), cpu=cpu, counts_as=counts_as))
     return rows
 
 
-def _read_struct(prog: drgn.Program, addr: int, fields: Sequence[Field], source: str,
-                 counts_as: Optional[Dict[str, List[str]]] = None, queue: Optional[int] = None) -> CounterRow:
+def _read_struct(
+    prog: drgn.Program,
+    addr: int,
+    fields: Sequence[Field],
+    source: str,
+    counts_as: Optional[Dict[str, List[str]]] = None,
+    queue: Optional[int] = None,
+) -> CounterRow:
     counts_as = counts_as or {}
     size = max((f.offset + f.size for f in fields), default=0)
     try:
         data = prog.read(addr, size)
     except (drgn.FaultError, ValueError, OverflowError) as e:
-        return CounterRow(source, {f.name: 0 for f in fields}, queue=queue, counts_as=counts_as,
-                          note=f"unreadable at {addr:#x}: {e}")
+        return CounterRow(
+            source,
+            {f.name: 0 for f in fields},
+            queue=queue,
+            counts_as=counts_as,
+            note=f"unreadable at {addr:#x}: {e}",
+        )
     return CounterRow(source, decode_counters(data, fields, _little(prog)), queue=queue, counts_as=counts_as)
 
 
@@ -337,14 +371,33 @@ class SoftnetCpu:
 
     @property
     def idle(self) -> bool:
-        return not (self.processed or self.dropped or self.time_squeeze or self.received_rps
-                    or self.flow_limit_count or self.backlog_len)
+        return not (
+            self.processed
+            or self.dropped
+            or self.time_squeeze
+            or self.received_rps
+            or self.flow_limit_count
+            or self.backlog_len
+        )
 
     def proc_row(self, index: int, columns: int) -> List[int]:
         """This CPU as a ``/proc/net/softnet_stat`` row of ``columns`` (13 to 6.3, 15 from 6.4);
         ``index`` is the row's position (the kernel prints ``seq->index``)."""
-        row = [self.processed, self.dropped, self.time_squeeze, 0, 0, 0, 0, 0, 0,
-               self.received_rps, self.flow_limit_count, self.backlog_len, index]
+        row = [
+            self.processed,
+            self.dropped,
+            self.time_squeeze,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            self.received_rps,
+            self.flow_limit_count,
+            self.backlog_len,
+            index,
+        ]
         if columns >= 15:
             row += [self.input_qlen, self.process_qlen]
         return row
@@ -369,10 +422,12 @@ class SoftnetStats:
     notes: List[str] = field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
-        return {"dropped_form": self.dropped_form, "proc_columns": self.proc_columns, "notes": self.notes,
-                "cpus": [c.to_json() for c in self.cpus]}
-
-
+        return {
+            "dropped_form": self.dropped_form,
+            "proc_columns": self.proc_columns,
+            "notes": self.notes,
+            "cpus": [c.to_json() for c in self.cpus],
+        }
 
 
 def softnet_stats(prog: drgn.Program) -> SoftnetStats:
@@ -387,8 +442,13 @@ def softnet_stats(prog: drgn.Program) -> SoftnetStats:
     except LookupError:
         return SoftnetStats([], "unknown", columns, ["softnet_data not found in the debug info."])
     t = sd.type_
-    names = [("processed", "processed"), ("time_squeeze", "time_squeeze"), ("received_rps", "received_rps"),
-             ("input_qlen", "input_pkt_queue.qlen"), ("process_qlen", "process_queue.qlen")]
+    names = [
+        ("processed", "processed"),
+        ("time_squeeze", "time_squeeze"),
+        ("received_rps", "received_rps"),
+        ("input_qlen", "input_pkt_queue.qlen"),
+        ("process_qlen", "process_queue.qlen"),
+    ]
     if t.has_member("drop_counters"):
         # ~6.18 (fdae0ab67d57): struct numa_drop_counters { atomic_t drops0, drops1; }, summed.
         dct = _member_type(t, "drop_counters")
@@ -439,11 +499,12 @@ def softnet_stats(prog: drgn.Program) -> SoftnetStats:
         else:
             c.dropped = v.get("dropped", 0)
         if fl_off is not None and fl_fields:
-            flp = int.from_bytes(data[fl_off: fl_off + 8], "little" if little else "big")
+            flp = int.from_bytes(data[fl_off : fl_off + 8], "little" if little else "big")
             if flp:
                 try:
                     c.flow_limit_count = decode_counters(
-                        prog.read(flp, fl_fields[0].offset + fl_fields[0].size), fl_fields, little)["count"]
+                        prog.read(flp, fl_fields[0].offset + fl_fields[0].size), fl_fields, little
+                    )["count"]
                 except drgn.FaultError as e:
                     c.note = f"flow_limit at {flp:#x} unreadable: {e}"
         cpus.append(c)
@@ -496,8 +557,14 @@ _KIND_STATS_FN = {
 
 
 #: The ndo_get_stats64 functions whose counters are understood here (see _driver_rows).
-_KNOWN_STATS_FNS = ("tun_net_get_stats64", "dev_get_tstats64", "macvlan_dev_get_stats64", "ipvlan_get_stats64",
-                    "veth_get_stats64", "loopback_get_stats64")
+_KNOWN_STATS_FNS = (
+    "tun_net_get_stats64",
+    "dev_get_tstats64",
+    "macvlan_dev_get_stats64",
+    "ipvlan_get_stats64",
+    "veth_get_stats64",
+    "loopback_get_stats64",
+)
 
 
 def _sym(prog: drgn.Program, addr: int) -> Optional[str]:
@@ -547,10 +614,15 @@ class _DevReader:
             self.core_t = prog.type("struct net_device_core_stats")
             self.core_fields = _fields(self.core_t, [(m.name, m.name) for m in self.core_t.members if m.name])
         # To 5.17: atomic_long_t rx_dropped, tx_dropped, rx_nohandler in struct net_device.
-        self.atomic_fields = _fields(self.nd, [(n, n) for n in ("rx_dropped", "tx_dropped", "rx_nohandler")]) \
-            if not self.has_core_stats else []
+        self.atomic_fields = (
+            _fields(self.nd, [(n, n) for n in ("rx_dropped", "tx_dropped", "rx_nohandler")])
+            if not self.has_core_stats
+            else []
+        )
         # dev->stats (struct net_device_stats; unsigned long / atomic_long_t unions since 6.6 DEV_STATS_INC).
-        self.devstats_fields = _fields(self.nd, [(n, f"stats.{n}") for n in ("rx_dropped", "tx_dropped", "rx_errors")])
+        self.devstats_fields = _fields(
+            self.nd, [(n, f"stats.{n}") for n in ("rx_dropped", "tx_dropped", "rx_errors")]
+        )
         self.has_stat_type = self.nd.has_member("pcpu_stat_type")
         self.tstats = _enum_value(prog, "netdev_stat_type", "NETDEV_PCPU_STAT_TSTATS")
         self.dstats = _enum_value(prog, "netdev_stat_type", "NETDEV_PCPU_STAT_DSTATS")
@@ -576,17 +648,25 @@ def _driver_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, fn: Optional[
     addr = dev.value_()
 
     def devstats() -> None:
-        ds.rows.append(_read_struct(prog, addr, r.devstats_fields, "dev->stats",
-                                    _counts({"rx_dropped": "rx_dropped", "tx_dropped": "tx_dropped",
-                                             "rx_errors": "rx_errors"})))
+        ds.rows.append(
+            _read_struct(
+                prog,
+                addr,
+                r.devstats_fields,
+                "dev->stats",
+                _counts({"rx_dropped": "rx_dropped", "tx_dropped": "tx_dropped", "rx_errors": "rx_errors"}),
+            )
+        )
 
     def need(module: str, typename: str) -> Optional[drgn.Type]:
         try:
             return prog.type(typename)
         except LookupError:
             ds.complete = False
-            ds.notes.append(f"no debug info for {typename} (module {module}): the driver's own counters are "
-                            "not read; totals are the core counters only.")
+            ds.notes.append(
+                f"no debug info for {typename} (module {module}): the driver's own counters are "
+                "not read; totals are the core counters only."
+            )
             return None
 
     if fn == "tun_net_get_stats64" or (fn is None and ds.kind == "tun" and not r.has_stat_type):
@@ -596,9 +676,15 @@ def _driver_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, fn: Optional[
         if tun_t.has_member("pcpu_stats"):
             # 5.10: struct tun_pcpu_stats per CPU, summed by tun_net_get_stats64 (replaced in 5.11 by
             # 497a5757ce4e "tun: switch to net core provided statistics counters").
-            _pcpu_member_rows(r, dev, ds, tun_t, "struct tun_pcpu_stats",
-                              ("rx_dropped", "tx_dropped", "rx_frame_errors"),
-                              {"rx_dropped": "rx_dropped", "tx_dropped": "tx_dropped"})
+            _pcpu_member_rows(
+                r,
+                dev,
+                ds,
+                tun_t,
+                "struct tun_pcpu_stats",
+                ("rx_dropped", "tx_dropped", "rx_frame_errors"),
+                {"rx_dropped": "rx_dropped", "tx_dropped": "tx_dropped"},
+            )
         else:
             # 5.11+: dev_get_tstats64() = dev->stats + tstats (no drops in tstats); + rx_frame_errors.
             devstats()
@@ -610,13 +696,21 @@ def _driver_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, fn: Optional[
                 # 6.10+ dev_get_dstats64(): dev->stats + per-CPU pcpu_dstats rx_drops / tx_drops.
                 dt = prog.type("struct pcpu_dstats")
                 fields = _fields(dt, [("rx_drops", "rx_drops"), ("tx_drops", "tx_drops")])
-                ds.rows += read_percpu_counters(prog, dev.dstats.value_(), dt, fields, "pcpu_dstats",
-                                                _counts({"rx_drops": "rx_dropped", "tx_drops": "tx_dropped"}))
+                ds.rows += read_percpu_counters(
+                    prog,
+                    dev.dstats.value_(),
+                    dt,
+                    fields,
+                    "pcpu_dstats",
+                    _counts({"rx_drops": "rx_dropped", "tx_drops": "tx_dropped"}),
+                )
         return
     if fn is None:
         if dev.netdev_ops.ndo_get_stats.value_():
             ds.complete = False
-            ds.notes.append("driver reports through ndo_get_stats (not read): totals are the core counters only.")
+            ds.notes.append(
+                "driver reports through ndo_get_stats (not read): totals are the core counters only."
+            )
             return
         devstats()  # no stats op at all: dev_get_stats() copies dev->stats
         return
@@ -629,32 +723,57 @@ def _driver_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, fn: Optional[
     if fn == "loopback_get_stats64":
         return  # packets and bytes only: no drop counters of its own
     ds.complete = False
-    ds.notes.append(f"driver stats function {fn} keeps counters skbinspect does not read: totals are the core "
-                    "counters only.")
+    ds.notes.append(
+        f"driver stats function {fn} keeps counters skbinspect does not read: totals are the core "
+        "counters only."
+    )
 
 
 #: Drivers whose ndo_get_stats64 sums a per-CPU struct in their private data (5.10-7.x):
 #: function -> (module, private struct, its per-CPU member's struct, {member: what it counts as}).
 _PRIVATE_PERCPU: Dict[str, Tuple[str, str, str, Dict[str, str]]] = {
     # macvlan_dev_get_stats64 reports rx_dropped = rx_errors: one counter (ring full on macvtap).
-    "macvlan_dev_get_stats64": ("macvlan", "struct macvlan_dev", "struct vlan_pcpu_stats",
-                                {"rx_errors": "rx_errors,rx_dropped", "tx_dropped": "tx_dropped"}),
+    "macvlan_dev_get_stats64": (
+        "macvlan",
+        "struct macvlan_dev",
+        "struct vlan_pcpu_stats",
+        {"rx_errors": "rx_errors,rx_dropped", "tx_dropped": "tx_dropped"},
+    ),
     # ipvlan_get_stats64: rx_errors = rx_dropped = rx_errs, tx_dropped = tx_drps.
-    "ipvlan_get_stats64": ("ipvlan", "struct ipvl_dev", "struct ipvl_pcpu_stats",
-                           {"rx_errs": "rx_errors,rx_dropped", "tx_drps": "tx_dropped"}),
+    "ipvlan_get_stats64": (
+        "ipvlan",
+        "struct ipvl_dev",
+        "struct ipvl_pcpu_stats",
+        {"rx_errs": "rx_errors,rx_dropped", "tx_drps": "tx_dropped"},
+    ),
 }
 
 
-def _private_percpu_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, need, module: str,  # type: ignore[no-untyped-def]
-                         priv_type: str, pcpu_type: str, counts: Dict[str, str]) -> None:
+def _private_percpu_rows(
+    r: _DevReader,
+    dev: drgn.Object,
+    ds: DeviceStats,
+    need,
+    module: str,  # type: ignore[no-untyped-def]
+    priv_type: str,
+    pcpu_type: str,
+    counts: Dict[str, str],
+) -> None:
     """Rows of a driver's per-CPU counters reached through ``priv->pcpu_stats``."""
     vt = need(module, priv_type)
     if vt is not None:
         _pcpu_member_rows(r, dev, ds, vt, pcpu_type, tuple(counts), counts)
 
 
-def _pcpu_member_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, priv_t: drgn.Type, pcpu_type: str,
-                      members: Sequence[str], counts: Dict[str, str]) -> None:
+def _pcpu_member_rows(
+    r: _DevReader,
+    dev: drgn.Object,
+    ds: DeviceStats,
+    priv_t: drgn.Type,
+    pcpu_type: str,
+    members: Sequence[str],
+    counts: Dict[str, str],
+) -> None:
     """Rows of the per-CPU ``pcpu_type`` that ``priv->pcpu_stats`` points to: ``members`` read, ``counts``
     saying what each counts as in the device's totals."""
     prog = r.prog
@@ -664,9 +783,9 @@ def _pcpu_member_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, priv_t: 
         ptr = prog.read_u64(r.priv(dev) + drgn.offsetof(priv_t, "pcpu_stats"))
     except drgn.FaultError as e:
         ds.complete = False
-        ds.notes.append(f"{priv_t.type_name()[len('struct '):]} unreadable: {e}")
+        ds.notes.append(f"{priv_t.type_name()[len('struct ') :]} unreadable: {e}")
         return
-    ds.rows += read_percpu_counters(prog, ptr, pt, fields, pcpu_type[len("struct "):], _counts(counts))
+    ds.rows += read_percpu_counters(prog, ptr, pt, fields, pcpu_type[len("struct ") :], _counts(counts))
 
 
 def _veth_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, need) -> None:  # type: ignore[no-untyped-def]
@@ -677,7 +796,9 @@ def _veth_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, need) -> None: 
     if vt is None:
         return
     rqt = prog.type("struct veth_rq")
-    rq_fields = _fields(rqt, [(n, f"stats.vs.{n}") for n in ("rx_drops", "xdp_tx_err", "peer_tq_xdp_xmit_err")])
+    rq_fields = _fields(
+        rqt, [(n, f"stats.vs.{n}") for n in ("rx_drops", "xdp_tx_err", "peer_tq_xdp_xmit_err")]
+    )
     peer_fields = [f for f in rq_fields if f.name != "rx_drops"]
     pd = _fields(vt, [("dropped", "dropped")])
 
@@ -705,13 +826,21 @@ def _veth_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, need) -> None: 
         ds.complete = False
         ds.notes.append(f"veth_priv unreadable: {e}")
         return
-    rq_rows(dev, "veth_rq", _counts({"rx_drops": "rx_dropped", "peer_tq_xdp_xmit_err": "rx_dropped",
-                                     "xdp_tx_err": "tx_dropped"}), rq_fields)
+    rq_rows(
+        dev,
+        "veth_rq",
+        _counts({"rx_drops": "rx_dropped", "peer_tq_xdp_xmit_err": "rx_dropped", "xdp_tx_err": "tx_dropped"}),
+        rq_fields,
+    )
     try:
         peer = drgn.Object(prog, "struct veth_priv *", r.priv(dev)).peer
         if peer.value_():
-            rq_rows(peer, "peer veth_rq", _counts({"xdp_tx_err": "rx_dropped", "peer_tq_xdp_xmit_err": "tx_dropped"}),
-                    peer_fields)
+            rq_rows(
+                peer,
+                "peer veth_rq",
+                _counts({"xdp_tx_err": "rx_dropped", "peer_tq_xdp_xmit_err": "tx_dropped"}),
+                peer_fields,
+            )
     except drgn.FaultError as e:
         ds.complete = False
         ds.notes.append(f"veth peer unreadable: {e}")
@@ -729,8 +858,9 @@ def _totals(ds: DeviceStats, fields_present: Iterable[str]) -> None:
     ds.totals = {k: v & 0xFFFFFFFFFFFFFFFF for k, v in tot.items()}
 
 
-def device_stats_one(prog: drgn.Program, dev: drgn.Object, netns: Optional[int] = None,
-                     _reader: Optional[_DevReader] = None) -> DeviceStats:
+def device_stats_one(
+    prog: drgn.Program, dev: drgn.Object, netns: Optional[int] = None, _reader: Optional[_DevReader] = None
+) -> DeviceStats:
     """Drop counters of one device.
 
     :param dev: ``struct net_device *``
@@ -743,24 +873,43 @@ def device_stats_one(prog: drgn.Program, dev: drgn.Object, netns: Optional[int] 
         kind = dev.rtnl_link_ops.kind.string_().decode(errors="replace") if ops else None
         fn_addr = dev.netdev_ops.ndo_get_stats64.value_()
     except drgn.FaultError as e:
-        return DeviceStats("?", 0, None, "?", netns, complete=False,
-                           notes=[f"net_device at {dev.value_():#x} unreadable: {e}"], address=dev.value_())
+        return DeviceStats(
+            "?",
+            0,
+            None,
+            "?",
+            netns,
+            complete=False,
+            notes=[f"net_device at {dev.value_():#x} unreadable: {e}"],
+            address=dev.value_(),
+        )
     fn = _sym(prog, fn_addr)
     if fn_addr and fn is None:
         # No symbol (module without symbols): go by the link kind, else an unknown function.
         fn = _KIND_STATS_FN.get(kind or "", f"{fn_addr:#x}")
-    driver = fn or ("dev->stats" if not r.has_stat_type else
-                    {r.tstats: "tstats", r.dstats: "dstats"}.get(dev.pcpu_stat_type.value_(), "dev->stats"))
+    driver = fn or (
+        "dev->stats"
+        if not r.has_stat_type
+        else {r.tstats: "tstats", r.dstats: "dstats"}.get(dev.pcpu_stat_type.value_(), "dev->stats")
+    )
     ds = DeviceStats(name, ifindex, kind, driver, netns, address=dev.value_())
     present = ["rx_dropped", "tx_dropped"]
     if r.has_core_stats:
         ptr = dev.core_stats.value_()
-        ds.rows += read_percpu_counters(prog, ptr, r.core_t, r.core_fields, "core_stats",
-                                        {f.name: [f.name] for f in r.core_fields})
+        ds.rows += read_percpu_counters(
+            prog, ptr, r.core_t, r.core_fields, "core_stats", {f.name: [f.name] for f in r.core_fields}
+        )
         present += [f.name for f in r.core_fields if f.name not in present]
     else:
-        ds.rows.append(_read_struct(prog, dev.value_(), r.atomic_fields, "net_device atomics",
-                                    {f.name: [f.name] for f in r.atomic_fields}))
+        ds.rows.append(
+            _read_struct(
+                prog,
+                dev.value_(),
+                r.atomic_fields,
+                "net_device atomics",
+                {f.name: [f.name] for f in r.atomic_fields},
+            )
+        )
         present += [f.name for f in r.atomic_fields if f.name not in present]
     _driver_rows(r, dev, ds, fn if fn_addr else None)
     if any("rx_errors" in t for row in ds.rows for t in row.counts_as.values()):
@@ -800,11 +949,14 @@ def _iter_devices(prog: drgn.Program, notes: List[str]) -> Iterable[Tuple[drgn.O
                     return
                 yield dev, inum
         except drgn.FaultError as e:
-            notes.append(f"device list of netns {inum or 'init_net'} unreadable ({e}); devices after that missing.")
+            notes.append(
+                f"device list of netns {inum or 'init_net'} unreadable ({e}); devices after that missing."
+            )
 
 
-def device_stats(prog: drgn.Program, names: Optional[Sequence[str]] = None,
-                 notes: Optional[List[str]] = None) -> List[DeviceStats]:
+def device_stats(
+    prog: drgn.Program, names: Optional[Sequence[str]] = None, notes: Optional[List[str]] = None
+) -> List[DeviceStats]:
     """Drop counters of every device in every network namespace (or only those in ``names``: device
     names or ifindexes)."""
     notes = notes if notes is not None else []
@@ -814,8 +966,10 @@ def device_stats(prog: drgn.Program, names: Optional[Sequence[str]] = None,
     for dev, inum in _iter_devices(prog, notes):
         if want is not None:
             try:
-                if (dev.name.string_().decode(errors="replace") not in want
-                        and str(dev.ifindex.value_()) not in want):
+                if (
+                    dev.name.string_().decode(errors="replace") not in want
+                    and str(dev.ifindex.value_()) not in want
+                ):
                     continue
             except drgn.FaultError:
                 continue
@@ -917,8 +1071,10 @@ def drop_monitor_state(prog: drgn.Program, module_loaded: Optional[bool] = None)
     possible, _, offsets = cpu_lists(prog)
     little = _little(prog)
     try:
-        hdr = sum((drgn.sizeof(prog.type(n)) + 3) & ~3 for n in ("struct nlmsghdr", "struct genlmsghdr",
-                                                                  "struct nlattr"))
+        hdr = sum(
+            (drgn.sizeof(prog.type(n)) + 3) & ~3
+            for n in ("struct nlmsghdr", "struct genlmsghdr", "struct nlattr")
+        )
     except LookupError:
         hdr = None
     for kind, var in (("sw", sw), ("hw", hw)):
@@ -939,15 +1095,20 @@ def drop_monitor_state(prog: drgn.Program, module_loaded: Optional[bool] = None)
                 if note:
                     row.note = note
                 if not st.tracing and row.summary:
-                    row.note = (row.note + "; " if row.note else "") + "left from the last time tracing was on"
+                    row.note = (
+                        row.note + "; " if row.note else ""
+                    ) + "left from the last time tracing was on"
             st.cpus.append(row)
     if not st.tracing:
-        st.notes.append("drop_monitor is loaded but not monitoring (no dropwatch or netlink client turned it on).")
+        st.notes.append(
+            "drop_monitor is loaded but not monitoring (no dropwatch or netlink client turned it on)."
+        )
     return st
 
 
-def _read_summary(prog: drgn.Program, skb: int, hdr: int, little: bool
-                  ) -> Tuple[List[Tuple[int, str, int]], Optional[str]]:
+def _read_summary(
+    prog: drgn.Program, skb: int, hdr: int, little: bool
+) -> Tuple[List[Tuple[int, str, int]], Optional[str]]:
     try:
         skb_o = drgn.Object(prog, "struct sk_buff *", skb)
         data = skb_o.data.value_()
@@ -982,8 +1143,9 @@ class DropStats:
         }
 
 
-def drop_stats(prog: drgn.Program, devices: Optional[Sequence[str]] = None,
-               drop_monitor_loaded: Optional[bool] = None) -> DropStats:
+def drop_stats(
+    prog: drgn.Program, devices: Optional[Sequence[str]] = None, drop_monitor_loaded: Optional[bool] = None
+) -> DropStats:
     """Softnet, per-device and drop_monitor statistics of ``prog``."""
     notes: List[str] = []
     devs = device_stats(prog, devices, notes)

@@ -27,8 +27,17 @@ __all__ = ["DropGroup", "DropsReport", "drops_report", "TIMELINE_BUCKETS"]
 TIMELINE_BUCKETS = 48
 _PID = struct.Struct("<i")  # struct trace_entry.pid, at offset 4
 #: net events that name the device of an skb (fields ``skbaddr`` and ``name``).
-DEVICE_EVENTS = ("net_dev_queue", "net_dev_start_xmit", "net_dev_xmit", "netif_receive_skb", "netif_rx",
-                 "netif_receive_skb_entry", "netif_rx_entry", "napi_gro_receive_entry", "napi_gro_frags_entry")
+DEVICE_EVENTS = (
+    "net_dev_queue",
+    "net_dev_start_xmit",
+    "net_dev_xmit",
+    "netif_receive_skb",
+    "netif_rx",
+    "netif_receive_skb_entry",
+    "netif_rx_entry",
+    "napi_gro_receive_entry",
+    "napi_gro_frags_entry",
+)
 
 
 @dataclass
@@ -52,7 +61,9 @@ class DropGroup:
     last_ts: Optional[int] = None
     protocols: Counter = field(default_factory=Counter)
     stacks: Counter = field(default_factory=Counter)
-    stack_spans: Dict[Tuple[int, ...], Tuple[int, int]] = field(default_factory=dict)  # first, last time stamp
+    stack_spans: Dict[Tuple[int, ...], Tuple[int, int]] = field(
+        default_factory=dict
+    )  # first, last time stamp
     devices: Counter = field(default_factory=Counter)
     tasks: Counter = field(default_factory=Counter)
     in_ns: bool = True
@@ -180,14 +191,18 @@ class DropsReport:
             "groups": [g.to_json(stacks) for g in self.groups],
             "timelines": self.timelines,
             "bucket_s": self.bucket_s,
-            "buffer": {"entries": self.trace_array.entries, "written": self.trace_array.written,
-                       "lost": self.trace_array.lost},
+            "buffer": {
+                "entries": self.trace_array.entries,
+                "written": self.trace_array.written,
+                "lost": self.trace_array.lost,
+            },
             "notes": self.notes,
         }
 
 
-def _keys(windows: Iterable[Tuple[List[int], Dict[int, bytes]]], cshift: int, cmask: int
-          ) -> Iterator[Tuple[int, bytes]]:
+def _keys(
+    windows: Iterable[Tuple[List[int], Dict[int, bytes]]], cshift: int, cmask: int
+) -> Iterator[Tuple[int, bytes]]:
     for keys, pages in windows:
         if len(pages) == 1:
             (page,) = pages.values()
@@ -198,8 +213,13 @@ def _keys(windows: Iterable[Tuple[List[int], Dict[int, bytes]]], cshift: int, cm
                 yield k, pages[(k >> cshift) & cmask]
 
 
-def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Sequence[str] = (),
-                 reader: Optional[TraceReader] = None, buckets: int = TIMELINE_BUCKETS) -> DropsReport:
+def drops_report(
+    prog: drgn.Program,
+    instance: Optional[str] = None,
+    reasons: Sequence[str] = (),
+    reader: Optional[TraceReader] = None,
+    buckets: int = TIMELINE_BUCKETS,
+) -> DropsReport:
     """Group the kfree_skb events of a trace array by reason and location.
 
     :param instance: trace instance name; None for the top-level buffer.
@@ -284,14 +304,21 @@ def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Se
         else:
             pid = _PID.unpack_from(page, off + 4)[0]
             f = TraceEvent(r, k, page).fields
-            rv, loc, proto, skbaddr = f.get("reason"), f.get("location"), f.get("protocol", 0), f.get("skbaddr", 0)
+            rv, loc, proto, skbaddr = (
+                f.get("reason"),
+                f.get("location"),
+                f.get("protocol", 0),
+                f.get("skbaddr", 0),
+            )
         gk = (rv, loc)
         tsl = group_ts.get(gk)
         if tsl is None:
             if gk in groups:
                 continue  # filtered out by reason
             rname = names.name(rv) if rv is not None else None
-            g = DropGroup(rname, rv, loc, syms.format(loc) if loc is not None else None, in_ns=tr.in_ns, _syms=syms)
+            g = DropGroup(
+                rname, rv, loc, syms.format(loc) if loc is not None else None, in_ns=tr.in_ns, _syms=syms
+            )
             if want and g.reason_label.upper() not in want:
                 groups[gk] = None
                 continue
@@ -305,7 +332,11 @@ def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Se
             sp, sk = srec[0]
             sw = (sk >> 16) & pmask
             (sh,) = unpack("<I", sp, sw * 4)
-            soff, slen = ((sw + 1) * 4, (sh & 31) * 4) if sh & 31 else ((sw + 2) * 4, unpack("<I", sp, sw * 4 + 4)[0] - 4)
+            soff, slen = (
+                ((sw + 1) * 4, (sh & 31) * 4)
+                if sh & 31
+                else ((sw + 2) * 4, unpack("<I", sp, sw * 4 + 4)[0] - 4)
+            )
             st = tuple(decode_stack(sp, soff, slen))
             g = groups[gk]
             g.stacks[st] += 1  # type: ignore[union-attr]
@@ -347,7 +378,22 @@ def drops_report(prog: drgn.Program, instance: Optional[str] = None, reasons: Se
         notes.append(f"the buffer lost {tr.lost} older events (it wrapped): earlier drops are not counted")
     for d in r.damage:
         notes.append(f"skipped: {d}")
-    ordered = sorted((g for g in groups.values() if g is not None),
-                     key=lambda g: (-g.count, g.reason_label, g.location_symbol or ""))
-    return DropsReport(tr, ordered, total, kfree_total, consumed, first, last, tr.in_ns, has_reasons, timelines,
-                       bucket_s, notes, bool(want))
+    ordered = sorted(
+        (g for g in groups.values() if g is not None),
+        key=lambda g: (-g.count, g.reason_label, g.location_symbol or ""),
+    )
+    return DropsReport(
+        tr,
+        ordered,
+        total,
+        kfree_total,
+        consumed,
+        first,
+        last,
+        tr.in_ns,
+        has_reasons,
+        timelines,
+        bucket_s,
+        notes,
+        bool(want),
+    )

@@ -10,7 +10,18 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 
-__all__ = ["EventField", "EventFormat", "FieldDecoder", "decode_stack", "SavedCmdlines", "IrqFlagBits", "format_irq_flags", "format_timestamp", "ns2usecs", "format_file_text"]
+__all__ = [
+    "EventField",
+    "EventFormat",
+    "FieldDecoder",
+    "decode_stack",
+    "SavedCmdlines",
+    "IrqFlagBits",
+    "format_irq_flags",
+    "format_timestamp",
+    "ns2usecs",
+    "format_file_text",
+]
 
 # ---- event formats -----------------------------------------------------------------------------------
 
@@ -87,7 +98,9 @@ class EventFormat:
             from skbinspect.ftrace.printfmt import PrintFmt, PrintFmtError  # printfmt imports this module
 
             try:
-                self._printer = PrintFmt(self.print_fmt, self.fields, self.constant) if self.print_fmt else False
+                self._printer = (
+                    PrintFmt(self.print_fmt, self.fields, self.constant) if self.print_fmt else False
+                )
             except PrintFmtError:
                 self._printer = False
         return self._printer or None
@@ -230,8 +243,9 @@ class SavedCmdlines:
 
     NO_CMDLINE_MAP = 0xFFFFFFFF
 
-    def __init__(self, pid_to_cmdline: Sequence[int], cmdline_to_pid: Sequence[int], names: bytes,
-                 comm_len: int = 16) -> None:
+    def __init__(
+        self, pid_to_cmdline: Sequence[int], cmdline_to_pid: Sequence[int], names: bytes, comm_len: int = 16
+    ) -> None:
         self.pid_to_cmdline = pid_to_cmdline
         self.cmdline_to_pid = cmdline_to_pid
         self.names = names
@@ -325,7 +339,19 @@ def format_irq_flags(flags: int, preempt_count: int, bits: IrqFlagBits) -> str:
     nmi = bool(flags & bits.nmi)
     hard = bool(flags & bits.hardirq)
     soft = bool(flags & bits.softirq)
-    c3 = "Z" if nmi and hard else "z" if nmi else "H" if hard and soft else "h" if hard else "s" if soft else "."
+    c3 = (
+        "Z"
+        if nmi and hard
+        else "z"
+        if nmi
+        else "H"
+        if hard and soft
+        else "h"
+        if hard
+        else "s"
+        if soft
+        else "."
+    )
     if bits.migrate_column:
         c4 = "%x" % (preempt_count & 0xF) if preempt_count & 0xF else "."
         c5 = "%x" % (preempt_count >> 4) if preempt_count & 0xF0 else "."
@@ -346,5 +372,3 @@ def format_timestamp(ts: int, in_ns: bool = True) -> str:
         us = ns2usecs(ts)
         return "%5d.%06d" % (us // 1000000, us % 1000000)
     return "%12d" % ts
-
-

@@ -49,16 +49,48 @@ def _tokenize(text: str) -> List[Tuple[str, str]]:
             break
         m = _TOKEN_RE.match(text, pos)
         if not m or m.end() == pos:
-            raise PrintFmtError(f"cannot tokenize print_fmt at {text[pos:pos + 20]!r}")
+            raise PrintFmtError(f"cannot tokenize print_fmt at {text[pos : pos + 20]!r}")
         kind = m.lastgroup
         toks.append((kind, m.group(kind)))  # type: ignore[arg-type]
         pos = m.end()
     return toks
 
 
-_TYPE_WORDS = {"unsigned", "signed", "int", "long", "short", "char", "u8", "u16", "u32", "u64", "s8", "s16",
-               "s32", "s64", "void", "const", "struct", "bool", "size_t", "ssize_t", "__u8", "__u16", "__u32",
-               "__u64", "__s8", "__s16", "__s32", "__s64", "uintptr_t", "__le16", "__le32", "__be16", "__be32"}
+_TYPE_WORDS = {
+    "unsigned",
+    "signed",
+    "int",
+    "long",
+    "short",
+    "char",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "s8",
+    "s16",
+    "s32",
+    "s64",
+    "void",
+    "const",
+    "struct",
+    "bool",
+    "size_t",
+    "ssize_t",
+    "__u8",
+    "__u16",
+    "__u32",
+    "__u64",
+    "__s8",
+    "__s16",
+    "__s32",
+    "__s64",
+    "uintptr_t",
+    "__le16",
+    "__le32",
+    "__be16",
+    "__be32",
+}
 
 
 class _Parser:
@@ -66,8 +98,12 @@ class _Parser:
     numbers, strings, casts, arithmetic, comparisons, ternaries and the trace helper macros).  Produces
     closures ``f(rec) -> value``; nothing from the target is ever evaluated as code."""
 
-    def __init__(self, toks: List[Tuple[str, str]], fields: Dict[str, EventField],
-                 constant: Optional[Callable[[str], Optional[int]]] = None) -> None:
+    def __init__(
+        self,
+        toks: List[Tuple[str, str]],
+        fields: Dict[str, EventField],
+        constant: Optional[Callable[[str], Optional[int]]] = None,
+    ) -> None:
         self.toks = toks
         self.i = 0
         self.fields = fields
@@ -94,8 +130,18 @@ class _Parser:
             return lambda r, c=cond, a=a, b=b: a(r) if c(r) else b(r)
         return cond
 
-    _PREC = [["||"], ["&&"], ["|"], ["^"], ["&"], ["==", "!="], ["<", ">", "<=", ">="], ["<<", ">>"],
-             ["+", "-"], ["*", "/", "%"]]
+    _PREC = [
+        ["||"],
+        ["&&"],
+        ["|"],
+        ["^"],
+        ["&"],
+        ["==", "!="],
+        ["<", ">", "<=", ">="],
+        ["<<", ">>"],
+        ["+", "-"],
+        ["*", "/", "%"],
+    ]
 
     def binary(self, level: int) -> Callable:
         if level >= len(self._PREC):
@@ -126,8 +172,11 @@ class _Parser:
             while self.peek(j)[0] == "id" or self.peek(j)[1] == "*":
                 words.append(self.peek(j)[1])
                 j += 1
-            if words and self.peek(j)[1] == ")" and (words[0] in _TYPE_WORDS or words[-1] == "*"
-                                                     or words[-1].endswith("_t")):
+            if (
+                words
+                and self.peek(j)[1] == ")"
+                and (words[0] in _TYPE_WORDS or words[-1] == "*" or words[-1].endswith("_t"))
+            ):
                 self.i += j + 1
                 inner = self.unary()
                 return _cast(words, inner)
@@ -286,20 +335,48 @@ class _Parser:
 
 def _binop(op: str, a: Callable, b: Callable) -> Callable:
     ops: Dict[str, Callable[[Any, Any], Any]] = {
-        "+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y,
-        "/": lambda x, y: int(x / y) if y else 0, "%": lambda x, y: x % y if y else 0,
-        "<<": lambda x, y: x << y, ">>": lambda x, y: x >> y, "&": lambda x, y: x & y,
-        "|": lambda x, y: x | y, "^": lambda x, y: x ^ y, "==": lambda x, y: int(x == y),
-        "!=": lambda x, y: int(x != y), "<": lambda x, y: int(x < y), ">": lambda x, y: int(x > y),
-        "<=": lambda x, y: int(x <= y), ">=": lambda x, y: int(x >= y),
-        "&&": lambda x, y: int(bool(x) and bool(y)), "||": lambda x, y: int(bool(x) or bool(y)),
+        "+": lambda x, y: x + y,
+        "-": lambda x, y: x - y,
+        "*": lambda x, y: x * y,
+        "/": lambda x, y: int(x / y) if y else 0,
+        "%": lambda x, y: x % y if y else 0,
+        "<<": lambda x, y: x << y,
+        ">>": lambda x, y: x >> y,
+        "&": lambda x, y: x & y,
+        "|": lambda x, y: x | y,
+        "^": lambda x, y: x ^ y,
+        "==": lambda x, y: int(x == y),
+        "!=": lambda x, y: int(x != y),
+        "<": lambda x, y: int(x < y),
+        ">": lambda x, y: int(x > y),
+        "<=": lambda x, y: int(x <= y),
+        ">=": lambda x, y: int(x >= y),
+        "&&": lambda x, y: int(bool(x) and bool(y)),
+        "||": lambda x, y: int(bool(x) or bool(y)),
     }
     fn = ops[op]
     return lambda r, fn=fn, a=a, b=b: fn(a(r), b(r))
 
 
-_CAST_BITS = {"char": 8, "short": 16, "int": 32, "long": 64, "u8": 8, "u16": 16, "u32": 32, "u64": 64, "s8": 8,
-              "s16": 16, "s32": 32, "s64": 64, "__u8": 8, "__u16": 16, "__u32": 32, "__u64": 64, "bool": 0}
+_CAST_BITS = {
+    "char": 8,
+    "short": 16,
+    "int": 32,
+    "long": 64,
+    "u8": 8,
+    "u16": 16,
+    "u32": 32,
+    "u64": 64,
+    "s8": 8,
+    "s16": 16,
+    "s32": 32,
+    "s64": 64,
+    "__u8": 8,
+    "__u16": 16,
+    "__u32": 32,
+    "__u64": 64,
+    "bool": 0,
+}
 
 
 def _cast(words: List[str], inner: Callable) -> Callable:
@@ -352,8 +429,12 @@ class PrintFmt:
     fields (enum constants such as ``TCP_ESTABLISHED``) are resolved with ``constant(name)``.
     """
 
-    def __init__(self, print_fmt: str, fields: Sequence[EventField],
-                 constant: Optional[Callable[[str], Optional[int]]] = None) -> None:
+    def __init__(
+        self,
+        print_fmt: str,
+        fields: Sequence[EventField],
+        constant: Optional[Callable[[str], Optional[int]]] = None,
+    ) -> None:
         toks = _tokenize(print_fmt)
         if not toks or toks[0][0] != "str":
             raise PrintFmtError("print_fmt does not start with a string")
@@ -369,8 +450,14 @@ class PrintFmt:
         j = i
         while j < len(toks):
             k, v = toks[j]
-            if k == "id" and v.startswith("__get_") and j + 3 < len(toks) and toks[j + 1][1] == "(" and \
-                    toks[j + 2][0] == "id" and toks[j + 3][1] == ")":
+            if (
+                k == "id"
+                and v.startswith("__get_")
+                and j + 3 < len(toks)
+                and toks[j + 1][1] == "("
+                and toks[j + 2][0] == "id"
+                and toks[j + 3][1] == ")"
+            ):
                 fixed += [("id", v), ("op", "("), ("str", '"%s"' % toks[j + 2][1]), ("op", ")")]
                 j += 4
                 continue
@@ -402,8 +489,9 @@ class PrintFmt:
                     end += len(ext)
                 if ext and ext[0] not in "SsBfFxK" and not ext.startswith(("I4", "i4", "I6", "i6", "M", "m")):
                     raise PrintFmtError(f"%p{ext} is not supported")
-            self.pieces.append((lit, (m.group(1) or "", m.group(2) or "", m.group(3) or "", conv, ext,
-                                      m.group(4) or "")))
+            self.pieces.append(
+                (lit, (m.group(1) or "", m.group(2) or "", m.group(3) or "", conv, ext, m.group(4) or ""))
+            )
             nargs += 1
             pos = end
         self.tail = fmt[pos:]

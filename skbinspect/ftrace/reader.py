@@ -28,7 +28,17 @@ import drgn
 
 from skbinspect.errors import SkbinspectError
 from skbinspect.ftrace.formats import EventField, EventFormat, IrqFlagBits, SavedCmdlines, decode_stack
-from skbinspect.ftrace.ringbuf import Batch, Damage, KeyCodec, Record, RingBufferLayout, decode_subbuf, iter_records, merge_windows, walk_ring
+from skbinspect.ftrace.ringbuf import (
+    Batch,
+    Damage,
+    KeyCodec,
+    Record,
+    RingBufferLayout,
+    decode_subbuf,
+    iter_records,
+    merge_windows,
+    walk_ring,
+)
 from skbinspect.memory.cache import per_program
 from skbinspect.target.opener import kernel_version
 
@@ -145,9 +155,12 @@ def _page_layout(prog: drgn.Program) -> _PageLayout:
     if commit is not None:
         rb_kw["commit_offset"] = commit
         rb_kw["commit_size"] = commit_size
-    for attr, name in (("type_len_max", "RINGBUF_TYPE_DATA_TYPE_LEN_MAX"), ("type_padding", "RINGBUF_TYPE_PADDING"),
-                       ("type_time_extend", "RINGBUF_TYPE_TIME_EXTEND"),
-                       ("type_time_stamp", "RINGBUF_TYPE_TIME_STAMP")):
+    for attr, name in (
+        ("type_len_max", "RINGBUF_TYPE_DATA_TYPE_LEN_MAX"),
+        ("type_padding", "RINGBUF_TYPE_PADDING"),
+        ("type_time_extend", "RINGBUF_TYPE_TIME_EXTEND"),
+        ("type_time_stamp", "RINGBUF_TYPE_TIME_STAMP"),
+    ):
         v = _const(prog, name)
         if v is not None:
             rb_kw[attr] = v
@@ -205,8 +218,20 @@ class CpuBuffer:
     pages: int
 
     def to_json(self) -> Dict[str, Any]:
-        return {k: getattr(self, k) for k in ("cpu", "nr_pages", "entries", "written", "overrun", "dropped",
-                                                "commit_overrun", "read", "lost_events")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "cpu",
+                "nr_pages",
+                "entries",
+                "written",
+                "overrun",
+                "dropped",
+                "commit_overrun",
+                "read",
+                "lost_events",
+            )
+        }
 
 
 @dataclass
@@ -264,8 +289,20 @@ class TraceArray:
         }
 
 
-_OPTION_BITS = ("stacktrace", "irq_info", "record_tgid", "context_info", "sym_offset", "sym_addr", "overwrite",
-                "latency_fmt", "verbose", "raw", "hex", "bin")
+_OPTION_BITS = (
+    "stacktrace",
+    "irq_info",
+    "record_tgid",
+    "context_info",
+    "sym_offset",
+    "sym_addr",
+    "overwrite",
+    "latency_fmt",
+    "verbose",
+    "raw",
+    "hex",
+    "bin",
+)
 
 
 def _options(prog: drgn.Program, flags: int) -> Dict[str, bool]:
@@ -409,8 +446,10 @@ def trace_arrays(prog: drgn.Program) -> List[TraceArray]:
     try:
         head = prog["ftrace_trace_arrays"].address_of_()
     except LookupError:
-        raise TraceError("this kernel has no ftrace_trace_arrays: it was built without tracing (CONFIG_TRACING), "
-                         "or its debug info is missing.")
+        raise TraceError(
+            "this kernel has no ftrace_trace_arrays: it was built without tracing (CONFIG_TRACING), "
+            "or its debug info is missing."
+        )
     _page_layout(prog)
     out: List[TraceArray] = []
     seen = set()
@@ -425,8 +464,23 @@ def trace_arrays(prog: drgn.Program) -> List[TraceArray]:
             try:
                 out.append(_trace_array(prog, tr))
             except drgn.FaultError as e:
-                out.append(TraceArray("?", pos - off, 0, 4096, 0, 4096, "local", True, 0, {}, 0, [],
-                                      [f"trace_array at {pos - off:#x} unreadable ({e})"]))
+                out.append(
+                    TraceArray(
+                        "?",
+                        pos - off,
+                        0,
+                        4096,
+                        0,
+                        4096,
+                        "local",
+                        True,
+                        0,
+                        {},
+                        0,
+                        [],
+                        [f"trace_array at {pos - off:#x} unreadable ({e})"],
+                    )
+                )
             pos = drgn.Object(prog, "struct list_head *", pos).next.value_()
     except drgn.FaultError as e:
         if not out:
@@ -709,8 +763,9 @@ def saved_cmdlines(prog: drgn.Program, warnings: Optional[List[str]] = None) -> 
             else:
                 names_addr = names_obj.address_
             names = prog.read(names_addr, num * comm_len) if num else b""
-            c = SavedCmdlines(struct.unpack("<%dI" % n_map, pid_map), struct.unpack("<%dI" % num, to_pid),
-                              names, comm_len)
+            c = SavedCmdlines(
+                struct.unpack("<%dI" % n_map, pid_map), struct.unpack("<%dI" % num, to_pid), names, comm_len
+            )
     except (LookupError, AttributeError, drgn.FaultError, struct.error) as e:
         if warnings is not None:
             warnings.append(f"saved task names (savedcmd) unreadable ({e}); tasks show as <...>")
@@ -720,6 +775,7 @@ def saved_cmdlines(prog: drgn.Program, warnings: Optional[List[str]] = None) -> 
 
 def irq_flag_bits(prog: drgn.Program) -> IrqFlagBits:
     """``enum trace_flag_type`` of the target, and whether its lines have the migrate-disable column."""
+
     def v(name: str) -> int:
         x = _const(prog, name)
         return x if x is not None else 0
@@ -743,8 +799,6 @@ def irq_flag_bits(prog: drgn.Program) -> IrqFlagBits:
         need_resched_lazy=v("TRACE_FLAG_NEED_RESCHED_LAZY"),
         migrate_column=migrate,
     )
-
-
 
 
 # ---- pages and records --------------------------------------------------------------------------------
@@ -779,9 +833,17 @@ def cpu_pages(prog: drgn.Program, tr: TraceArray, cb: CpuBuffer) -> CpuPages:
         nxt, rd, page, order, prev = _read_bpage(prog, lay, addr)
         return nxt, rd, page, order if lay.order is not None else order_default, prev
 
-    pages, dmg = walk_ring(read_bpage, cpu=cb.cpu, reader_page=cb.reader_page, commit_page=cb.commit_page,
-                           pages=cb.pages, head_page=cb.head_page, nr_pages=cb.nr_pages, list_offset=lay.next,
-                           max_pages=MAX_PAGES)
+    pages, dmg = walk_ring(
+        read_bpage,
+        cpu=cb.cpu,
+        reader_page=cb.reader_page,
+        commit_page=cb.commit_page,
+        pages=cb.pages,
+        head_page=cb.head_page,
+        nr_pages=cb.nr_pages,
+        list_offset=lay.next,
+        max_pages=MAX_PAGES,
+    )
     return CpuPages(cb.cpu, pages, dmg)
 
 
@@ -798,8 +860,13 @@ class TraceReader:
     :meth:`records` gives tuples; :meth:`events` gives :class:`TraceEvent` objects with stacks attached.
     """
 
-    def __init__(self, prog: drgn.Program, tr: TraceArray, cpus: Optional[Sequence[int]] = None,
-                 progress: Optional[Callable[[int, int], None]] = None) -> None:
+    def __init__(
+        self,
+        prog: drgn.Program,
+        tr: TraceArray,
+        cpus: Optional[Sequence[int]] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ) -> None:
         self.prog = prog
         self.tr = tr
         self.layout = _page_layout(prog)
@@ -846,18 +913,30 @@ class TraceReader:
         for bp, page_addr, order, emit_from in cp.pages:
             size = page_size << (order if 0 <= order <= 10 else 0)
             if size > cap:
-                damage.append(Damage(cp.cpu, f"buffer_page {bp:#x}", f"sub-buffer order {order} larger than the "
-                                     f"buffer's ({self.tr.subbuf_order}); read {cap} bytes"))
+                damage.append(
+                    Damage(
+                        cp.cpu,
+                        f"buffer_page {bp:#x}",
+                        f"sub-buffer order {order} larger than the "
+                        f"buffer's ({self.tr.subbuf_order}); read {cap} bytes",
+                    )
+                )
                 size = cap
             try:
                 page = read(page_addr, size)
             except drgn.FaultError as e:
-                damage.append(Damage(cp.cpu, f"sub-buffer {page_addr:#x} (buffer_page {bp:#x})",
-                                     f"unreadable ({e}); its events are missing"))
+                damage.append(
+                    Damage(
+                        cp.cpu,
+                        f"sub-buffer {page_addr:#x} (buffer_page {bp:#x})",
+                        f"unreadable ({e}); its events are missing",
+                    )
+                )
                 continue
             keys: List[int] = []
-            flags, mono = decode_subbuf(page, cp.cpu, keys, codec, layout=lay, emit_from=emit_from, damage=damage,
-                                        where=page_addr)
+            flags, mono = decode_subbuf(
+                page, cp.cpu, keys, codec, layout=lay, emit_from=emit_from, damage=damage, where=page_addr
+            )
             if flags & lay.missed_events:
                 self.missed_pages += 1
             self._pages_done += 1
@@ -911,8 +990,9 @@ class TraceReader:
                     page = pages[(k >> cshift) & cmask]
                     yield k, page, id(page)
 
-    def grouped_windows(self, types: Optional[Iterable[int]] = None
-                        ) -> Iterator[Tuple[List[int], Dict[int, bytes]]]:
+    def grouped_windows(
+        self, types: Optional[Iterable[int]] = None
+    ) -> Iterator[Tuple[List[int], Dict[int, bytes]]]:
         """Like :meth:`windows`, with stack records taken out and attached (``self._stacks``) and the events
         not in ``types`` left out."""
         want = frozenset(types) if types is not None else None
@@ -1087,15 +1167,22 @@ class TraceEvent:
         return f"<TraceEvent {self.full_name} ts={self.ts} cpu={self.cpu} pid={self.pid}>"
 
 
-def trace_reader(prog: drgn.Program, instance: Optional[str] = None, cpus: Optional[Sequence[int]] = None,
-                 progress: Optional[Callable[[int, int], None]] = None) -> TraceReader:
+def trace_reader(
+    prog: drgn.Program,
+    instance: Optional[str] = None,
+    cpus: Optional[Sequence[int]] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> TraceReader:
     """A :class:`TraceReader` for the top-level buffer (``instance`` None) or the named instance."""
     return TraceReader(prog, find_trace_array(prog, instance), cpus, progress)
 
 
-def iter_trace_events(prog: drgn.Program, instance: Optional[str] = None,
-                      events: Optional[Sequence[str]] = None, cpus: Optional[Sequence[int]] = None
-                      ) -> Iterator[TraceEvent]:
+def iter_trace_events(
+    prog: drgn.Program,
+    instance: Optional[str] = None,
+    events: Optional[Sequence[str]] = None,
+    cpus: Optional[Sequence[int]] = None,
+) -> Iterator[TraceEvent]:
     """Decoded events of a trace array, oldest first (for drgn sessions).
 
     :param instance: instance name; None for the top-level buffer.

@@ -55,8 +55,9 @@ class TraceTextFormatter:
         _, fl, pc, pid = _HDR.unpack_from(page, off) if ev.length >= 8 else (0, 0, 0, -1)
         who = self._who.get(pid)
         if who is None:
-            who = self._who[pid] = "%16s-%-7d " % (ev.reader.cmdlines.find(pid), pid) + \
-                ("(-------) " if self.record_tgid else "")
+            who = self._who[pid] = "%16s-%-7d " % (ev.reader.cmdlines.find(pid), pid) + (
+                "(-------) " if self.record_tgid else ""
+            )
         flags = ""
         if self.irq_info:
             fk = fl << 8 | pc
@@ -168,7 +169,9 @@ def loss_lines(tr: TraceArray, reader: TraceReader) -> List[str]:
     return out
 
 
-def event_json(ev: TraceEvent, fmt: TraceTextFormatter, instance: str, stacks: bool = False) -> Dict[str, Any]:
+def event_json(
+    ev: TraceEvent, fmt: TraceTextFormatter, instance: str, stacks: bool = False
+) -> Dict[str, Any]:
     """One event as a JSON object: time (ns and as the trace file prints it), cpu, pid, comm, event name,
     flags, fields (pointers as hex strings), and for skb events the symbolised location and reason name."""
     f = ev.format
@@ -179,7 +182,9 @@ def event_json(ev: TraceEvent, fmt: TraceTextFormatter, instance: str, stacks: b
         "cpu": ev.cpu,
         "pid": ev.pid,
         "comm": ev.comm,
-        "event": ev.full_name if f else ("ftrace:kernel_stack" if ev.type == fmt.stack_type else f"event{ev.type}"),
+        "event": ev.full_name
+        if f
+        else ("ftrace:kernel_stack" if ev.type == fmt.stack_type else f"event{ev.type}"),
         "flags": format_irq_flags(ev.flags, ev.preempt_count, fmt.bits),
     }
     if ev.type == fmt.stack_type:
@@ -213,8 +218,12 @@ def _frames(frames: Sequence[int], fmt: TraceTextFormatter) -> List[Dict[str, An
     out = []
     for ip in frames:
         a = ip + fmt.delta
-        out.append({"address": "0x%x" % a,
-                    "symbol": "[FTRACE TRAMPOLINE]" if ip == FTRACE_TRAMPOLINE_MARKER else fmt.syms.format(a)})
+        out.append(
+            {
+                "address": "0x%x" % a,
+                "symbol": "[FTRACE TRAMPOLINE]" if ip == FTRACE_TRAMPOLINE_MARKER else fmt.syms.format(a),
+            }
+        )
     return out
 
 
@@ -245,7 +254,9 @@ class JsonLines:
         self._inst = json.dumps(instance).replace("%", "%%")
         self._tpl: Dict[int, Any] = {}
         self._ctx: Dict[int, str] = {}  # pid, flags, preempt count -> '"pid": .., "comm": .., "flags": ..'
-        self._extra: Dict[Any, str] = {}  # (type, location, reason) -> ', "location_symbol": .., "reason": ..'
+        self._extra: Dict[
+            Any, str
+        ] = {}  # (type, location, reason) -> ', "location_symbol": .., "reason": ..'
         self._frame: Dict[int, str] = {}
         self._sym: Dict[int, str] = {}
         self._reason: Dict[Any, str] = {}
@@ -266,9 +277,14 @@ class JsonLines:
             fd = f.field(name)
             v = '"0x%x"' if fd is not None and fd.is_pointer else "%d"
             parts.append(json.dumps(name).replace("%", "%%") + ": " + v)
-        tpl = ('{"instance": ' + self._inst + ', "ts": %d, "time": "%s", "cpu": %d, %s, '
-               '"event": ' + json.dumps(f.full_name).replace("%", "%%") + ', "fields": {'
-               + ", ".join(parts) + "%s}%s}")
+        tpl = (
+            '{"instance": ' + self._inst + ', "ts": %d, "time": "%s", "cpu": %d, %s, '
+            '"event": '
+            + json.dumps(f.full_name).replace("%", "%%")
+            + ', "fields": {'
+            + ", ".join(parts)
+            + "%s}%s}"
+        )
         skb = f.system == "skb" and f.name in ("kfree_skb", "consume_skb")
         names = list(dec.scalar_names)
         iloc = names.index("location") if skb and "location" in names else None
@@ -279,8 +295,13 @@ class JsonLines:
     def line(self, ev: TraceEvent) -> str:
         return self.line_key(ev.key, ev.page, ev.stack_records, ev)
 
-    def line_key(self, k: int, page: bytes, stack_records: Optional[List[Tuple[bytes, int]]],
-                 ev: Optional[TraceEvent] = None) -> str:
+    def line_key(
+        self,
+        k: int,
+        page: bytes,
+        stack_records: Optional[List[Tuple[bytes, int]]],
+        ev: Optional[TraceEvent] = None,
+    ) -> str:
         """The line of the event of key ``k`` (see :meth:`TraceReader.grouped_keys`)."""
         t = k & 0xFFFF
         try:
@@ -346,9 +367,14 @@ class JsonLines:
                 extra += ', "stacks": [' + ", ".join(self._frames(x) for x in frames) + "]"
         return tpl % ((ts, tm, (k >> codec.cpu_shift) & codec.cpu_mask, ctx) + vals + (more, extra))
 
-    def write_all(self, windows: Iterable[Tuple[List[int], Dict[int, bytes]]], out: TextIO,
-                  stacks_of: Dict[Any, Any], skip_type: Optional[int] = None,
-                  threshold: Optional[int] = None) -> int:
+    def write_all(
+        self,
+        windows: Iterable[Tuple[List[int], Dict[int, bytes]]],
+        out: TextIO,
+        stacks_of: Dict[Any, Any],
+        skip_type: Optional[int] = None,
+        threshold: Optional[int] = None,
+    ) -> int:
         """Write the lines of the events of ``windows`` (``TraceReader.grouped_windows()``) to ``out``:
         :meth:`line_key` inlined for the common case (a small fixed-size event without stacks or
         variable fields).  Returns the number of lines."""
@@ -377,7 +403,14 @@ class JsonLines:
                 c = tpls.get(t, _MISSING)
                 w = (k >> 16) & pmask
                 h = u32(page, w * 4)[0]
-                if c is _MISSING or c is None or srec is not None or not h & 31 or (h & 31) * 4 < c[2] or c[5]:
+                if (
+                    c is _MISSING
+                    or c is None
+                    or srec is not None
+                    or not h & 31
+                    or (h & 31) * 4 < c[2]
+                    or c[5]
+                ):
                     buf.append(line_key(k, page, srec))
                 else:
                     off = w * 4 + 4
@@ -389,7 +422,11 @@ class JsonLines:
                         ctx = self._context_json(ck, pid, fl, pc)
                     iloc, irea = c[3], c[4]
                     if iloc is not None or irea is not None:
-                        ek = (t, vals[iloc] if iloc is not None else None, vals[irea] if irea is not None else None)
+                        ek = (
+                            t,
+                            vals[iloc] if iloc is not None else None,
+                            vals[irea] if irea is not None else None,
+                        )
                         extra = extras.get(ek)
                         if extra is None:
                             extra = self._extra_json(ek)
@@ -414,7 +451,10 @@ class JsonLines:
 
     def _context_json(self, ck: int, pid: int, fl: int, pc: int) -> str:
         s = self._ctx[ck] = '"pid": %d, "comm": %s, "flags": "%s"' % (
-            pid, json.dumps(self.reader.cmdlines.find(pid)), format_irq_flags(fl, pc, self.fmt.bits))
+            pid,
+            json.dumps(self.reader.cmdlines.find(pid)),
+            format_irq_flags(fl, pc, self.fmt.bits),
+        )
         return s
 
     def _extra_json(self, ek: Tuple[int, Optional[int], Optional[int]]) -> str:
@@ -479,10 +519,12 @@ def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool =
     tty = con.is_terminal
     tr = report.trace_array
     title = "top-level buffer" if tr.is_top else f"instance {tr.name}"
-    con.print(f"[bold]kfree_skb drops[/bold] in the {title}: {report.total} drops"
-              + (f" of {report.kfree_total} kfree_skb events" if report.kfree_total != report.total else "")
-              + (f", {report.consumed} consume_skb" if report.consumed else "")
-              + (f" over {report.span_s:.6f} s" if report.span_s else ""))
+    con.print(
+        f"[bold]kfree_skb drops[/bold] in the {title}: {report.total} drops"
+        + (f" of {report.kfree_total} kfree_skb events" if report.kfree_total != report.total else "")
+        + (f", {report.consumed} consume_skb" if report.consumed else "")
+        + (f" over {report.span_s:.6f} s" if report.span_s else "")
+    )
     if not report.has_reasons:
         con.print("This kernel records no drop reasons in kfree_skb (before 5.17): grouped by location only.")
     for line in report.notes:
@@ -491,22 +533,39 @@ def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool =
         con.print("No kfree_skb events in the buffer" + (" match the filter." if report.filtered else "."))
         return
     t = Table(title="by reason and location", title_justify="left", show_lines=False)
-    for col, just in (("reason", "left"), ("location", "left"), ("count", "right"), ("first", "right"),
-                      ("last", "right"), ("rate/s", "right"), ("device / queue", "left"), ("tasks", "left")):
+    for col, just in (
+        ("reason", "left"),
+        ("location", "left"),
+        ("count", "right"),
+        ("first", "right"),
+        ("last", "right"),
+        ("rate/s", "right"),
+        ("device / queue", "left"),
+        ("tasks", "left"),
+    ):
         t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
     for g in report.groups:
-        t.add_row(escape(g.reason_label), escape(g.location_symbol or "-"), str(g.count),
-                  _secs(g.first_ts, report.in_ns), _secs(g.last_ts, report.in_ns),
-                  "%.1f" % g.rate if g.rate is not None else "-", escape(g.device_label or "-"),
-                  escape(", ".join(f"{c} ({n})" if len(g.tasks) > 1 else c for c, n in g.tasks.most_common(2))))
+        t.add_row(
+            escape(g.reason_label),
+            escape(g.location_symbol or "-"),
+            str(g.count),
+            _secs(g.first_ts, report.in_ns),
+            _secs(g.last_ts, report.in_ns),
+            "%.1f" % g.rate if g.rate is not None else "-",
+            escape(g.device_label or "-"),
+            escape(", ".join(f"{c} ({n})" if len(g.tasks) > 1 else c for c, n in g.tasks.most_common(2))),
+        )
     con.print(t)
     if stacks:
         for g in report.groups:
             if not g.stacks:
                 continue
             nd = g.distinct_stacks
-            con.print(f"[bold]{escape(g.reason_label)}[/bold] at {escape(g.location_symbol or '-')}: "
-                      f"{nd} distinct stack{'s' if nd != 1 else ''}" + (f", the {stacks} most common" if nd > stacks else ""))
+            con.print(
+                f"[bold]{escape(g.reason_label)}[/bold] at {escape(g.location_symbol or '-')}: "
+                f"{nd} distinct stack{'s' if nd != 1 else ''}"
+                + (f", the {stacks} most common" if nd > stacks else "")
+            )
             for frames, n in g.top_stacks(stacks, trim=True):
                 con.print(f"  {n} x {escape(frames[0]) if frames else ''}")
                 for fr in frames[1:]:
@@ -514,12 +573,15 @@ def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool =
     if timeline and report.timelines:
         first, last = report.first_ts, report.last_ts
         width = len(next(iter(report.timelines.values())))
-        con.print(f"[bold]timeline[/bold] {_secs(first, report.in_ns)} s .. {_secs(last, report.in_ns)} s, "
-                  f"{width} buckets of {report.bucket_s:.6f} s")
+        con.print(
+            f"[bold]timeline[/bold] {_secs(first, report.in_ns)} s .. {_secs(last, report.in_ns)} s, "
+            f"{width} buckets of {report.bucket_s:.6f} s"
+        )
         name_w = max(len(k) for k in report.timelines)
         for name, counts in report.timelines.items():
-            con.print(f"  {name.ljust(name_w)} |{histogram_line(counts, not tty)}| {sum(counts)}",
-                      markup=False)
+            con.print(
+                f"  {name.ljust(name_w)} |{histogram_line(counts, not tty)}| {sum(counts)}", markup=False
+            )
 
 
 def drops_json(report: Any) -> Dict[str, Any]:

@@ -30,7 +30,20 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 
-__all__ = ["RingBufferLayout", "DEFAULT_LAYOUT", "Damage", "Record", "KeyCodec", "Batch", "decode_subbuf", "payload_span", "merge_windows", "iter_records", "walk_ring", "RB_PAGE_HEAD"]
+__all__ = [
+    "RingBufferLayout",
+    "DEFAULT_LAYOUT",
+    "Damage",
+    "Record",
+    "KeyCodec",
+    "Batch",
+    "decode_subbuf",
+    "payload_span",
+    "merge_windows",
+    "iter_records",
+    "walk_ring",
+    "RB_PAGE_HEAD",
+]
 
 # ---- ring buffer layout ------------------------------------------------------------------------------
 
@@ -212,14 +225,21 @@ def decode_subbuf(
         ts, raw_commit = _PAGE_HDR.unpack_from(page, 0)
     else:
         ts = int.from_bytes(page[0:8], "little")
-        raw_commit = int.from_bytes(page[layout.commit_offset: layout.commit_offset + layout.commit_size], "little")
+        raw_commit = int.from_bytes(
+            page[layout.commit_offset : layout.commit_offset + layout.commit_size], "little"
+        )
     flags = raw_commit & layout.missed_mask
     size = (raw_commit & ~layout.missed_mask & 0xFFFFFFFF) if commit is None else commit
     cap = len(page) - hs
     if size > cap:
         if damage is not None:
-            damage.append(Damage(cpu, where, f"commit {size} is beyond the sub-buffer's {cap} data bytes; "
-                                             "decoding the bytes present"))
+            damage.append(
+                Damage(
+                    cpu,
+                    where,
+                    f"commit {size} is beyond the sub-buffer's {cap} data bytes; decoding the bytes present",
+                )
+            )
         size = cap
     if size & 3:
         if damage is not None:
@@ -310,8 +330,9 @@ def decode_subbuf(
 Batch = Tuple[bytes, List[int], bool]
 
 
-def merge_windows(streams: Sequence[Iterator[Batch]], codec: KeyCodec
-                  ) -> Iterator[Tuple[List[int], Dict[int, bytes]]]:
+def merge_windows(
+    streams: Sequence[Iterator[Batch]], codec: KeyCodec
+) -> Iterator[Tuple[List[int], Dict[int, bytes]]]:
     """Merge per-CPU streams of decoded sub-buffers into time order, window by window.
 
     Yields ``(keys, pages)``: keys (:class:`KeyCodec`) in order, and ``{cpu: page}``, the sub-buffer each
@@ -346,7 +367,7 @@ def merge_windows(streams: Sequence[Iterator[Batch]], codec: KeyCodec
         odd = [s for s in active if not s[4]]
         if odd:
             s = odd[0]
-            yield s[2][s[3]:], {s[5]: s[1]}
+            yield s[2][s[3] :], {s[5]: s[1]}
             s[3] = len(s[2])
         else:
             hs = min(active, key=lambda s: s[2][-1])
@@ -474,8 +495,13 @@ def walk_ring(
         pos = r[0] & ~RB_FLAG_MASK
     if not head:
         if head_page:
-            dmg.append(Damage(cpu, "page ring", "no link is flagged as pointing to the head page; "
-                                                "starting at cpu_buffer->head_page"))
+            dmg.append(
+                Damage(
+                    cpu,
+                    "page ring",
+                    "no link is flagged as pointing to the head page; starting at cpu_buffer->head_page",
+                )
+            )
             head = head_page + list_offset
         else:
             dmg.append(Damage(cpu, "page ring", "no head page: only the reader page was read"))
@@ -486,24 +512,40 @@ def walk_ring(
     for _ in range(bound):
         bp = pos - list_offset
         if bp in seen:
-            dmg.append(Damage(cpu, f"buffer_page {bp:#x}", "the page ring loops without reaching the commit page; "
-                                                           "later events may be missing"))
+            dmg.append(
+                Damage(
+                    cpu,
+                    f"buffer_page {bp:#x}",
+                    "the page ring loops without reaching the commit page; later events may be missing",
+                )
+            )
             return out, dmg
         seen.add(bp)
         r = bpage(bp)
         if r is None:
-            dmg.append(Damage(cpu, "page ring", "the walk to the commit page stopped at an unreadable page; "
-                                                "later events may be missing"))
+            dmg.append(
+                Damage(
+                    cpu,
+                    "page ring",
+                    "the walk to the commit page stopped at an unreadable page; later events may be missing",
+                )
+            )
             return out, dmg
         out.append((bp, r[2], r[3], 0))
         if bp == commit_page:
             return out, dmg
         pos = r[0] & ~RB_FLAG_MASK
         if not pos:
-            dmg.append(Damage(cpu, f"buffer_page {bp:#x}", "NULL link in the page ring; later events may be missing"))
+            dmg.append(
+                Damage(cpu, f"buffer_page {bp:#x}", "NULL link in the page ring; later events may be missing")
+            )
             return out, dmg
-    dmg.append(Damage(cpu, "page ring", f"the commit page was not reached after {bound} pages "
-                                        f"(nr_pages {nr_pages}); later events may be missing"))
+    dmg.append(
+        Damage(
+            cpu,
+            "page ring",
+            f"the commit page was not reached after {bound} pages "
+            f"(nr_pages {nr_pages}); later events may be missing",
+        )
+    )
     return out, dmg
-
-

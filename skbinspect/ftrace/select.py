@@ -31,7 +31,8 @@ def event_ids(reader: Any, events: Sequence[str]) -> Optional[set]:
             name = e.split(":")[-1]
             close = sorted(x for x in reader.formats.by_name if name in x)[:8]
             raise SkbinspectError(
-                f"no event {e!r} in this kernel" + (f" (similar: {', '.join(close)})." if close else ".")
+                f"no event {e!r} in this kernel"
+                + (f" (similar: {', '.join(close)})." if close else ".")
                 + " Give events as SYSTEM:NAME, e.g. skb:kfree_skb."
             )
         ids.add(f.id)
@@ -49,8 +50,15 @@ def last_timestamp(reader: Any) -> Optional[int]:
     return end
 
 
-def write_text(reader: Any, fmt: Any, out: TextIO, want: Optional[set], last: Optional[int],
-               threshold: Optional[int], stacks: bool) -> None:
+def write_text(
+    reader: Any,
+    fmt: Any,
+    out: TextIO,
+    want: Optional[set],
+    last: Optional[int],
+    threshold: Optional[int],
+    stacks: bool,
+) -> None:
     """Records in the trace file's order; a stack record is shown (with --stacks) when the event it
     follows on its CPU is shown, or on its own when no event precedes it (the buffer wrapped)."""
     st = reader.stack_type
@@ -96,8 +104,15 @@ def write_text(reader: Any, fmt: Any, out: TextIO, want: Optional[set], last: Op
         write("\n".join(buf) + "\n")
 
 
-def write_json(reader: Any, fmt: Any, out: TextIO, want: Optional[set], last: Optional[int],
-               threshold: Optional[int], stacks: bool) -> None:
+def write_json(
+    reader: Any,
+    fmt: Any,
+    out: TextIO,
+    want: Optional[set],
+    last: Optional[int],
+    threshold: Optional[int],
+    stacks: bool,
+) -> None:
     from skbinspect.ftrace.render import JsonLines
 
     lines = JsonLines(fmt, reader.tr.name, stacks)
@@ -110,7 +125,9 @@ def write_json(reader: Any, fmt: Any, out: TextIO, want: Optional[set], last: Op
     shift = reader.codec.shift
     stacks_of = reader._stacks
     if last is None:  # the streamed common case
-        lines.write_all(reader.grouped_windows(types), out, stacks_of, st if skip_orphans else None, threshold)
+        lines.write_all(
+            reader.grouped_windows(types), out, stacks_of, st if skip_orphans else None, threshold
+        )
         return
     pop = stacks_of.pop
     tail: Deque[Any] = deque(maxlen=last)

@@ -67,9 +67,9 @@ class ReasonNames:
                 t = prog.type("enum skb_drop_reason")
                 for name, value in t.enumerators or ():
                     if name.startswith("SKB_DROP_REASON_"):
-                        name = name[len("SKB_DROP_REASON_"):]
+                        name = name[len("SKB_DROP_REASON_") :]
                     elif name.startswith("SKB_"):
-                        name = name[len("SKB_"):]
+                        name = name[len("SKB_") :]
                     self._enum.setdefault(value, name)
                 self.has_reasons = True
                 self.source = "enum skb_drop_reason"
@@ -162,8 +162,14 @@ SkbEvent = Union[KfreeSkb, ConsumeSkb]
 
 
 def _base_json(e: _SkbBase) -> Dict[str, Any]:
-    d: Dict[str, Any] = {"event": e.kind, "ts": e.ts, "cpu": e.cpu, "pid": e.pid, "comm": e.comm,
-                         "skbaddr": "0x%x" % e.skbaddr}
+    d: Dict[str, Any] = {
+        "event": e.kind,
+        "ts": e.ts,
+        "cpu": e.cpu,
+        "pid": e.pid,
+        "comm": e.comm,
+        "skbaddr": "0x%x" % e.skbaddr,
+    }
     if e.location is not None:
         d["location"] = "0x%x" % e.location
         d["location_symbol"] = e.location_symbol
@@ -172,8 +178,12 @@ def _base_json(e: _SkbBase) -> Dict[str, Any]:
     return d
 
 
-def skb_event(ev: TraceEvent, reasons: Optional[ReasonNames] = None, syms: Optional[Symbolizer] = None,
-              stack_symbols: bool = False) -> Optional[SkbEvent]:
+def skb_event(
+    ev: TraceEvent,
+    reasons: Optional[ReasonNames] = None,
+    syms: Optional[Symbolizer] = None,
+    stack_symbols: bool = False,
+) -> Optional[SkbEvent]:
     """The :class:`KfreeSkb` / :class:`ConsumeSkb` view of ``ev`` (None for other events)."""
     name = ev.name
     if name not in ("kfree_skb", "consume_skb") or ev.system != "skb":
@@ -183,19 +193,38 @@ def skb_event(ev: TraceEvent, reasons: Optional[ReasonNames] = None, syms: Optio
     f = ev.fields
     loc = f.get("location")
     loc_sym = syms.format(loc) if loc is not None else None  # function+0xoff [module]
-    common = dict(ts=ev.ts, cpu=ev.cpu, pid=ev.pid, comm=ev.comm, skbaddr=f.get("skbaddr", 0) or 0, location=loc,
-                  location_symbol=loc_sym, stack=ev.stack, event=ev)
+    common = dict(
+        ts=ev.ts,
+        cpu=ev.cpu,
+        pid=ev.pid,
+        comm=ev.comm,
+        skbaddr=f.get("skbaddr", 0) or 0,
+        location=loc,
+        location_symbol=loc_sym,
+        stack=ev.stack,
+        event=ev,
+    )
     if name == "consume_skb":
         return ConsumeSkb(**common)
     reasons = reasons or reason_names(prog)
     reason = f.get("reason")
     rx_sk = f.get("rx_sk")
-    return KfreeSkb(**common, protocol=f.get("protocol", 0) or 0, reason=reason,
-                    reason_name=reasons.name(reason) if reason is not None else None, rx_sk=rx_sk)
+    return KfreeSkb(
+        **common,
+        protocol=f.get("protocol", 0) or 0,
+        reason=reason,
+        reason_name=reasons.name(reason) if reason is not None else None,
+        rx_sk=rx_sk,
+    )
 
 
-def iter_skb_events(prog: drgn.Program, instance: Optional[str] = None, cpus: Optional[Sequence[int]] = None,
-                    kinds: Sequence[str] = SKB_EVENTS, reader: Optional[TraceReader] = None) -> Iterator[SkbEvent]:
+def iter_skb_events(
+    prog: drgn.Program,
+    instance: Optional[str] = None,
+    cpus: Optional[Sequence[int]] = None,
+    kinds: Sequence[str] = SKB_EVENTS,
+    reader: Optional[TraceReader] = None,
+) -> Iterator[SkbEvent]:
     """kfree_skb / consume_skb events of a trace array, oldest first, with their stacks.
 
     :param instance: trace instance; None for the top-level buffer.

@@ -27,8 +27,9 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 _FAULTS = (drgn.FaultError, ValueError, OverflowError)
 
 
-def read_spans(prog: drgn.Program, addresses: Sequence[int], sizes: Union[int, Sequence[int]]
-               ) -> Tuple[List[Optional[bytes]], List[int]]:
+def read_spans(
+    prog: drgn.Program, addresses: Sequence[int], sizes: Union[int, Sequence[int]]
+) -> Tuple[List[Optional[bytes]], List[int]]:
     """Read ``sizes[i]`` bytes (or ``sizes`` bytes for all) at ``addresses[i]``, in coalesced windows.
 
     Returns ``(buffers, offsets)``: object ``i`` is ``buffers[i][offsets[i]:offsets[i] + size]``
@@ -110,7 +111,9 @@ def _windows_by_address(addresses: Sequence[int], maxsize: int) -> Tuple[List[in
     """Windows for objects larger than a page: from the sorted addresses, bridging gaps of MAX_GAP."""
     sa = sorted(set(addresses))
     m = len(sa)
-    breaks = list(compress(range(1, m), map(lt, repeat(maxsize + MAX_GAP), map(sub, islice(sa, 1, None), sa))))
+    breaks = list(
+        compress(range(1, m), map(lt, repeat(maxsize + MAX_GAP), map(sub, islice(sa, 1, None), sa)))
+    )
     breaks.append(m)
     starts: List[int] = []
     window_of_sorted: List[int] = []
@@ -138,4 +141,4 @@ def read_many(prog: drgn.Program, requests: Sequence[Tuple[int, int]]) -> List[O
     addrs = [a for a, _ in requests]
     sizes = [s for _, s in requests]
     bufs, offs = read_spans(prog, addrs, sizes)
-    return [None if b is None else b[o:o + s] for b, o, s in zip(bufs, offs, sizes)]
+    return [None if b is None else b[o : o + s] for b, o, s in zip(bufs, offs, sizes)]

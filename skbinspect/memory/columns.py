@@ -15,8 +15,9 @@ __all__ = ["column"]
 _NATIVE_LITTLE = sys.byteorder == "little"
 
 
-def column(rows: bytes, stride: int, n: int, off: int, size: int, signed: bool = False,
-           big_endian: bool = False) -> List[int]:
+def column(
+    rows: bytes, stride: int, n: int, off: int, size: int, signed: bool = False, big_endian: bool = False
+) -> List[int]:
     """The integer at ``off`` (``size`` bytes) of each of ``n`` records of ``stride`` bytes packed back to
     back in ``rows``.
 
@@ -32,5 +33,5 @@ def column(rows: bytes, stride: int, n: int, off: int, size: int, signed: bool =
     arr = bytearray(size * n)
     swap = big_endian == _NATIVE_LITTLE  # the field's byte order differs from the host's
     for k in range(size):
-        arr[(size - 1 - k if swap else k)::size] = rows[off + k:end + k:stride]
+        arr[(size - 1 - k if swap else k) :: size] = rows[off + k : end + k : stride]
     return memoryview(arr).cast(("bhiq" if signed else "BHIQ")[size.bit_length() - 1]).tolist()

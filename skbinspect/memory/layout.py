@@ -30,7 +30,9 @@ class StructLayout:
     def has(self, name: str) -> bool:
         return name in self.fields
 
-    def unpacker(self, names: Iterable[str]) -> "Tuple[Callable[[bytes], Tuple[int, ...]], Dict[str, int], Dict[str, Tuple[int, int]]]":
+    def unpacker(
+        self, names: Iterable[str]
+    ) -> "Tuple[Callable[[bytes], Tuple[int, ...]], Dict[str, int], Dict[str, Tuple[int, int]]]":
         """For hot loops: ``(unpack, positions, bitfields)``.
 
         ``unpack(raw)`` is one ``struct`` unpack returning a tuple; ``positions[name]`` is each present

@@ -28,8 +28,16 @@ import drgn
 from skbinspect.errors import SkbinspectError
 
 __all__ = [
-    "DropRef", "QueueVerdict", "CounterCheck", "ReusedSkb", "StaleSkb", "TraceLimits", "Report",
-    "build_report", "ENQUEUE_FUNCTIONS", "MAX_STALE_PER_QUEUE",
+    "DropRef",
+    "QueueVerdict",
+    "CounterCheck",
+    "ReusedSkb",
+    "StaleSkb",
+    "TraceLimits",
+    "Report",
+    "build_report",
+    "ENQUEUE_FUNCTIONS",
+    "MAX_STALE_PER_QUEUE",
 ]
 
 #: The function of each driver module that puts a frame in a queue's ptr_ring and frees it when the ring
@@ -213,31 +221,41 @@ class Report:
 
 
 RULES = [
-    {"name": "ring-full drops",
-     "explanation": "A drop whose reason is FULL_RING, or (kernels without drop reasons) whose location is the "
-                    "driver's enqueue function (tun_net_xmit for tun/tap, tap_handle_frame for macvtap/ipvtap), "
-                    "is tied to a full queue of that driver: to the device the trace names for the skb when a "
-                    "net event of the same skb is in the buffer, else to the driver's full queue when it has "
-                    "exactly one (with several, to each, marked ambiguous). macvtap and ipvtap both drop in "
-                    "tap_handle_frame: their drops are told apart by the callers in each drop's recorded stack "
-                    "(macvlan_* or ipvlan_*); drops without a telling stack go to each, marked ambiguous, and a "
-                    "counter within the ambiguous range agrees."},
-    {"name": "stalled reader",
-     "explanation": "A full ring's reader is the process holding the queue's file (or the vhost-net worker). "
-                    "The ring has been full, so the reader has not consumed, since at least the first "
-                    "ring-full drop tied to it."},
-    {"name": "counters against the trace",
-     "explanation": "The counter the driver increments for a ring-full drop (tun: tx_dropped, tap: "
-                    "rx_dropped) is compared with the trace's count. The counter is cumulative and the trace "
-                    "a window, so a higher counter means drops before the buffer's oldest event; a higher "
-                    "trace count means drops the driver freed without counting."},
-    {"name": "memory reused",
-     "explanation": "A kfree_skb address that is an entry of a ring now: the slab object was freed and "
-                    "reallocated for another skb, so that entry is not the dropped packet."},
-    {"name": "stale skbs",
-     "explanation": "For the most recent drops tied to a queue whose slab object is still free, the freed "
-                    "sk_buff is read as it was left: device, length, headers. Stale, best-effort evidence: "
-                    "the allocator may have overwritten parts of it and its data buffer may be reused."},
+    {
+        "name": "ring-full drops",
+        "explanation": "A drop whose reason is FULL_RING, or (kernels without drop reasons) whose location is the "
+        "driver's enqueue function (tun_net_xmit for tun/tap, tap_handle_frame for macvtap/ipvtap), "
+        "is tied to a full queue of that driver: to the device the trace names for the skb when a "
+        "net event of the same skb is in the buffer, else to the driver's full queue when it has "
+        "exactly one (with several, to each, marked ambiguous). macvtap and ipvtap both drop in "
+        "tap_handle_frame: their drops are told apart by the callers in each drop's recorded stack "
+        "(macvlan_* or ipvlan_*); drops without a telling stack go to each, marked ambiguous, and a "
+        "counter within the ambiguous range agrees.",
+    },
+    {
+        "name": "stalled reader",
+        "explanation": "A full ring's reader is the process holding the queue's file (or the vhost-net worker). "
+        "The ring has been full, so the reader has not consumed, since at least the first "
+        "ring-full drop tied to it.",
+    },
+    {
+        "name": "counters against the trace",
+        "explanation": "The counter the driver increments for a ring-full drop (tun: tx_dropped, tap: "
+        "rx_dropped) is compared with the trace's count. The counter is cumulative and the trace "
+        "a window, so a higher counter means drops before the buffer's oldest event; a higher "
+        "trace count means drops the driver freed without counting.",
+    },
+    {
+        "name": "memory reused",
+        "explanation": "A kfree_skb address that is an entry of a ring now: the slab object was freed and "
+        "reallocated for another skb, so that entry is not the dropped packet.",
+    },
+    {
+        "name": "stale skbs",
+        "explanation": "For the most recent drops tied to a queue whose slab object is still free, the freed "
+        "sk_buff is read as it was left: device, length, headers. Stale, best-effort evidence: "
+        "the allocator may have overwritten parts of it and its data buffer may be reused.",
+    },
 ]
 
 
@@ -260,8 +278,9 @@ def _task_state(prog: drgn.Program, pid: int) -> Optional[str]:
         return None
 
 
-def _kfree_addresses(prog: drgn.Program, instance: Optional[str]
-                     ) -> Tuple[Dict[int, List[Tuple[int, Optional[str]]]], Dict[int, int], List[str]]:
+def _kfree_addresses(
+    prog: drgn.Program, instance: Optional[str]
+) -> Tuple[Dict[int, List[Tuple[int, Optional[str]]]], Dict[int, int], List[str]]:
     """skbaddr -> [(ts, location function)] of the kfree_skb events, and skbaddr -> time of the last
     consume_skb event (bounded)."""
     from skbinspect.ftrace.skb_events import iter_skb_events
@@ -285,8 +304,13 @@ def _kfree_addresses(prog: drgn.Program, instance: Optional[str]
     return out, consumed, notes
 
 
-def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: Any = None,
-                 stale: bool = True, max_stale: int = MAX_STALE_PER_QUEUE) -> Report:
+def build_report(
+    prog: drgn.Program,
+    instance: Optional[str] = None,
+    module_ok: Any = None,
+    stale: bool = True,
+    max_stale: int = MAX_STALE_PER_QUEUE,
+) -> Report:
     """Read the target once and correlate queues, trace and counters.
 
     :param instance: trace instance to read drops from; None for the top-level buffer.
@@ -317,16 +341,29 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
         notes.append(f"trace: {e}")
     if rep is not None:
         tr = rep.trace_array
-        trace = TraceLimits(tr.name, tr.entries, tr.written, tr.lost, _sec(rep.first_ts, rep.in_ns),
-                            _sec(rep.last_ts, rep.in_ns), rep.kfree_total, rep.consumed, rep.has_reasons,
-                            list(rep.notes))
+        trace = TraceLimits(
+            tr.name,
+            tr.entries,
+            tr.written,
+            tr.lost,
+            _sec(rep.first_ts, rep.in_ns),
+            _sec(rep.last_ts, rep.in_ns),
+            rep.kfree_total,
+            rep.consumed,
+            rep.has_reasons,
+            list(rep.notes),
+        )
         if not tr.written:
-            trace.notes.append("the buffer is empty (tracing off, or never enabled for skb events): no drop history")
+            trace.notes.append(
+                "the buffer is empty (tracing off, or never enabled for skb events): no drop history"
+            )
         elif not rep.kfree_total:
             trace.notes.append("no skb:kfree_skb events in the buffer (the event is not enabled?)")
         if not rep.has_reasons:
-            trace.notes.append("this kernel records no drop reasons (skb:kfree_skb has no reason before 5.17): "
-                               "drops are told apart by location only")
+            trace.notes.append(
+                "this kernel records no drop reasons (skb:kfree_skb has no reason before 5.17): "
+                "drops are told apart by location only"
+            )
     end_ts = rep.last_ts if rep is not None else None
     in_ns = rep.in_ns if rep is not None else True
 
@@ -335,14 +372,24 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
         stats = drop_stats(prog, [d.name for d in devs] or None)
         dev_totals = {s.name: s.totals for s in stats.devices}
         dev_complete = {s.name: s.complete for s in stats.devices}
-        softnet_moved = [{"cpu": c.cpu, "dropped": c.dropped, "time_squeeze": c.time_squeeze,
-                          "flow_limit_count": c.flow_limit_count, "backlog_len": c.backlog_len}
-                         for c in stats.softnet.cpus if c.dropped or c.time_squeeze or c.flow_limit_count]
+        softnet_moved = [
+            {
+                "cpu": c.cpu,
+                "dropped": c.dropped,
+                "time_squeeze": c.time_squeeze,
+                "flow_limit_count": c.flow_limit_count,
+                "backlog_len": c.backlog_len,
+            }
+            for c in stats.softnet.cpus
+            if c.dropped or c.time_squeeze or c.flow_limit_count
+        ]
         notes += stats.notes + stats.softnet.notes
         dm = stats.drop_monitor
-        device_counters = [{"device": s.name, "kind": s.kind,
-                            "counters": {k: v for k, v in s.totals.items() if v}}
-                           for s in stats.devices if any(s.totals.values())]
+        device_counters = [
+            {"device": s.name, "kind": s.kind, "counters": {k: v for k, v in s.totals.items() if v}}
+            for s in stats.devices
+            if any(s.totals.values())
+        ]
     except (SkbinspectError, drgn.FaultError, LookupError) as e:
         dev_totals, dev_complete, softnet_moved, device_counters, dm = {}, {}, [], [], None
         notes.append(f"drop counters: {e}")
@@ -382,8 +429,12 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
                     pick = [d for d in devs if d.name in named]
                 else:
                     # a device whose counters could not all be read may be dropping too
-                    pick = [d for d in drv if not dev_complete.get(d.name, False)
-                            or dev_totals.get(d.name, d.counters).get(_KIND_COUNTER.get(d.kind, ""), 0)]
+                    pick = [
+                        d
+                        for d in drv
+                        if not dev_complete.get(d.name, False)
+                        or dev_totals.get(d.name, d.counters).get(_KIND_COUNTER.get(d.kind, ""), 0)
+                    ]
                     pick = pick or drv
                     by = "driver" if len(pick) == 1 else "driver (ambiguous)"
                 cands = [(d, None) for d in pick]
@@ -397,7 +448,8 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
                 same_kind = sum(1 for c, _ in cands if c.kind == d.kind)
                 if d.kind in split:
                     tied.setdefault((d.name, qi), []).append(
-                        (g, "stack" if same_kind == 1 else "stack (ambiguous)", split[d.kind]))
+                        (g, "stack" if same_kind == 1 else "stack (ambiguous)", split[d.kind])
+                    )
                 if None in split:
                     tied.setdefault((d.name, qi), []).append((g, "driver (ambiguous)", split[None]))
             tied_groups.add(gi)
@@ -435,8 +487,18 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
             for g, by, part in groups:
                 count, first_ts, last_ts = part if part is not None else (g.count, g.first_ts, g.last_ts)
                 rate = g.rate if part is None else _rate(count, first_ts, last_ts, in_ns)
-                refs.append(DropRef(g.reason, "%#x" % g.location if g.location is not None else None,
-                                    g.location_symbol, count, _sec(first_ts, in_ns), _sec(last_ts, in_ns), rate, by))
+                refs.append(
+                    DropRef(
+                        g.reason,
+                        "%#x" % g.location if g.location is not None else None,
+                        g.location_symbol,
+                        count,
+                        _sec(first_ts, in_ns),
+                        _sec(last_ts, in_ns),
+                        rate,
+                        by,
+                    )
+                )
             n = sum(r.count for r in refs)
             first = min((r.first_s for r in refs if r.first_s is not None), default=None)
             last = max((r.last_s for r in refs if r.last_s is not None), default=None)
@@ -449,27 +511,68 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
                     holders.append(Holder(h.pid, h.comm, h.fd, _task_state(prog, h.pid)))
                 for v in q.vhost:
                     if v.worker_pid is not None:
-                        holders.append(Holder(v.worker_pid, v.worker_comm or "?", v.fd,
-                                              _task_state(prog, v.worker_pid), "vhost"))
+                        holders.append(
+                            Holder(
+                                v.worker_pid,
+                                v.worker_comm or "?",
+                                v.fd,
+                                _task_state(prog, v.worker_pid),
+                                "vhost",
+                            )
+                        )
             size = q.ring.size if q is not None else 0
             live = q.live if q is not None else 0
             cause = _cause(full, holders, first, n, readable=bool(d.queues))
-            v = QueueVerdict(d.name, d.ifindex, d.kind, qi, full, live, size, holders, refs, n, first, last, span,
-                             rate, ago, ctr_name, ctr_val, cause, "")
+            v = QueueVerdict(
+                d.name,
+                d.ifindex,
+                d.kind,
+                qi,
+                full,
+                live,
+                size,
+                holders,
+                refs,
+                n,
+                first,
+                last,
+                span,
+                rate,
+                ago,
+                ctr_name,
+                ctr_val,
+                cause,
+                "",
+            )
             if q is None and not d.queues:
-                v.notes.append("its queues could not be read (see the notes): the drops are tied by driver and "
-                               "counters only")
+                v.notes.append(
+                    "its queues could not be read (see the notes): the drops are tied by driver and "
+                    "counters only"
+                )
             ambiguous = v.ambiguous_count
             if ambiguous == n and ambiguous:
-                v.notes.append("the trace does not name the device and several queues or devices of this driver "
-                               "could be the one: these drops are counted for each of them")
+                v.notes.append(
+                    "the trace does not name the device and several queues or devices of this driver "
+                    "could be the one: these drops are counted for each of them"
+                )
             elif ambiguous:
-                v.notes.append(f"{n - ambiguous} drops are tied to this device by the callers in their stacks; "
-                               f"{ambiguous} more have no telling stack and are counted for each device "
-                               "that could be the one")
+                v.notes.append(
+                    f"{n - ambiguous} drops are tied to this device by the callers in their stacks; "
+                    f"{ambiguous} more have no telling stack and are counted for each device "
+                    "that could be the one"
+                )
             if stale and q is not None and groups:
-                v.stale_skbs = _stale_skbs(prog, kaddrs, consumed, {_fn(g.location_symbol) for g, _, _ in groups}, names_by_addr,
-                                           d.mode == "tap" or d.kind != "tun", in_ns, max_stale, d.name)
+                v.stale_skbs = _stale_skbs(
+                    prog,
+                    kaddrs,
+                    consumed,
+                    {_fn(g.location_symbol) for g, _, _ in groups},
+                    names_by_addr,
+                    d.mode == "tap" or d.kind != "tun",
+                    in_ns,
+                    max_stale,
+                    d.name,
+                )
             v.summary = _summary(v)
             verdicts.append(v)
     verdicts.sort(key=lambda v: (not v.full, -v.drop_count, v.device, v.queue or 0))
@@ -485,29 +588,43 @@ def build_report(prog: drgn.Program, instance: Optional[str] = None, module_ok: 
         if v.device in seen or v.counter is None or v.counter_value is None:
             continue
         seen.add(v.device)
-        c = _counter_check(v.device, v.counter, v.counter_value, per_dev[v.device], trace,
-                           per_dev_ambiguous[v.device])
+        c = _counter_check(
+            v.device, v.counter, v.counter_value, per_dev[v.device], trace, per_dev_ambiguous[v.device]
+        )
         if not dev_complete.get(v.device, True) and c.verdict != "agree":
             c.verdict = "unknown"
-            c.explanation = (f"{v.device}'s driver counters could not all be read (module debug info missing?): "
-                             f"{v.counter} {v.counter_value} may be incomplete")
+            c.explanation = (
+                f"{v.device}'s driver counters could not all be read (module debug info missing?): "
+                f"{v.counter} {v.counter_value} may be incomplete"
+            )
         checks.append(c)
 
     other, stacks = [], []
     if rep is not None:
         for gi, g in enumerate(rep.groups):
             if gi not in tied_groups:
-                other.append({"reason": g.reason, "location": "%#x" % g.location if g.location is not None else None,
-                              "location_symbol": g.location_symbol, "count": g.count,
-                              "first_s": _sec(g.first_ts, in_ns), "last_s": _sec(g.last_ts, in_ns),
-                              "rate_per_s": g.rate, "tasks": dict(g.tasks.most_common(3))})
+                other.append(
+                    {
+                        "reason": g.reason,
+                        "location": "%#x" % g.location if g.location is not None else None,
+                        "location_symbol": g.location_symbol,
+                        "count": g.count,
+                        "first_s": _sec(g.first_ts, in_ns),
+                        "last_s": _sec(g.last_ts, in_ns),
+                        "rate_per_s": g.rate,
+                        "tasks": dict(g.tasks.most_common(3)),
+                    }
+                )
         allst = []
         for g in rep.groups:
             for frames, c in g.top_stacks(1, trim=True):
-                allst.append({"count": c, "reason": g.reason, "location_symbol": g.location_symbol, "frames": frames})
+                allst.append(
+                    {"count": c, "reason": g.reason, "location_symbol": g.location_symbol, "frames": frames}
+                )
         stacks = sorted(allst, key=lambda s: -s["count"])[:5]
-    return Report(release, verdicts, other, stacks, checks, reused, trace, softnet_moved, device_counters,
-                  RULES, notes)
+    return Report(
+        release, verdicts, other, stacks, checks, reused, trace, softnet_moved, device_counters, RULES, notes
+    )
 
 
 #: Device kinds that drop in one shared function (drivers/net/tap.c tap_handle_frame() serves macvtap
@@ -535,8 +652,11 @@ def _split_by_caller(g: Any, kinds: Set[str]) -> Optional[Dict[Optional[str], Tu
 
     for st, n in g.stacks.items():
         names = [f.split(" ", 1)[0] for f in g.frames(st)]
-        found = {kind for prefix, kind in CALLER_PREFIXES
-                 if kind in kinds and any(name.startswith(prefix) for name in names)}
+        found = {
+            kind
+            for prefix, kind in CALLER_PREFIXES
+            if kind in kinds and any(name.startswith(prefix) for name in names)
+        }
         first, last = g.stack_spans.get(st, (g.first_ts, g.last_ts))
         add(found.pop() if len(found) == 1 else None, n, first, last)
     rest = g.count - sum(g.stacks.values())
@@ -556,18 +676,25 @@ def _rate(n: int, first: Optional[int], last: Optional[int], in_ns: bool) -> Opt
 
 def _cause(full: bool, holders: List[Holder], first: Optional[float], n: int, readable: bool = True) -> str:
     if not readable:
-        return (f"{n} ring-full drops; the device's queues could not be read, so whether a ring is still full "
-                "and who reads it is unknown")
+        return (
+            f"{n} ring-full drops; the device's queues could not be read, so whether a ring is still full "
+            "and who reads it is unknown"
+        )
     if full:
         if not holders:
             return "the ring is full and no process holds the queue open: nothing will consume it"
         who = ", ".join(f"pid {h.pid} ({h.comm})" for h in holders)
         since = f" since at least {first:.6f} (its first ring-full drop)" if first is not None else ""
         state = "; ".join(f"pid {h.pid} is in state {h.state}" for h in holders if h.state)
-        return (f"the reader, {who}, has not consumed{since}" + (f" ({state})" if state else "")
-                + ": the ring filled and every further frame is dropped")
-    return (f"{n} ring-full drops, but the ring is not full now: the reader caught up (or the drops are "
-            "from an earlier stall)")
+        return (
+            f"the reader, {who}, has not consumed{since}"
+            + (f" ({state})" if state else "")
+            + ": the ring filled and every further frame is dropped"
+        )
+    return (
+        f"{n} ring-full drops, but the ring is not full now: the reader caught up (or the drops are "
+        "from an earlier stall)"
+    )
 
 
 def _summary(v: QueueVerdict) -> str:
@@ -589,7 +716,9 @@ def _summary(v: QueueVerdict) -> str:
                 a[1] += r.count
         parts = []
         for (reason, fn), (n, amb) in agg.items():
-            parts.append(f"{n} {reason} in {fn}" + (f" ({amb} of them maybe another device's)" if 0 < amb < n else ""))
+            parts.append(
+                f"{n} {reason} in {fn}" + (f" ({amb} of them maybe another device's)" if 0 < amb < n else "")
+            )
         s += "; " + ", ".join(parts)
         if v.span_s is not None:
             s += f" over {v.span_s:.1f} s"
@@ -602,17 +731,24 @@ def _summary(v: QueueVerdict) -> str:
     return s + "; " + v.cause
 
 
-def _counter_check(dev: str, name: str, value: int, n: int, trace: Optional[TraceLimits],
-                   ambiguous: int = 0) -> CounterCheck:
+def _counter_check(
+    dev: str, name: str, value: int, n: int, trace: Optional[TraceLimits], ambiguous: int = 0
+) -> CounterCheck:
     """Compare a device's drop counter with the ``n`` trace drops tied to it, of which ``ambiguous`` may
     be another device's (the trace could not tell them apart)."""
     if value == n:
         return CounterCheck(dev, name, value, n, "agree", f"{name} counts exactly the {n} drops in the trace")
     if ambiguous and n - ambiguous <= value <= n:
-        return CounterCheck(dev, name, value, n, "agree",
-                            f"{name} counts {value}, within the {n} trace drops that can be {dev}'s: "
-                            f"{n - ambiguous} certainly, and {ambiguous} that the trace cannot tell apart from "
-                            "another device's")
+        return CounterCheck(
+            dev,
+            name,
+            value,
+            n,
+            "agree",
+            f"{name} counts {value}, within the {n} trace drops that can be {dev}'s: "
+            f"{n - ambiguous} certainly, and {ambiguous} that the trace cannot tell apart from "
+            "another device's",
+        )
     if value > n:
         why = f"{value - n} drops counted in {name} are not in the trace: earlier than its oldest event"
         if trace is not None and trace.lost:
@@ -620,9 +756,15 @@ def _counter_check(dev: str, name: str, value: int, n: int, trace: Optional[Trac
         elif trace is not None:
             why += " (or before tracing started)"
         return CounterCheck(dev, name, value, n, "counter-higher", why)
-    return CounterCheck(dev, name, value, n, "trace-higher",
-                        f"the trace has {n - value} drops that {name} did not count: freed without counting "
-                        "(e.g. tap's GSO path drops segments without counting them)")
+    return CounterCheck(
+        dev,
+        name,
+        value,
+        n,
+        "trace-higher",
+        f"the trace has {n - value} drops that {name} did not count: freed without counting "
+        "(e.g. tap's GSO path drops segments without counting them)",
+    )
 
 
 _STALE_FIELDS = ("dev", "len", "data_len", "head", "data", "tail", "mac_header", "protocol")
@@ -652,9 +794,17 @@ def _freelist_word(prog: drgn.Program, addr: int) -> Tuple[str, Optional[Tuple[i
     return "free", word
 
 
-def _stale_skbs(prog: drgn.Program, kaddrs: Dict[int, List[Tuple[int, Optional[str]]]], consumed: Dict[int, int],
-                fns: Set[str], names_by_addr: Dict[int, str], l2: bool, in_ns: bool, limit: int,
-                device: Optional[str] = None) -> List[StaleSkb]:
+def _stale_skbs(
+    prog: drgn.Program,
+    kaddrs: Dict[int, List[Tuple[int, Optional[str]]]],
+    consumed: Dict[int, int],
+    fns: Set[str],
+    names_by_addr: Dict[int, str],
+    l2: bool,
+    in_ns: bool,
+    limit: int,
+    device: Optional[str] = None,
+) -> List[StaleSkb]:
     """Read what is left of the most recently dropped skbs (at locations ``fns``) whose slab object is
     still free.  ``skb->dev`` is named only when it is one of the known devices (never dereferenced);
     fields the allocator's free-list pointer covers are not trusted.  Skbs whose ``dev`` is another known
@@ -681,8 +831,11 @@ def _stale_skbs(prog: drgn.Program, kaddrs: Dict[int, List[Tuple[int, Optional[s
             s.error = "the same address was consumed (consume_skb) after the drop: reused and freed again"
             continue
         if st != "free":
-            s.error = ("slab object reallocated since: nothing of the dropped skb is left" if st == "reused"
-                       else "cannot tell whether the slab object was reused")
+            s.error = (
+                "slab object reallocated since: nothing of the dropped skb is left"
+                if st == "reused"
+                else "cannot tell whether the slab object was reused"
+            )
             continue
         try:
             f = lay.decode(prog.read(a, lay.size))
@@ -715,7 +868,13 @@ def _stale_skbs(prog: drgn.Program, kaddrs: Dict[int, List[Tuple[int, Optional[s
             continue
         start = data
         mac = f.get("mac_header")
-        if l2 and mac is not None and "mac_header" not in bad and mac != 0xFFFF and data - 64 <= head + mac < data:
+        if (
+            l2
+            and mac is not None
+            and "mac_header" not in bad
+            and mac != 0xFFFF
+            and data - 64 <= head + mac < data
+        ):
             start = head + mac
         n = 128
         if "tail" not in bad and f.get("tail") is not None and 0 < head + f["tail"] - start <= 4096:

@@ -167,7 +167,9 @@ def kernel_main_module(prog: drgn.Program) -> drgn.Module:
     return prog.main_module(name="kernel", create=True)
 
 
-def load_debug_info(prog: drgn.Program, release: str, symbols: Sequence[str] = (), default: bool = True) -> DebugInfoReport:
+def load_debug_info(
+    prog: drgn.Program, release: str, symbols: Sequence[str] = (), default: bool = True
+) -> DebugInfoReport:
     """Find and load debug info for vmlinux and the needed loaded modules of ``prog``.
 
     :param symbols: ``-s`` paths: debug files or directories.

@@ -82,7 +82,8 @@ def target_info(target: Target, panic: bool = True) -> TargetInfo:
         pass
     loaded = {name: m for name, m in target.debug.modules.items()}
     modules = [
-        ModuleInfo(name, name in loaded, loaded[name].path if name in loaded else None) for name in NEEDED_MODULES
+        ModuleInfo(name, name in loaded, loaded[name].path if name in loaded else None)
+        for name in NEEDED_MODULES
     ]
     info = TargetInfo(
         kind=target.kind,

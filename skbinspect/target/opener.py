@@ -17,10 +17,23 @@ from typing import List, Optional, Sequence, Tuple
 
 import drgn
 
-from skbinspect.target.debuginfo import DebugInfoReport, debug_package_hint, elf_build_id, kernel_main_module, load_debug_info
+from skbinspect.target.debuginfo import (
+    DebugInfoReport,
+    debug_package_hint,
+    elf_build_id,
+    kernel_main_module,
+    load_debug_info,
+)
 from skbinspect.errors import DebugInfoError, TargetError
 
-__all__ = ["Target", "VmcoreFile", "check_vmcore_file", "kernel_version", "open_target", "target_from_program"]
+__all__ = [
+    "Target",
+    "VmcoreFile",
+    "check_vmcore_file",
+    "kernel_version",
+    "open_target",
+    "target_from_program",
+]
 
 KDUMP_SIGNATURE = b"KDUMP   "
 FLATTENED_SIGNATURE = b"makedumpfile"
@@ -104,7 +117,9 @@ def _check_elf(path: str, f, head: bytes, size: int) -> VmcoreFile:  # type: ign
             loads += p_type == 1
     vf = VmcoreFile(path, "elf", size, expected_size=end)
     if loads == 0:
-        raise TargetError(f"{path} is an ELF core file without memory segments (PT_LOAD): not a kernel vmcore.")
+        raise TargetError(
+            f"{path} is an ELF core file without memory segments (PT_LOAD): not a kernel vmcore."
+        )
     if end > size:
         vf.warnings.append(
             f"vmcore {path} is truncated: {size} of {end} bytes present ({100 * size // end}%); "
@@ -190,7 +205,11 @@ class Target:
             raise DebugInfoError(
                 f"module {name} is loaded but its debug info was not found, so its devices cannot be read. "
                 + debug_package_hint(self.release, local_kernel_version(self.kind))
-                + (" Tried: " + ", ".join(self.debug.modules[name].tried) if self.debug.modules[name].tried else "")
+                + (
+                    " Tried: " + ", ".join(self.debug.modules[name].tried)
+                    if self.debug.modules[name].tried
+                    else ""
+                )
             )
 
 
@@ -238,7 +257,9 @@ def target_from_program(
     """Wrap an already-set drgn program (e.g. inside a drgn session), loading what debug info is missing."""
     if kind is None:
         if prog.flags & drgn.ProgramFlags.IS_LIVE:
-            kind = "live" if os.path.exists("/proc/kcore") and prog.core_dump_path == "/proc/kcore" else "qemu"
+            kind = (
+                "live" if os.path.exists("/proc/kcore") and prog.core_dump_path == "/proc/kcore" else "qemu"
+            )
         else:
             kind = "vmcore"
     source = getattr(prog, "core_dump_path", None) or kind
@@ -321,7 +342,9 @@ def open_target(
     try:
         report = load_debug_info(prog, release, symbols, default_symbols)
     except drgn.FaultError as e:
-        raise TargetError(f"reading the module list of {source} failed ({e}); the dump may be truncated or corrupt.")
+        raise TargetError(
+            f"reading the module list of {source} failed ({e}); the dump may be truncated or corrupt."
+        )
     if report.vmlinux is None:
         _raise_no_vmlinux(prog, release, report, kind)
     for name in report.missing_modules:

@@ -26,15 +26,20 @@ def render_info(info: TargetInfo, out: Optional[Console] = None) -> None:
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold", no_wrap=True)
     t.add_column(overflow="fold")
-    t.add_row("target", f"{kinds.get(info.kind, info.kind)}: {info.source}" +
-              (f" ({info.vmcore_format})" if info.vmcore_format else ""))
+    t.add_row(
+        "target",
+        f"{kinds.get(info.kind, info.kind)}: {info.source}"
+        + (f" ({info.vmcore_format})" if info.vmcore_format else ""),
+    )
     t.add_row("release", info.release)
     if info.version:
         t.add_row("version", info.version)
     cpus = "-" if info.cpus_possible is None else f"{info.cpus_online} online / {info.cpus_possible} possible"
     t.add_row("CPUs", cpus)
     if info.kind == "vmcore":
-        t.add_row("crash time", _time(info.crash_time) if info.crash_time else "not recorded (no kdump CRASHTIME)")
+        t.add_row(
+            "crash time", _time(info.crash_time) if info.crash_time else "not recorded (no kdump CRASHTIME)"
+        )
         t.add_row("kernel clock", _time(info.kernel_time))
         t.add_row("panic", info.panic_message or "none found in the kernel log")
     else:

@@ -49,9 +49,15 @@ IFF_VNET_HDR = 0x4000
 IFF_TUN_EXCL = 0x8000
 IFF_MULTI_QUEUE = 0x0100
 IFF_PERSIST = 0x0800
-TUN_FLAG_NAMES = [(IFF_MULTI_QUEUE, "multi_queue"), (IFF_VNET_HDR, "vnet_hdr"), (IFF_NO_PI, "no_pi"),
-                  (IFF_NAPI, "napi"), (IFF_NAPI_FRAGS, "napi_frags"), (IFF_PERSIST, "persist"),
-                  (IFF_TUN_EXCL, "exclusive")]
+TUN_FLAG_NAMES = [
+    (IFF_MULTI_QUEUE, "multi_queue"),
+    (IFF_VNET_HDR, "vnet_hdr"),
+    (IFF_NO_PI, "no_pi"),
+    (IFF_NAPI, "napi"),
+    (IFF_NAPI_FRAGS, "napi_frags"),
+    (IFF_PERSIST, "persist"),
+    (IFF_TUN_EXCL, "exclusive"),
+]
 #: include/uapi/linux/if.h RFC 2863 operstates.
 OPERSTATES = ["unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up"]
 MAX_TAP_QUEUES = 256  # both tun.c and if_tap.h
@@ -258,8 +264,9 @@ def list_tap_devices(prog: drgn.Program) -> Iterator[Tuple[drgn.Object, str, int
                 yield dev, kind, inum
 
 
-def find_tap_devices(prog: drgn.Program, names: Sequence[str] = (), netns: Optional[int] = None
-                     ) -> List[Tuple[drgn.Object, str, int]]:
+def find_tap_devices(
+    prog: drgn.Program, names: Sequence[str] = (), netns: Optional[int] = None
+) -> List[Tuple[drgn.Object, str, int]]:
     """The devices named (by name or ifindex), or all; ``netns`` (inode number) restricts the namespace.
 
     :raises UnknownDeviceError: a name matches no tun/tap device; the message lists those that exist.
@@ -269,13 +276,23 @@ def find_tap_devices(prog: drgn.Program, names: Sequence[str] = (), netns: Optio
         return devs
     out = []
     for want in names:
-        match = [t for t in devs if t[0].name.string_().decode(errors="replace") == want
-                 or (want.isdigit() and int(t[0].ifindex) == int(want))]
+        match = [
+            t
+            for t in devs
+            if t[0].name.string_().decode(errors="replace") == want
+            or (want.isdigit() and int(t[0].ifindex) == int(want))
+        ]
         if not match:
-            have = ", ".join(f"{d.name.string_().decode(errors='replace')} ({k}, ifindex {int(d.ifindex)}, netns {n})"
-                             for d, k, n in devs) or "none"
+            have = (
+                ", ".join(
+                    f"{d.name.string_().decode(errors='replace')} ({k}, ifindex {int(d.ifindex)}, netns {n})"
+                    for d, k, n in devs
+                )
+                or "none"
+            )
             raise UnknownDeviceError(
-                f"no tun/tap/macvtap/ipvtap device {want!r}" + (f" in netns {netns}" if netns else "")
+                f"no tun/tap/macvtap/ipvtap device {want!r}"
+                + (f" in netns {netns}" if netns else "")
                 + f". Devices found: {have}."
             )
         for t in match:
@@ -297,8 +314,9 @@ def _fops_address(prog: drgn.Program, name: str) -> Optional[int]:
             return None
 
 
-def scan_queue_holders(prog: drgn.Program, queue_addresses: Set[int]
-                       ) -> Tuple[Dict[int, List[QueueHolder]], List[Tuple[QueueHolder, int]]]:
+def scan_queue_holders(
+    prog: drgn.Program, queue_addresses: Set[int]
+) -> Tuple[Dict[int, List[QueueHolder]], List[Tuple[QueueHolder, int]]]:
     """Processes whose open files point at one of ``queue_addresses`` (``file->private_data``), and
     every open ``/dev/vhost-net`` file as ``(holder, struct vhost_net address)``.
 
@@ -380,8 +398,9 @@ def _vhost_worker(prog: drgn.Program, vn: drgn.Object) -> Tuple[Optional[int], O
     return None, None
 
 
-def _read_vhost(prog: drgn.Program, holder: QueueHolder, address: int, l2_for: Callable[[int], bool]
-                ) -> Tuple[int, VhostUser]:
+def _read_vhost(
+    prog: drgn.Program, holder: QueueHolder, address: int, l2_for: Callable[[int], bool]
+) -> Tuple[int, VhostUser]:
     """The RX ring a vhost-net instance uses, and the user with its rxq batch (VHOST_NET_VQ_RX = 0).
 
     :param l2_for: whether the frames of the device owning a ring address start with Ethernet.
@@ -417,13 +436,21 @@ def _carrier(prog: drgn.Program, dev: drgn.Object) -> bool:
     return not (int(dev.state) >> bit & 1)
 
 
-def _queue(prog: drgn.Program, obj: drgn.Object, ring_member: str, index: Optional[int], state: str,
-           live: Optional[bool]) -> TapQueue:
+def _queue(
+    prog: drgn.Program,
+    obj: drgn.Object,
+    ring_member: str,
+    index: Optional[int],
+    state: str,
+    live: Optional[bool],
+) -> TapQueue:
     ring = read_ptr_ring(prog, obj.member_(ring_member).address_, live)
     return TapQueue(index, state, obj.value_(), ring)
 
 
-def _tun_queues(prog: drgn.Program, dev: drgn.Object, live: Optional[bool]) -> Tuple[TapDevice, List[TapQueue]]:
+def _tun_queues(
+    prog: drgn.Program, dev: drgn.Object, live: Optional[bool]
+) -> Tuple[TapDevice, List[TapQueue]]:
     tun = netdev_priv(dev, "struct tun_struct")
     flags = int(tun.flags)
     queues = []
@@ -454,19 +481,24 @@ def _tun_queues(prog: drgn.Program, dev: drgn.Object, live: Optional[bool]) -> T
         dq.vnet_hdr_sz = vnet
         queues.append(dq)
     if ndis != sum(1 for q in queues if q.state == "disabled"):
-        notes.append(f"numdisabled is {ndis} but {sum(1 for q in queues if q.state == 'disabled')} on the list")
+        notes.append(
+            f"numdisabled is {ndis} but {sum(1 for q in queues if q.state == 'disabled')} on the list"
+        )
     mode = "tun" if flags & IFF_TUN else "tap"
     d = _device(prog, dev, "tun", mode, [name for bit, name in TUN_FLAG_NAMES if flags & bit])
     d.notes += notes
     return d, queues
 
 
-def _tapdev_queues(prog: drgn.Program, dev: drgn.Object, kind: str, live: Optional[bool]
-                   ) -> Tuple[TapDevice, List[TapQueue]]:
+def _tapdev_queues(
+    prog: drgn.Program, dev: drgn.Object, kind: str, live: Optional[bool]
+) -> Tuple[TapDevice, List[TapQueue]]:
     tap = drgn.cast("struct tap_dev *", dev.rx_handler_data)
     notes = []
     if not tap or tap.dev.value_() != dev.value_():
-        raise drgn.FaultError(f"{kind} device without its tap_dev (rx_handler_data)", dev.rx_handler_data.value_())
+        raise drgn.FaultError(
+            f"{kind} device without its tap_dev (rx_handler_data)", dev.rx_handler_data.value_()
+        )
     enabled_addrs = {}
     nv = int(tap.numvtaps)
     if nv > MAX_TAP_QUEUES:
@@ -487,7 +519,9 @@ def _tapdev_queues(prog: drgn.Program, dev: drgn.Object, kind: str, live: Option
         # tap_open() gives every queue IFF_VNET_HDR by default (5.10 .. 7.1)
         tq.vnet_hdr_sz = int(q.vnet_hdr_sz) if int(q.flags) & IFF_VNET_HDR else 0
         if bool(q.enabled) != (idx is not None):
-            tq.notes.append(f"enabled flag {bool(q.enabled)} but {'in' if idx is not None else 'not in'} taps[]")
+            tq.notes.append(
+                f"enabled flag {bool(q.enabled)} but {'in' if idx is not None else 'not in'} taps[]"
+            )
         queues.append(tq)
     queues.sort(key=lambda q: (q.index is None, q.index if q.index is not None else 0))
     d = _device(prog, dev, kind, "tap", [])
@@ -499,9 +533,15 @@ def _tapdev_queues(prog: drgn.Program, dev: drgn.Object, kind: str, live: Option
 def _device(prog: drgn.Program, dev: drgn.Object, kind: str, mode: str, flags: List[str]) -> TapDevice:
     op = int(dev.operstate)
     return TapDevice(
-        name=dev.name.string_().decode(errors="replace"), ifindex=int(dev.ifindex), netns=0, kind=kind, mode=mode,
-        flags=flags, tx_queue_len=int(dev.tx_queue_len),
-        operstate=OPERSTATES[op] if 0 <= op < len(OPERSTATES) else str(op), carrier=_carrier(prog, dev),
+        name=dev.name.string_().decode(errors="replace"),
+        ifindex=int(dev.ifindex),
+        netns=0,
+        kind=kind,
+        mode=mode,
+        flags=flags,
+        tx_queue_len=int(dev.tx_queue_len),
+        operstate=OPERSTATES[op] if 0 <= op < len(OPERSTATES) else str(op),
+        carrier=_carrier(prog, dev),
         address=dev.value_(),
     )
 
@@ -562,17 +602,28 @@ def read_tap_devices(
         try:
             if missing:
                 d = _device(prog, dev, kind, "tap" if kind != "tun" else "?", [])
-                d.notes.append(f"module {', '.join(missing)} has no debug info: queues not read "
-                               f"(install the kernel's -dbg package)")
+                d.notes.append(
+                    f"module {', '.join(missing)} has no debug info: queues not read "
+                    f"(install the kernel's -dbg package)"
+                )
                 qs: List[TapQueue] = []
             elif kind == "tun":
                 d, qs = _tun_queues(prog, dev, live)
             else:
                 d, qs = _tapdev_queues(prog, dev, kind, live)
         except (drgn.FaultError, LookupError) as e:
-            d = TapDevice(name=_safe_name(dev), ifindex=_safe_int(dev, "ifindex"), netns=inum, kind=kind, mode="?",
-                          flags=[], tx_queue_len=_safe_int(dev, "tx_queue_len"), operstate="?", carrier=False,
-                          address=dev.value_())
+            d = TapDevice(
+                name=_safe_name(dev),
+                ifindex=_safe_int(dev, "ifindex"),
+                netns=inum,
+                kind=kind,
+                mode="?",
+                flags=[],
+                tx_queue_len=_safe_int(dev, "tx_queue_len"),
+                operstate="?",
+                carrier=False,
+                address=dev.value_(),
+            )
             d.notes.append(f"cannot read the device's queues: {e}")
             qs = []
         d.netns = inum
@@ -592,8 +643,9 @@ def read_tap_devices(
                 if is_live:
                     _drop_consumed_while_reading(prog, q)
             if stale and q.ring.analysis.stale:
-                q.stale_entries = read_entries(prog, q.ring.slots, q.ring.analysis.stale, l2, stale=True,
-                                               deferred=not is_live)
+                q.stale_entries = read_entries(
+                    prog, q.ring.slots, q.ring.analysis.stale, l2, stale=True, deferred=not is_live
+                )
         devices.append(d)
     if holders:
         addrs = {q.address for d in devices for q in d.queues}
@@ -607,7 +659,8 @@ def read_tap_devices(
         for holder, vaddr in vhost_files:
             try:
                 ring_addr, user = _read_vhost(
-                    prog, holder, vaddr, lambda a: by_ring[a][0].mode != "tun" if a in by_ring else True)
+                    prog, holder, vaddr, lambda a: by_ring[a][0].mode != "tun" if a in by_ring else True
+                )
             except (drgn.FaultError, LookupError) as e:
                 for d in devices:
                     d.notes.append(f"vhost-net instance of pid {holder.pid} unreadable: {e}")

@@ -25,10 +25,27 @@ import drgn
 
 from skbinspect.memory.layout import struct_layout
 from skbinspect.memory.bulk import read_spans
-from skbinspect.tuntap.packet import DecodedPacket, decode_ethernet, decode_l3, flow_key_text, flow_text, layers_json_many, summarize_many
+from skbinspect.tuntap.packet import (
+    DecodedPacket,
+    decode_ethernet,
+    decode_l3,
+    flow_key_text,
+    flow_text,
+    layers_json_many,
+    summarize_many,
+)
 
-__all__ = ["EntryTable", "RingEntry", "entries_json", "entries_json_chunks", "entries_summary",
-           "entries_summary_slow", "read_entries", "TUN_XDP_FLAG", "HEADER_BYTES"]
+__all__ = [
+    "EntryTable",
+    "RingEntry",
+    "entries_json",
+    "entries_json_chunks",
+    "entries_summary",
+    "entries_summary_slow",
+    "read_entries",
+    "TUN_XDP_FLAG",
+    "HEADER_BYTES",
+]
 
 #: include/linux/if_tun.h (5.10 .. 7.1): tun rings tag xdp_frame pointers with bit 0.
 TUN_XDP_FLAG = 0x1
@@ -40,8 +57,20 @@ HEADER_BYTES = 256
 UNSET_HEADER = 0xFFFF
 
 #: The ``struct sk_buff`` members read for each entry (offsets from the target's DWARF).
-SKB_FIELDS = ("len", "data_len", "protocol", "head", "data", "mac_header", "tstamp", "dev", "queue_mapping",
-              "vlan_tci", "vlan_proto", "vlan_present")
+SKB_FIELDS = (
+    "len",
+    "data_len",
+    "protocol",
+    "head",
+    "data",
+    "mac_header",
+    "tstamp",
+    "dev",
+    "queue_mapping",
+    "vlan_tci",
+    "vlan_proto",
+    "vlan_present",
+)
 XDP_FIELDS = ("data", "len", "headroom", "metasize", "frame_sz", "dev_rx")
 
 
@@ -84,7 +113,9 @@ class RingEntry:
 
     def decoded(self) -> DecodedPacket:
         if self._decoded is None:
-            self._decoded = decode_ethernet(self.data) if self.l2 else decode_l3(self.protocol or 0, self.data)
+            self._decoded = (
+                decode_ethernet(self.data) if self.l2 else decode_l3(self.protocol or 0, self.data)
+            )
         return self._decoded
 
     @property
@@ -107,8 +138,22 @@ class RingEntry:
 
 
 #: The columns of an :class:`EntryTable`, in :class:`RingEntry` constructor order.
-_COLUMNS = ("index", "kind", "address", "length", "linear_length", "protocol", "vlan_tci", "queue_mapping",
-            "tstamp_ns", "dev", "data", "stale", "error", "l2")
+_COLUMNS = (
+    "index",
+    "kind",
+    "address",
+    "length",
+    "linear_length",
+    "protocol",
+    "vlan_tci",
+    "queue_mapping",
+    "tstamp_ns",
+    "dev",
+    "data",
+    "stale",
+    "error",
+    "l2",
+)
 
 
 class EntryTable(Sequence[RingEntry]):
@@ -215,8 +260,14 @@ def _table(n: int, **cols: Any) -> EntryTable:
 READ_CHUNK = 4096
 
 
-def read_entries(prog: drgn.Program, slots: Sequence[int], indices: Sequence[int], l2: bool = True,
-                 stale: bool = False, deferred: bool = False) -> EntryTable:
+def read_entries(
+    prog: drgn.Program,
+    slots: Sequence[int],
+    indices: Sequence[int],
+    l2: bool = True,
+    stale: bool = False,
+    deferred: bool = False,
+) -> EntryTable:
     """Decode the objects in ``slots[i]`` for each ``i`` in ``indices`` (in that order).
 
     :param slots: raw queue values of a ptr_ring (bit 0 set = ``xdp_frame``, tun only).
@@ -225,18 +276,26 @@ def read_entries(prog: drgn.Program, slots: Sequence[int], indices: Sequence[int
         vmcore): ``ring --entries --json`` then reads, renders and writes 4,096 entries at a time.
     """
     indices = list(indices)
-    if deferred and len(indices) > READ_CHUNK and not any(map(TUN_XDP_FLAG.__and__, map(slots.__getitem__, indices))):
+    if (
+        deferred
+        and len(indices) > READ_CHUNK
+        and not any(map(TUN_XDP_FLAG.__and__, map(slots.__getitem__, indices)))
+    ):
         struct_layout(prog, "struct sk_buff", SKB_FIELDS)  # a missing type fails now, not while printing
 
         def chunks() -> Iterator[EntryTable]:
             for i in range(0, len(indices), READ_CHUNK):
-                yield read_entries(prog, slots, indices[i:i + READ_CHUNK], l2, stale)
+                yield read_entries(prog, slots, indices[i : i + READ_CHUNK], l2, stale)
 
         return EntryTable.deferred(len(indices), chunks)
     if len(indices) > READ_CHUNK:
         with _gc_paused():
-            return _concat([read_entries(prog, slots, indices[i:i + READ_CHUNK], l2, stale)
-                            for i in range(0, len(indices), READ_CHUNK)])
+            return _concat(
+                [
+                    read_entries(prog, slots, indices[i : i + READ_CHUNK], l2, stale)
+                    for i in range(0, len(indices), READ_CHUNK)
+                ]
+            )
     ptrs = list(map(slots.__getitem__, indices))
     if not any(map(TUN_XDP_FLAG.__and__, ptrs)):
         return _read_skbs(prog, indices, ptrs, l2, stale)
@@ -247,8 +306,9 @@ def read_entries(prog: drgn.Program, slots: Sequence[int], indices: Sequence[int
     skbs = _read_skbs(prog, [indices[k] for k in skb_pos], [ptrs[k] for k in skb_pos], l2, stale)
     for k, e in zip(skb_pos, skbs):
         out[k] = e
-    xdps = _read_xdp_frames(prog, [indices[k] for k in xdp_pos], [ptrs[k] & ~TUN_XDP_FLAG for k in xdp_pos], l2,
-                            stale)
+    xdps = _read_xdp_frames(
+        prog, [indices[k] for k in xdp_pos], [ptrs[k] & ~TUN_XDP_FLAG for k in xdp_pos], l2, stale
+    )
     for k, e in zip(xdp_pos, xdps):
         out[k] = e
     return EntryTable.of(out)  # type: ignore[arg-type]
@@ -264,8 +324,9 @@ def _concat(tables: List[EntryTable]) -> EntryTable:
     return EntryTable.of(list(chain.from_iterable(t.items() for t in tables)))
 
 
-def _read_xdp_frames(prog: drgn.Program, indices: List[int], addrs: List[int], l2: bool,
-                     stale: bool) -> List[RingEntry]:
+def _read_xdp_frames(
+    prog: drgn.Program, indices: List[int], addrs: List[int], l2: bool, stale: bool
+) -> List[RingEntry]:
     """``struct xdp_frame`` entries (rare: tun with XDP redirect)."""
     lay = struct_layout(prog, "struct xdp_frame", XDP_FIELDS)
     entries = [RingEntry(i, "xdp_frame", a, stale=stale, l2=l2) for i, a in zip(indices, addrs)]
@@ -284,7 +345,7 @@ def _read_xdp_frames(prog: drgn.Program, indices: List[int], addrs: List[int], l
         if buf is None:
             e.error = f"packet data unreadable at {a:#x}"
         else:
-            e.data = buf[off:off + n]
+            e.data = buf[off : off + n]
     return entries
 
 
@@ -319,12 +380,21 @@ def _read_skbs(prog: drgn.Program, indices: List[int], addrs: List[int], l2: boo
         swapped = {p: ((p & 0xFF) << 8) | (p >> 8) for p in set(protos)}  # skb->protocol is __be16
         tstamps, devs, qmaps = col("tstamp"), col("dev"), col("queue_mapping")
         t = _table(
-            n, index=indices, kind="skb", address=list(addrs), length=length, linear_length=linear,
-            protocol=list(map(swapped.__getitem__, protos)), vlan_tci=None,
+            n,
+            index=indices,
+            kind="skb",
+            address=list(addrs),
+            length=length,
+            linear_length=linear,
+            protocol=list(map(swapped.__getitem__, protos)),
+            vlan_tci=None,
             queue_mapping=None if qmaps is None else list(qmaps),
             tstamp_ns=None if tstamps is None or not any(tstamps) else [x or None for x in tstamps],
             dev=None if devs is None else (list(devs) if 0 not in devs else [x or None for x in devs]),
-            data=b"", stale=stale, error=errors, l2=l2,
+            data=b"",
+            stale=stale,
+            error=errors,
+            l2=l2,
         )
         c = t._cols
         assert c is not None
@@ -380,19 +450,35 @@ def _read_skbs(prog: drgn.Program, indices: List[int], addrs: List[int], l2: boo
                     tags[k] = struct.pack(">HH", ((p & 0xFF) << 8) | (p >> 8), vtci[k])
                     length[k] += 4
                     linear[k] += 4  # linear_length counts the tag; the bytes read below do not
-        _read_data(prog, c, data_at, [x - 4 if k in tags else x for k, x in enumerate(linear)] if tags else linear,
-                   errors, tags)
+        _read_data(
+            prog,
+            c,
+            data_at,
+            [x - 4 if k in tags else x for k, x in enumerate(linear)] if tags else linear,
+            errors,
+            tags,
+        )
     return t
 
 
-def _read_data(prog: drgn.Program, c: Dict[str, List[Any]], data_at: List[int], linear: List[int],
-               errors: List[Optional[str]], tags: Dict[int, bytes]) -> None:
+def _read_data(
+    prog: drgn.Program,
+    c: Dict[str, List[Any]],
+    data_at: List[int],
+    linear: List[int],
+    errors: List[Optional[str]],
+    tags: Dict[int, bytes],
+) -> None:
     """Read the first :data:`HEADER_BYTES` (at most the linear part) of each packet into ``c["data"]``."""
     n = len(data_at)
     want = list(compress(range(n), map(is_, errors, repeat(None))))
     if len(want) == n:
         at = data_at
-        sizes = list(linear) if max(linear, default=0) <= HEADER_BYTES else list(map(min, linear, repeat(HEADER_BYTES)))
+        sizes = (
+            list(linear)
+            if max(linear, default=0) <= HEADER_BYTES
+            else list(map(min, linear, repeat(HEADER_BYTES)))
+        )
     else:
         at = list(map(data_at.__getitem__, want))
         sizes = [min(linear[k], HEADER_BYTES) for k in want]
@@ -480,9 +566,19 @@ def _fast_rows(c: Dict[str, Sequence[Any]], whole: bool) -> Any:
         headers = [layers_json_many([d], l2, [p])[0] for d, l2, p in zip(datas, l2s, c["protocol"])]
     fmt: List[str] = []
     cols: List[Any] = []
-    for key, how in (("index", "int"), ("kind", "str"), ("address", "addr"), ("stale", "bool"), ("length", "int"),
-                     ("linear_length", "int"), ("protocol", "int"), ("vlan_tci", "int"), ("queue_mapping", "int"),
-                     ("tstamp_ns", "int"), ("dev", "dev")):
+    for key, how in (
+        ("index", "int"),
+        ("kind", "str"),
+        ("address", "addr"),
+        ("stale", "bool"),
+        ("length", "int"),
+        ("linear_length", "int"),
+        ("protocol", "int"),
+        ("vlan_tci", "int"),
+        ("queue_mapping", "int"),
+        ("tstamp_ns", "int"),
+        ("dev", "dev"),
+    ):
         fmt.append(f',"{key}":' if fmt else f'{{"{key}":')
         text, col = _json_column(c[key], how)
         fmt.append(text)
@@ -542,7 +638,7 @@ def entries_json_chunks(entries: Sequence[RingEntry]) -> Iterator[str]:
         if start:
             yield ","
         with _gc_paused():
-            chunk = {k: v[start:start + JSON_CHUNK] for k, v in cols.items()}
+            chunk = {k: v[start : start + JSON_CHUNK] for k, v in cols.items()}
             text = _chunk_json(chunk)
         yield text
     yield "]"
@@ -596,8 +692,9 @@ def entries_summary(entries: Sequence[RingEntry]) -> Dict[str, Any]:
     return {"protocols": dict(ordered.most_common()), "top_flows": top}
 
 
-def _summary_part(cols: Dict[str, List[Any]], base: int, protos: Dict[str, List[int]], fpos: List[int],
-                  fkeys: List[Any]) -> None:
+def _summary_part(
+    cols: Dict[str, List[Any]], base: int, protos: Dict[str, List[int]], fpos: List[int], fkeys: List[Any]
+) -> None:
     """Add the entries of ``cols`` (positions from ``base``) to the tallies of :func:`entries_summary`."""
     errors = cols["error"]
     n = len(errors)
@@ -616,8 +713,12 @@ def _summary_part(cols: Dict[str, List[Any]], base: int, protos: Dict[str, List[
     for l2, pos in parts:
         if not pos:
             continue
-        p, fp, fk = summarize_many(list(map(cols["data"].__getitem__, pos)), l2,
-                                   list(map(cols["protocol"].__getitem__, pos)), list(map(base.__add__, pos)))
+        p, fp, fk = summarize_many(
+            list(map(cols["data"].__getitem__, pos)),
+            l2,
+            list(map(cols["protocol"].__getitem__, pos)),
+            list(map(base.__add__, pos)),
+        )
         found.append((p,))
         fpos += fp
         fkeys += fk

@@ -17,11 +17,28 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from skbinspect.memory.columns import column
 
-__all__ = ["DecodedPacket", "decode_ethernet", "decode_l3", "flow_key_text", "flow_text", "layers_json_many", "summarize_many",
-           "ETHERTYPES", "IPPROTOS"]
+__all__ = [
+    "DecodedPacket",
+    "decode_ethernet",
+    "decode_l3",
+    "flow_key_text",
+    "flow_text",
+    "layers_json_many",
+    "summarize_many",
+    "ETHERTYPES",
+    "IPPROTOS",
+]
 
-ETHERTYPES = {0x0800: "IPv4", 0x0806: "ARP", 0x86DD: "IPv6", 0x8100: "802.1Q", 0x88A8: "802.1ad", 0x8847: "MPLS",
-              0x88CC: "LLDP", 0x8035: "RARP"}
+ETHERTYPES = {
+    0x0800: "IPv4",
+    0x0806: "ARP",
+    0x86DD: "IPv6",
+    0x8100: "802.1Q",
+    0x88A8: "802.1ad",
+    0x8847: "MPLS",
+    0x88CC: "LLDP",
+    0x8035: "RARP",
+}
 IPPROTOS = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 47: "GRE", 58: "ICMPv6", 132: "SCTP"}
 TCP_FLAGS = "FSRPAUEC"
 
@@ -90,7 +107,9 @@ def decode_ethernet(data: bytes) -> DecodedPacket:
         pkt.notes.append(f"{len(data)} bytes: shorter than an Ethernet header")
         return pkt
     ethertype = struct.unpack_from(">H", data, 12)[0]
-    pkt.layers.append({"proto": "Ethernet", "dst": _mac(data[0:6]), "src": _mac(data[6:12]), "ethertype": ethertype})
+    pkt.layers.append(
+        {"proto": "Ethernet", "dst": _mac(data[0:6]), "src": _mac(data[6:12]), "ethertype": ethertype}
+    )
     off = 14
     for _ in range(4):  # stacked VLAN tags, bounded
         if ethertype not in (0x8100, 0x88A8):
@@ -99,8 +118,14 @@ def decode_ethernet(data: bytes) -> DecodedPacket:
             pkt.notes.append("truncated VLAN tag")
             return pkt
         tci, ethertype = struct.unpack_from(">HH", data, off)
-        pkt.layers.append({"proto": ETHERTYPES[pkt.layers[-1]["ethertype"]], "vid": tci & 0xFFF, "pcp": tci >> 13,
-                           "ethertype": ethertype})
+        pkt.layers.append(
+            {
+                "proto": ETHERTYPES[pkt.layers[-1]["ethertype"]],
+                "vid": tci & 0xFFF,
+                "pcp": tci >> 13,
+                "ethertype": ethertype,
+            }
+        )
         off += 4
     _decode_l3(ethertype, data, off, pkt)
     return pkt
@@ -120,11 +145,16 @@ def _decode_l3(ethertype: int, data: bytes, off: int, pkt: DecodedPacket) -> Non
             return
         htype, ptype, hlen, plen, op = struct.unpack_from(">HHBBH", data, off)
         if hlen == 6 and plen == 4:
-            pkt.layers.append({
-                "proto": "ARP", "op": {1: "request", 2: "reply"}.get(op, str(op)),
-                "sha": _mac(data[off + 8:off + 14]), "spa": _ip4(data[off + 14:off + 18]),
-                "tha": _mac(data[off + 18:off + 24]), "tpa": _ip4(data[off + 24:off + 28]),
-            })
+            pkt.layers.append(
+                {
+                    "proto": "ARP",
+                    "op": {1: "request", 2: "reply"}.get(op, str(op)),
+                    "sha": _mac(data[off + 8 : off + 14]),
+                    "spa": _ip4(data[off + 14 : off + 18]),
+                    "tha": _mac(data[off + 18 : off + 24]),
+                    "tpa": _ip4(data[off + 24 : off + 28]),
+                }
+            )
         else:
             pkt.layers.append({"proto": "ARP", "op": str(op), "spa": "?", "tpa": "?"})
         return
@@ -137,11 +167,18 @@ def _decode_l3(ethertype: int, data: bytes, off: int, pkt: DecodedPacket) -> Non
         if vihl >> 4 != 4 or ihl < 20:
             pkt.notes.append(f"bad IPv4 header (version/ihl {vihl:#x})")
             return
-        pkt.layers.append({
-            "proto": "IPv4", "src": _ip4(data[off + 12:off + 16]),
-            "dst": _ip4(data[off + 16:off + 20]), "ttl": ttl, "ipproto": proto,
-            "total_length": tot, "id": ident, "fragment": frag & 0x1FFF or bool(frag & 0x2000),
-        })
+        pkt.layers.append(
+            {
+                "proto": "IPv4",
+                "src": _ip4(data[off + 12 : off + 16]),
+                "dst": _ip4(data[off + 16 : off + 20]),
+                "ttl": ttl,
+                "ipproto": proto,
+                "total_length": tot,
+                "id": ident,
+                "fragment": frag & 0x1FFF or bool(frag & 0x2000),
+            }
+        )
         if frag & 0x1FFF:
             return  # not the first fragment: no L4 header
         _decode_l4(proto, data, off + ihl, pkt)
@@ -154,11 +191,16 @@ def _decode_l3(ethertype: int, data: bytes, off: int, pkt: DecodedPacket) -> Non
         if vtc >> 28 != 6:
             pkt.notes.append("bad IPv6 version")
             return
-        pkt.layers.append({
-            "proto": "IPv6", "src": _ip6(data[off + 8:off + 24]),
-            "dst": _ip6(data[off + 24:off + 40]), "hop_limit": hlim, "ipproto": nh,
-            "payload_length": plen,
-        })
+        pkt.layers.append(
+            {
+                "proto": "IPv6",
+                "src": _ip6(data[off + 8 : off + 24]),
+                "dst": _ip6(data[off + 24 : off + 40]),
+                "hop_limit": hlim,
+                "ipproto": nh,
+                "payload_length": plen,
+            }
+        )
         off += 40
         for _ in range(8):  # extension headers, bounded
             if nh not in (0, 43, 60) or len(data) < off + 8:
@@ -181,7 +223,9 @@ def _decode_l4(proto: int, data: bytes, off: int, pkt: DecodedPacket) -> None:
         layer: Dict[str, Any] = {"proto": name, "sport": sport, "dport": dport}
         if proto == 6:
             seq, ack, doff, flags = struct.unpack_from(">IIBB", data, off + 4)
-            layer.update(seq=seq, ack=ack, flags="".join(c for i, c in enumerate(TCP_FLAGS) if flags >> i & 1) or ".")
+            layer.update(
+                seq=seq, ack=ack, flags="".join(c for i, c in enumerate(TCP_FLAGS) if flags >> i & 1) or "."
+            )
         else:
             layer["length"] = struct.unpack_from(">H", data, off + 4)[0]
         pkt.layers.append(layer)
@@ -259,8 +303,9 @@ def _group(keys: Sequence[Any]) -> Dict[Any, List[int]]:
     return groups
 
 
-def _keyed(ctx: _JsonCtx, idx: List[int], need: int, parts: Tuple[Tuple[int, int], ...]
-           ) -> Dict[Tuple[int, ...], List[int]]:
+def _keyed(
+    ctx: _JsonCtx, idx: List[int], need: int, parts: Tuple[Tuple[int, int], ...]
+) -> Dict[Tuple[int, ...], List[int]]:
     """Frames of ``idx`` at least ``need`` bytes long, grouped by the big-endian integers at ``parts``
     (``(offset, size)`` each), in order within each group.
 
@@ -304,12 +349,19 @@ def _c(text: str) -> str:
 
 def _j_ethernet(ctx: _JsonCtx, idx: List[int]) -> None:
     for (ethertype,), g in _keyed(ctx, idx, 14, ((12, 2),)).items():
-        eth = (_c('{"proto":"Ethernet","dst":"'), ("6s", 0, "mac"), _c('","src":"'), ("6s", 6, "mac"),
-               _c(f'","ethertype":{ethertype}}}'))
+        eth = (
+            _c('{"proto":"Ethernet","dst":"'),
+            ("6s", 0, "mac"),
+            _c('","src":"'),
+            ("6s", 6, "mac"),
+            _c(f'","ethertype":{ethertype}}}'),
+        )
         _j_vlan(ctx, g, ethertype, 14, (eth,), 0)
 
 
-def _j_vlan(ctx: _JsonCtx, idx: List[int], ethertype: int, off: int, layers: Tuple[Any, ...], depth: int) -> None:
+def _j_vlan(
+    ctx: _JsonCtx, idx: List[int], ethertype: int, off: int, layers: Tuple[Any, ...], depth: int
+) -> None:
     """Stacked 802.1Q/802.1ad tags (at most 4, as decode_ethernet), then the L3 header."""
     if ethertype not in (0x8100, 0x88A8):
         _j_l3(ctx, idx, ethertype, off, layers)
@@ -318,21 +370,38 @@ def _j_vlan(ctx: _JsonCtx, idx: List[int], ethertype: int, off: int, layers: Tup
         return  # left to decode_ethernet
     name = json.dumps(ETHERTYPES[ethertype])
     for (inner,), g in _keyed(ctx, idx, off + 4, ((off + 2, 2),)).items():
-        tag = (_c(f'{{"proto":{name},"vid":'), ("H", off, "vid"), _c(',"pcp":'), ("H", off, "pcp"),
-               _c(f',"ethertype":{inner}}}'))
+        tag = (
+            _c(f'{{"proto":{name},"vid":'),
+            ("H", off, "vid"),
+            _c(',"pcp":'),
+            ("H", off, "pcp"),
+            _c(f',"ethertype":{inner}}}'),
+        )
         _j_vlan(ctx, g, inner, off + 4, layers + (tag,), depth + 1)
 
 
 def _j_l3(ctx: _JsonCtx, idx: List[int], ethertype: int, off: int, layers: Tuple[Any, ...]) -> None:
     if ethertype == 0x0800:
-        for (vihl, frag, proto), g in _keyed(ctx, idx, off + 20, ((off, 1), (off + 6, 2), (off + 9, 1))).items():
+        for (vihl, frag, proto), g in _keyed(
+            ctx, idx, off + 20, ((off, 1), (off + 6, 2), (off + 9, 1))
+        ).items():
             ihl = (vihl & 0xF) * 4
             if vihl >> 4 != 4 or ihl < 20:
                 continue  # decode_ethernet notes it
             fragment = json.dumps(frag & 0x1FFF or bool(frag & 0x2000))
-            ip = (_c('{"proto":"IPv4","src":"'), *_ip4_fields(off + 12), _c('","dst":"'), *_ip4_fields(off + 16),
-                  _c('","ttl":'), ("B", off + 8, "dec"), _c(f',"ipproto":{proto},"total_length":'),
-                  ("H", off + 2, "dec"), _c(',"id":'), ("H", off + 4, "dec"), _c(f',"fragment":{fragment}}}'))
+            ip = (
+                _c('{"proto":"IPv4","src":"'),
+                *_ip4_fields(off + 12),
+                _c('","dst":"'),
+                *_ip4_fields(off + 16),
+                _c('","ttl":'),
+                ("B", off + 8, "dec"),
+                _c(f',"ipproto":{proto},"total_length":'),
+                ("H", off + 2, "dec"),
+                _c(',"id":'),
+                ("H", off + 4, "dec"),
+                _c(f',"fragment":{fragment}}}'),
+            )
             if frag & 0x1FFF:
                 _j_emit(ctx, g, layers + (ip,))  # not the first fragment: no L4 header
             else:
@@ -341,16 +410,34 @@ def _j_l3(ctx: _JsonCtx, idx: List[int], ethertype: int, off: int, layers: Tuple
         for (vtc, nh), g in _keyed(ctx, idx, off + 40, ((off, 1), (off + 6, 1))).items():
             if vtc >> 4 != 6 or nh in (0, 43, 60):
                 continue  # bad version, or extension headers: decode_ethernet
-            ip6 = (_c('{"proto":"IPv6","src":"'), ("16s", off + 8, "ip6"), _c('","dst":"'), ("16s", off + 24, "ip6"),
-                   _c('","hop_limit":'), ("B", off + 7, "dec"), _c(f',"ipproto":{nh},"payload_length":'),
-                   ("H", off + 4, "dec"), _c("}"))
+            ip6 = (
+                _c('{"proto":"IPv6","src":"'),
+                ("16s", off + 8, "ip6"),
+                _c('","dst":"'),
+                ("16s", off + 24, "ip6"),
+                _c('","hop_limit":'),
+                ("B", off + 7, "dec"),
+                _c(f',"ipproto":{nh},"payload_length":'),
+                ("H", off + 4, "dec"),
+                _c("}"),
+            )
             _j_l4(ctx, g, nh, off + 40, layers + (ip6,))
     elif ethertype == 0x0806:
-        for (hlen, plen, op), g in _keyed(ctx, idx, off + 28, ((off + 4, 1), (off + 5, 1), (off + 6, 2))).items():
+        for (hlen, plen, op), g in _keyed(
+            ctx, idx, off + 28, ((off + 4, 1), (off + 5, 1), (off + 6, 2))
+        ).items():
             if hlen == 6 and plen == 4:
-                arp = (_c(f'{{"proto":"ARP","op":{json.dumps(_ARP_OPS.get(op, str(op)))},"sha":"'),
-                       ("6s", off + 8, "mac"), _c('","spa":"'), *_ip4_fields(off + 14), _c('","tha":"'),
-                       ("6s", off + 18, "mac"), _c('","tpa":"'), *_ip4_fields(off + 24), _c('"}'))
+                arp = (
+                    _c(f'{{"proto":"ARP","op":{json.dumps(_ARP_OPS.get(op, str(op)))},"sha":"'),
+                    ("6s", off + 8, "mac"),
+                    _c('","spa":"'),
+                    *_ip4_fields(off + 14),
+                    _c('","tha":"'),
+                    ("6s", off + 18, "mac"),
+                    _c('","tpa":"'),
+                    *_ip4_fields(off + 24),
+                    _c('"}'),
+                )
             else:
                 arp = (_c(f'{{"proto":"ARP","op":{json.dumps(str(op))},"spa":"?","tpa":"?"}}'),)
             _j_emit(ctx, g, layers + (arp,))
@@ -360,8 +447,15 @@ def _j_l3(ctx: _JsonCtx, idx: List[int], ethertype: int, off: int, layers: Tuple
 
 
 def _ip4_fields(off: int) -> Tuple[Any, ...]:
-    return (("B", off, "dec"), _c("."), ("B", off + 1, "dec"), _c("."), ("B", off + 2, "dec"), _c("."),
-            ("B", off + 3, "dec"))
+    return (
+        ("B", off, "dec"),
+        _c("."),
+        ("B", off + 1, "dec"),
+        _c("."),
+        ("B", off + 2, "dec"),
+        _c("."),
+        ("B", off + 3, "dec"),
+    )
 
 
 def _j_l4(ctx: _JsonCtx, idx: List[int], proto: int, off: int, layers: Tuple[Any, ...]) -> None:
@@ -369,17 +463,38 @@ def _j_l4(ctx: _JsonCtx, idx: List[int], proto: int, off: int, layers: Tuple[Any
     if proto == 6:
         for (flags,), g in _keyed(ctx, idx, off + 20, ((off + 13, 1),)).items():
             fl = "".join(c for i, c in enumerate(TCP_FLAGS) if flags >> i & 1) or "."
-            tcp = (_c('{"proto":"TCP","sport":'), ("H", off, "dec"), _c(',"dport":'), ("H", off + 2, "dec"),
-                   _c(',"seq":'), ("I", off + 4, "dec"), _c(',"ack":'), ("I", off + 8, "dec"),
-                   _c(f',"flags":{json.dumps(fl)}}}'))
+            tcp = (
+                _c('{"proto":"TCP","sport":'),
+                ("H", off, "dec"),
+                _c(',"dport":'),
+                ("H", off + 2, "dec"),
+                _c(',"seq":'),
+                ("I", off + 4, "dec"),
+                _c(',"ack":'),
+                ("I", off + 8, "dec"),
+                _c(f',"flags":{json.dumps(fl)}}}'),
+            )
             _j_emit(ctx, g, layers + (tcp,))
         return
     if proto == 17:
-        layer: Tuple[Any, ...] = (_c('{"proto":"UDP","sport":'), ("H", off, "dec"), _c(',"dport":'),
-                                  ("H", off + 2, "dec"), _c(',"length":'), ("H", off + 4, "dec"), _c("}"))
+        layer: Tuple[Any, ...] = (
+            _c('{"proto":"UDP","sport":'),
+            ("H", off, "dec"),
+            _c(',"dport":'),
+            ("H", off + 2, "dec"),
+            _c(',"length":'),
+            ("H", off + 4, "dec"),
+            _c("}"),
+        )
         need = off + 8
     elif proto in (1, 58):
-        layer = (_c(f'{{"proto":{name},"type":'), ("B", off, "dec"), _c(',"code":'), ("B", off + 1, "dec"), _c("}"))
+        layer = (
+            _c(f'{{"proto":{name},"type":'),
+            ("B", off, "dec"),
+            _c(',"code":'),
+            ("B", off + 1, "dec"),
+            _c("}"),
+        )
         need = off + 4
     else:
         layer = (_c(f'{{"proto":{name}}}'),)
@@ -445,7 +560,7 @@ def _j_emit(ctx: _JsonCtx, idx: List[int], layers: Tuple[Any, ...]) -> None:
             arr = bytearray(size * n)
             end = off + need * (n - 1) + 1
             for k in range(size):
-                arr[k::size] = rows[off + k:end + k:need]
+                arr[k::size] = rows[off + k : end + k : need]
             if arr == arr[:size] * n:
                 text = bytes(arr[:size]).hex(":") if how == "mac" else inet_ntop(AF_INET6, bytes(arr[:size]))
             elif how == "mac":
@@ -453,8 +568,10 @@ def _j_emit(ctx: _JsonCtx, idx: List[int], layers: Tuple[Any, ...]) -> None:
                 it = map(getitem, repeat(hx), map(slice, range(0, 18 * n, 18), range(17, 18 * n, 18)))
             else:
                 raw = bytes(arr)
-                it = map(ctx.ip6.__getitem__, map(getitem, repeat(raw), map(slice, range(0, 16 * n, 16),
-                                                                              range(16, 16 * n + 1, 16))))
+                it = map(
+                    ctx.ip6.__getitem__,
+                    map(getitem, repeat(raw), map(slice, range(0, 16 * n, 16), range(16, 16 * n + 1, 16))),
+                )
         else:
             col = column(rows, need, n, off, size, big_endian=True)
             if how == "vid":
@@ -537,8 +654,9 @@ def _flow_key(layers: Sequence[Dict[str, Any]]) -> Optional[FlowKey]:
     return (l4["proto"], alen, inet_pton(fam, ip["src"]) + inet_pton(fam, ip["dst"]), ports)
 
 
-def summarize_many(datas: Sequence[bytes], l2: bool, protocols: Sequence[Optional[int]], positions: Sequence[int]
-                   ) -> Tuple[Dict[str, List[int]], List[int], List[FlowKey]]:
+def summarize_many(
+    datas: Sequence[bytes], l2: bool, protocols: Sequence[Optional[int]], positions: Sequence[int]
+) -> Tuple[Dict[str, List[int]], List[int], List[FlowKey]]:
     """The innermost protocol (``"?"`` when nothing decodes) and the flow (:func:`flow_text`) of many
     frames at once, without decoding each frame: ``({name: [count, first position]}, flow positions, flow
     keys)``, where ``positions[k]`` is frame ``k``'s position and the frames with a flow are listed (in no

@@ -137,7 +137,10 @@ def _layout(prog: drgn.Program) -> _RingLayout:
     lay = prog.cache.get(key)
     if lay is None:
         t = prog.type("struct ptr_ring")
-        offsets = {m: drgn.offsetof(t, m) for m in ("producer", "consumer_head", "consumer_tail", "size", "batch", "queue")}
+        offsets = {
+            m: drgn.offsetof(t, m)
+            for m in ("producer", "consumer_head", "consumer_tail", "size", "batch", "queue")
+        }
         locks = {}
         for m in ("producer_lock", "consumer_lock"):
             try:
@@ -150,7 +153,10 @@ def _layout(prog: drgn.Program) -> _RingLayout:
 
 def _header(raw: bytes, lay: _RingLayout) -> Dict[str, int]:
     o = lay.offsets
-    h = {k: struct.unpack_from("<i", raw, o[k])[0] for k in ("producer", "consumer_head", "consumer_tail", "size", "batch")}
+    h = {
+        k: struct.unpack_from("<i", raw, o[k])[0]
+        for k in ("producer", "consumer_head", "consumer_tail", "size", "batch")
+    }
     h["queue"] = struct.unpack_from("<Q", raw, o["queue"])[0]
     for name, off in lay.lock_offsets.items():
         # spinlock_t starts with the arch lock word (qspinlock val / raw lock); non-zero means held.
@@ -174,12 +180,32 @@ def read_ptr_ring(prog: drgn.Program, address: int, live: Optional[bool] = None)
         try:
             raw = prog.read(address, lay.size)
         except drgn.FaultError as e:
-            return RingSnapshot(address, 0, 0, 0, 0, 0, 0, [], RingAnalysis([], [], 0, False),
-                                error=f"ring header unreadable at {address:#x}: {e}")
+            return RingSnapshot(
+                address,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                [],
+                RingAnalysis([], [], 0, False),
+                error=f"ring header unreadable at {address:#x}: {e}",
+            )
         h = _header(raw, lay)
         size = h["size"]
-        snap = RingSnapshot(address, size, h["producer"], h["consumer_head"], h["consumer_tail"], h["batch"],
-                            h["queue"], [], RingAnalysis([], [], 0, False), retries=retries)
+        snap = RingSnapshot(
+            address,
+            size,
+            h["producer"],
+            h["consumer_head"],
+            h["consumer_tail"],
+            h["batch"],
+            h["queue"],
+            [],
+            RingAnalysis([], [], 0, False),
+            retries=retries,
+        )
         if "producer_lock" in h:
             snap.producer_locked = h["producer_lock"] != 0
         if "consumer_lock" in h:

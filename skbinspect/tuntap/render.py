@@ -39,9 +39,11 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
         return
     for d in devices:
         flags = ", ".join([d.mode] + d.flags)
-        head = (f"[bold]{d.name}[/bold] ifindex {d.ifindex} netns {d.netns}: {d.kind} ({flags}), "
-                f"txqueuelen {d.tx_queue_len}, {d.operstate}, carrier {'on' if d.carrier else 'off'}, "
-                f"queues {d.enabled_queues} enabled / {d.disabled_queues} disabled")
+        head = (
+            f"[bold]{d.name}[/bold] ifindex {d.ifindex} netns {d.netns}: {d.kind} ({flags}), "
+            f"txqueuelen {d.tx_queue_len}, {d.operstate}, carrier {'on' if d.carrier else 'off'}, "
+            f"queues {d.enabled_queues} enabled / {d.disabled_queues} disabled"
+        )
         if d.char_device:
             head += f", {d.char_device}"
         out.print(head)
@@ -52,45 +54,83 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
         if not d.queues:
             continue
         t = Table(show_edge=True, pad_edge=False)
-        for col in ("queue", "state", "fill", "size", "prod", "head", "tail", "batch", "live", "stale", "free",
-                    "held by"):
-            t.add_column(col, overflow="fold", justify="right" if col not in ("state", "held by", "fill") else "left")
+        for col in (
+            "queue",
+            "state",
+            "fill",
+            "size",
+            "prod",
+            "head",
+            "tail",
+            "batch",
+            "live",
+            "stale",
+            "free",
+            "held by",
+        ):
+            t.add_column(
+                col, overflow="fold", justify="right" if col not in ("state", "held by", "fill") else "left"
+            )
         for q in d.queues:
             r = q.ring
             a = r.analysis
-            t.add_row("-" if q.index is None else str(q.index), q.state, _fill(q), str(r.size), str(r.producer),
-                      str(r.consumer_head), str(r.consumer_tail), str(r.batch), str(len(a.live)), str(len(a.stale)),
-                      str(a.free), _holders(q))
+            t.add_row(
+                "-" if q.index is None else str(q.index),
+                q.state,
+                _fill(q),
+                str(r.size),
+                str(r.producer),
+                str(r.consumer_head),
+                str(r.consumer_tail),
+                str(r.batch),
+                str(len(a.live)),
+                str(len(a.stale)),
+                str(a.free),
+                _holders(q),
+            )
         out.print(t)
         for q in d.queues:
             label = f"queue {q.index if q.index is not None else '(disabled)'}"
             for p in q.ring.analysis.problems + q.notes:
                 out.print(f"  [yellow]{label}:[/yellow] {p}")
             for v in q.vhost:
-                out.print(f"  {label}: used by vhost-net of pid {v.pid} ({v.comm}) fd {v.fd}, worker "
-                          f"{v.worker_pid} ({v.worker_comm}); {v.rxq_tail - v.rxq_head} entries taken from the "
-                          "ring, not yet delivered to the guest (rxq)")
+                out.print(
+                    f"  {label}: used by vhost-net of pid {v.pid} ({v.comm}) fd {v.fd}, worker "
+                    f"{v.worker_pid} ({v.worker_comm}); {v.rxq_tail - v.rxq_head} entries taken from the "
+                    "ring, not yet delivered to the guest (rxq)"
+                )
                 for n in v.notes:
                     out.print(f"    [yellow]note:[/yellow] {n}")
                 if entries and v.entries:
                     for e in v.entries:
-                        out.print(f"    rxq[{v.rxq_head + e.index}] {e.kind} {e.address:#x} len {e.length}: "
-                                  f"{e.error or e.summary}")
+                        out.print(
+                            f"    rxq[{v.rxq_head + e.index}] {e.kind} {e.address:#x} len {e.length}: "
+                            f"{e.error or e.summary}"
+                        )
             if q.ring.torn:
-                out.print(f"  [yellow]{label}:[/yellow] ring kept changing while read ({q.ring.retries} re-reads): "
-                          "snapshot may be torn")
+                out.print(
+                    f"  [yellow]{label}:[/yellow] ring kept changing while read ({q.ring.retries} re-reads): "
+                    "snapshot may be torn"
+                )
             if entries:
                 rows = (q.stale_entries if stale else []) + q.entries
                 if rows:
-                    et = Table(title=f"{d.name} {label}: {len(q.entries)} live entries, oldest first"
-                               + (f", {len(q.stale_entries)} stale" if stale else ""), title_justify="left")
+                    et = Table(
+                        title=f"{d.name} {label}: {len(q.entries)} live entries, oldest first"
+                        + (f", {len(q.stale_entries)} stale" if stale else ""),
+                        title_justify="left",
+                    )
                     for col in ("slot", "kind", "address", "len", "proto", "headers"):
                         et.add_column(col, overflow="fold")
                     for e in rows:
-                        et.add_row(f"{e.index}{' stale' if e.stale else ''}", e.kind, f"{e.address:#x}",
-                                   "-" if e.length is None else str(e.length),
-                                   f"{e.protocol:#06x}" if e.protocol is not None else "-",
-                                   e.error or e.summary)
+                        et.add_row(
+                            f"{e.index}{' stale' if e.stale else ''}",
+                            e.kind,
+                            f"{e.address:#x}",
+                            "-" if e.length is None else str(e.length),
+                            f"{e.protocol:#06x}" if e.protocol is not None else "-",
+                            e.error or e.summary,
+                        )
                     out.print(et)
             elif q.entries:
                 s = q.contents_summary()

@@ -23,14 +23,23 @@ from .lab import TEST_BOOTS, build, load_vmcore
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.vmcores", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tests.vmcores",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="fetch kernels and build lab vmcores")
-    b.add_argument("--kernel", action="append", choices=list(KERNELS), help="default: $SKBINSPECT_LAB_KERNELS or all")
+    b.add_argument(
+        "--kernel", action="append", choices=list(KERNELS), help="default: $SKBINSPECT_LAB_KERNELS or all"
+    )
     b.add_argument("--jobs", type=int, default=2, help="guests booted in parallel (default 2)")
-    b.add_argument("--boot", action="append", help="scenario boot to build, repeatable (default: the boots the "
-                   f"test suite uses: {', '.join(TEST_BOOTS)}); others: bench-ring, ...")
+    b.add_argument(
+        "--boot",
+        action="append",
+        help="scenario boot to build, repeatable (default: the boots the "
+        f"test suite uses: {', '.join(TEST_BOOTS)}); others: bench-ring, ...",
+    )
     sub.add_parser("list", help="list built vmcores")
     pa = sub.add_parser("path", help="print a built vmcore's path and its -s arguments")
     pa.add_argument("--kernel", default=DEFAULT_KERNEL, choices=list(KERNELS))
@@ -41,20 +50,30 @@ def main(argv=None) -> int:
             t = time.monotonic()
             labs = build(args.kernel or kernel_names(), args.boot or TEST_BOOTS, args.jobs)
             for lab in labs:
-                where = lab.vmcore if os.path.exists(lab.vmcore) else f"{lab.dir} (no vmcore: ran inside the guest)"
-                print(f"{lab.kernel.name:9} {lab.boot:10} {lab.kernel.release:28} {where}  {json.dumps(lab.timings)}")
+                where = (
+                    lab.vmcore
+                    if os.path.exists(lab.vmcore)
+                    else f"{lab.dir} (no vmcore: ran inside the guest)"
+                )
+                print(
+                    f"{lab.kernel.name:9} {lab.boot:10} {lab.kernel.release:28} {where}  {json.dumps(lab.timings)}"
+                )
             print(f"lab built in {time.monotonic() - t:.0f} s (cache: {cache_dir()})")
         elif args.cmd == "list":
             for name, spec in KERNELS.items():
                 k = load_cached_kernel(spec)
                 lab = load_vmcore(k) if k else None
-                print(f"{name:9} {spec.series:5} {k.release if k else '-':28} {lab.vmcore if lab else '(not built)'}")
+                print(
+                    f"{name:9} {spec.series:5} {k.release if k else '-':28} {lab.vmcore if lab else '(not built)'}"
+                )
         elif args.cmd == "path":
             k = load_cached_kernel(KERNELS[args.kernel])
             lab = load_vmcore(k) if k else None
             if lab is None:
-                print(f"{args.kernel}: not built; run: python -m tests.vmcores build --kernel {args.kernel}",
-                      file=sys.stderr)
+                print(
+                    f"{args.kernel}: not built; run: python -m tests.vmcores build --kernel {args.kernel}",
+                    file=sys.stderr,
+                )
                 return 1
             print(lab.vmcore)
             for s in lab.symbols:

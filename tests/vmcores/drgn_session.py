@@ -23,8 +23,9 @@ def run_drgn(lab: LabVmcore, code: str, timeout: float = 300) -> subprocess.Comp
     exe = shutil.which("drgn") or os.path.join(os.path.dirname(sys.executable), "drgn")
     env = dict(os.environ)
     env.pop("SKBINSPECT_DEBUG", None)
-    return subprocess.run([exe, "-q", *drgn_args(lab), "-e", code], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [exe, "-q", *drgn_args(lab), "-e", code], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def truth_kfree_counts(lab: LabVmcore) -> Dict[str, Dict[str, int]]:
@@ -58,8 +59,11 @@ def truth_callers_at(lab: LabVmcore, location: str) -> Dict[Optional[str], int]:
         if r["event"] != "kfree_skb" or kv(r["body"]).get("location", "").split(" ")[0] != location:
             continue
         names = [f.split("+", 1)[0] for f in (r["stacks"][0] if r["stacks"] else [])]
-        kinds = {k for p, k in (("macvlan_", "macvtap"), ("ipvlan_", "ipvtap"))
-                 if any(n.startswith(p) for n in names)}
+        kinds = {
+            k
+            for p, k in (("macvlan_", "macvtap"), ("ipvlan_", "ipvtap"))
+            if any(n.startswith(p) for n in names)
+        }
         counts[kinds.pop() if len(kinds) == 1 else None] += 1
     return dict(counts)
 
@@ -77,7 +81,9 @@ def location_key(location_hex: str, location_symbol: str, printed: List[str]) ->
                 pass
         elif p.split("/", 1)[0] == fn_off:
             return p
-    raise AssertionError(f"location {location_symbol} ({location_hex}) is not in the guest's trace: {printed}")
+    raise AssertionError(
+        f"location {location_symbol} ({location_hex}) is not in the guest's trace: {printed}"
+    )
 
 
 def drgn_repl(lab: LabVmcore, lines: List[str], timeout: float = 300, columns: int = 250) -> str:

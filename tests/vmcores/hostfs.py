@@ -38,7 +38,16 @@ __all__ = ["PROJECT_DIR", "build_host_image", "host_image_digest", "python_prefi
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 #: Standard-library parts a command-line tool never imports (left out to keep the image small).
-STDLIB_SKIP = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "__phello__"}
+STDLIB_SKIP = {
+    "site-packages",
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "__phello__",
+}
 
 #: Bound on the distributions followed from skbinspect's requirements.
 MAX_DISTRIBUTIONS = 50
@@ -187,8 +196,10 @@ def _stage_python(stage: Path) -> List[Path]:
         dest.chmod(0o755)
         shutil.rmtree(Path(tmp) / "bin")
         shutil.copytree(tmp, target_site, dirs_exist_ok=True)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", str(target_site / "skbinspect")],
-                   capture_output=True)  # plain .pyc caches: Python starts faster under TCG
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j", "0", str(target_site / "skbinspect")],
+        capture_output=True,
+    )  # plain .pyc caches: Python starts faster under TCG
     return elves
 
 

@@ -54,7 +54,9 @@ def build_skblab(out_dir: Path) -> Path:
         return out
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    p = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(tmp), str(src)], capture_output=True, text=True)
+    p = subprocess.run(
+        ["gcc", "-static", "-O2", "-Wall", "-o", str(tmp), str(src)], capture_output=True, text=True
+    )
     if p.returncode != 0:
         raise LabError(f"compiling skblab.c failed (is libc6-dev installed?):\n{p.stderr[-2000:]}")
     tmp.rename(out)
@@ -78,8 +80,7 @@ class Cpio:
             return
         self.seen.add(name)
         hdr = "070701" + "".join(
-            f"{v:08x}"
-            for v in (self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0)
+            f"{v:08x}" for v in (self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0)
         )
         self.ino += 1
         blob = hdr.encode() + name.encode() + b"\0"
@@ -172,7 +173,11 @@ def _shared_libs(binary: str) -> List[str]:
 
 
 def build_initramfs(
-    kernel: KernelFiles, scenario: Path, out: Path, skblab: Path, extra_modules: Optional[List[str]] = None,
+    kernel: KernelFiles,
+    scenario: Path,
+    out: Path,
+    skblab: Path,
+    extra_modules: Optional[List[str]] = None,
     extra_files: Optional[Dict[str, bytes]] = None,
 ) -> Path:
     """Write the initramfs for ``kernel`` running ``scenario`` (a guest/scenarios/*.sh file) to ``out``;

@@ -260,7 +260,9 @@ def fetch_kernel(spec: KernelSpec, offline_ok: bool = True) -> KernelFiles:
         vmlinuz = next(iter(sorted(tree.rglob(f"vmlinuz-{release}")) + sorted(tree.rglob("vmlinuz"))), None)
         moddirs = [p for p in tree.rglob(release) if p.is_dir() and p.parent.name == "modules"]
         if vmlinuz is None or not moddirs:
-            raise LabError(f"{image_pkg}: no vmlinuz or modules found in {', '.join(d.name for d in debs[:-1])}")
+            raise LabError(
+                f"{image_pkg}: no vmlinuz or modules found in {', '.join(d.name for d in debs[:-1])}"
+            )
         dbg_vmlinux = debug_root / f"usr/lib/debug/boot/vmlinux-{release}"
         if not dbg_vmlinux.exists():  # dangling 7.x symlink: the real file is under lib/modules
             alt = debug_root / f"usr/lib/debug/lib/modules/{release}/vmlinux"

@@ -61,8 +61,15 @@ class BootSpec:
 BOOTS: Dict[str, BootSpec] = {
     # skbinspect inside the guest as on a Debian host (see host.sh); runs lab.sh's scenarios unchanged.
     # 1.5 GB: drgn indexes the 400-600 MB vmlinux debug file inside the guest.
-    "host": BootSpec(dump=False, memory_mb=1536, host_image=True, includes=("lab.sh",), out_disk_mb=256,
-                     done_timeout=3000.0, runs=True),
+    "host": BootSpec(
+        dump=False,
+        memory_mb=1536,
+        host_image=True,
+        includes=("lab.sh",),
+        out_disk_mb=256,
+        done_timeout=3000.0,
+        runs=True,
+    ),
 }
 
 #: Consecutive ``ring --entries --json`` runs with traffic flowing, inside the host guest.  Each run loads
@@ -168,7 +175,9 @@ def _parse_frames(text: str) -> Dict[int, Dict[str, Any]]:
         m = re.match(r"queue (\d+) fd (\d+) (frame (\d+) ([0-9a-f]*)|error (\d+))$", line.strip())
         if not m:
             continue
-        q = queues.setdefault(int(m.group(1)), {"index": int(m.group(1)), "fd": int(m.group(2)), "frames": []})
+        q = queues.setdefault(
+            int(m.group(1)), {"index": int(m.group(1)), "fd": int(m.group(2)), "frames": []}
+        )
         if m.group(4) is not None:
             q["frames"].append({"len": int(m.group(4)), "hex": m.group(5)})
         else:
@@ -212,11 +221,15 @@ def parse_truth(out: Path, kernel: KernelFiles) -> Dict[str, Any]:
     }
     for sub in ("top",):
         d = out / "trace" / sub
-        truth["trace"][sub] = {p.name: p.read_text(errors="replace") for p in sorted(d.glob("*"))} if d.is_dir() else {}
+        truth["trace"][sub] = (
+            {p.name: p.read_text(errors="replace") for p in sorted(d.glob("*"))} if d.is_dir() else {}
+        )
     inst_root = out / "trace" / "instances"
     if inst_root.is_dir():
         for d in sorted(inst_root.iterdir()):
-            truth["trace"]["instances"][d.name] = {p.name: p.read_text(errors="replace") for p in sorted(d.glob("*"))}
+            truth["trace"]["instances"][d.name] = {
+                p.name: p.read_text(errors="replace") for p in sorted(d.glob("*"))
+            }
     fmt_root = out / "formats"
     if fmt_root.is_dir():
         truth["formats"] = {p.name: p.read_text() for p in sorted(fmt_root.iterdir())}
@@ -225,8 +238,10 @@ def parse_truth(out: Path, kernel: KernelFiles) -> Dict[str, Any]:
         for d in sorted(hold_root.iterdir()):
             info_text = read(f"holders/{d.name}/info")
             h = _parse_holder_lines(info_text)
-            queues = {int(m.group(1)): {"index": int(m.group(1)), "fd": int(m.group(2))}
-                      for m in re.finditer(r"^queue (\d+) fd (\d+)$", info_text, re.M)}
+            queues = {
+                int(m.group(1)): {"index": int(m.group(1)), "fd": int(m.group(2))}
+                for m in re.finditer(r"^queue (\d+) fd (\d+)$", info_text, re.M)
+            }
             drained = _parse_frames(read(f"holders/{d.name}/drained"))
             consumed = _parse_frames(read(f"holders/{d.name}/consumed"))
             for i, q in queues.items():
@@ -273,8 +288,15 @@ def _boot_once(kernel: KernelFiles, boot: str, work: Path) -> Dict[str, float]:
     if spec.host_image:
         drives.append(build_host_image(kernel, work / "host.img"))
         timings["image_s"] = round(time.monotonic() - t0, 2)
-    with Guest(work, kernel.vmlinuz, initrd, append=_append(kernel, boot), memory_mb=spec.memory_mb,
-               out_disk_mb=spec.out_disk_mb, readonly_drives=drives) as g:
+    with Guest(
+        work,
+        kernel.vmlinuz,
+        initrd,
+        append=_append(kernel, boot),
+        memory_mb=spec.memory_mb,
+        out_disk_mb=spec.out_disk_mb,
+        readonly_drives=drives,
+    ) as g:
         g.start()
         if spec.dump:
             g.wait_for("READY", BOOT_TIMEOUT)
@@ -327,7 +349,9 @@ def build_vmcore(kernel: KernelFiles, boot: str = "lab", retries: int = 1) -> La
             shutil.rmtree(failed, ignore_errors=True)
             work.rename(failed)
             continue
-        lab = LabVmcore(kernel, boot, str(final), str(final / "vmcore"), str(final / "truth.json"), key, timings)
+        lab = LabVmcore(
+            kernel, boot, str(final), str(final / "vmcore"), str(final / "truth.json"), key, timings
+        )
         (work / "lab.json").write_text(json.dumps(lab.to_json(), indent=2))
         if final.exists():
             shutil.rmtree(final)
@@ -399,8 +423,9 @@ def live_guest(kernel: KernelFiles, boot: str = "live", retries: int = 1) -> Ite
         work = Path(tempfile.mkdtemp(prefix=f"live-{kernel.name}-", dir=cache_dir()))
         try:
             skblab = build_skblab(cache_dir() / "bin")
-            initrd = build_initramfs(kernel, GUEST_DIR / "scenarios" / f"{boot}.sh", work / "initramfs.cpio",
-                                     skblab)
+            initrd = build_initramfs(
+                kernel, GUEST_DIR / "scenarios" / f"{boot}.sh", work / "initramfs.cpio", skblab
+            )
             with Guest(work, kernel.vmlinuz, initrd) as g:
                 try:
                     g.start()
@@ -408,8 +433,12 @@ def live_guest(kernel: KernelFiles, boot: str = "live", retries: int = 1) -> Ite
                     g.wait_for("READY", 120)
                 except LabError as e:
                     if attempt < retries:
-                        log.warning("%s/%s: live guest failed, retrying: %s", kernel.name, boot,
-                                    str(e).splitlines()[0])
+                        log.warning(
+                            "%s/%s: live guest failed, retrying: %s",
+                            kernel.name,
+                            boot,
+                            str(e).splitlines()[0],
+                        )
                         continue
                     raise
                 info: Dict[str, Any] = {"raw": line}

@@ -125,7 +125,9 @@ class Guest:
 
     def start(self) -> None:
         log = open(self.workdir / "qemu.log", "wb")
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
@@ -169,7 +171,9 @@ class Guest:
             if left <= 0:
                 raise LabError(f"guest gave no answer in {timeout:.0f} s; console:\n{self.console_tail()}")
             if self.proc.poll() is not None:
-                raise LabError(f"guest stopped (QEMU exit {self.proc.returncode}); console:\n{self.console_tail()}")
+                raise LabError(
+                    f"guest stopped (QEMU exit {self.proc.returncode}); console:\n{self.console_tail()}"
+                )
             died = self._guest_died()
             if died:
                 raise LabError(f"guest kernel failed ({died}); console:\n{self.console_tail()}")

@@ -22,25 +22,32 @@ MARK = "=== skbinspect-test {} ==="
 def session(lab_vmcore: LabVmcore, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     d = tmp_path_factory.mktemp("drgn")
     ring_json, drops_json = d / "ring.json", d / "drops.json"
-    code = "\n".join([
-        "from drgn.commands import run_command",
-        f"print({MARK.format('ring')!r}, flush=True)",
-        'run_command(prog, "skbinspect ring tap0")',
-        f"print({MARK.format('drops')!r}, flush=True)",
-        'run_command(prog, "skbinspect drops --stacks 1 --no-timeline")',
-        f"print({MARK.format('end')!r}, flush=True)",
-        f'run_command(prog, "skbinspect --json ring tap0 macvtap0 > {ring_json}")',
-        f'run_command(prog, "skbinspect --json drops > {drops_json}")',
-        'run_command(prog, "skbinspect ring nosuchdev")',
-    ])
+    code = "\n".join(
+        [
+            "from drgn.commands import run_command",
+            f"print({MARK.format('ring')!r}, flush=True)",
+            'run_command(prog, "skbinspect ring tap0")',
+            f"print({MARK.format('drops')!r}, flush=True)",
+            'run_command(prog, "skbinspect drops --stacks 1 --no-timeline")',
+            f"print({MARK.format('end')!r}, flush=True)",
+            f'run_command(prog, "skbinspect --json ring tap0 macvtap0 > {ring_json}")',
+            f'run_command(prog, "skbinspect --json drops > {drops_json}")',
+            'run_command(prog, "skbinspect ring nosuchdev")',
+        ]
+    )
     p = run_drgn(lab_vmcore, code)
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr and "Traceback" not in p.stdout, p.stderr
     out = p.stdout
     ring_text = out.split(MARK.format("ring"), 1)[1].split(MARK.format("drops"), 1)[0]
     drops_text = out.split(MARK.format("drops"), 1)[1].split(MARK.format("end"), 1)[0]
-    return {"ring_text": ring_text, "drops_text": drops_text, "stderr": p.stderr,
-            "ring": json.loads(ring_json.read_text()), "drops": json.loads(drops_json.read_text())}
+    return {
+        "ring_text": ring_text,
+        "drops_text": drops_text,
+        "stderr": p.stderr,
+        "ring": json.loads(ring_json.read_text()),
+        "drops": json.loads(drops_json.read_text()),
+    }
 
 
 def cli_json(lab: LabVmcore, *args: str) -> Any:
@@ -59,7 +66,9 @@ def test_ring_in_drgn_names_full_queue_and_holder(lab_vmcore: LabVmcore, session
         size = links[name]["txqlen"]
         assert q["ring"]["full"] and q["ring"]["size"] == size and q["ring"]["live"] == size
         h = truth["holders"][holder]
-        assert [(x["pid"], x["comm"], x["fd"]) for x in q["holders"]] == [(h["pid"], h["comm"], h["queues"][0]["fd"])]
+        assert [(x["pid"], x["comm"], x["fd"]) for x in q["holders"]] == [
+            (h["pid"], h["comm"], h["queues"][0]["fd"])
+        ]
     text = session["ring_text"]
     size = links["tap0"]["txqlen"]
     assert text.lstrip().startswith(f"tap0 ifindex {links['tap0']['ifindex']} ")
@@ -86,8 +95,11 @@ def test_drops_in_drgn_count_like_the_trace(lab_vmcore: LabVmcore, session: Dict
         if rep["has_reasons"]:
             assert truth["location_reason"][f"{key}|{g['reason']}"] == g["count"]
     assert got == truth["location"]
-    full = {g["location_symbol"].split("+")[0]: g for g in rep["groups"]
-            if g["location_symbol"].split("+")[0] in ("tun_net_xmit", "tap_handle_frame")}
+    full = {
+        g["location_symbol"].split("+")[0]: g
+        for g in rep["groups"]
+        if g["location_symbol"].split("+")[0] in ("tun_net_xmit", "tap_handle_frame")
+    }
     assert set(full) == {"tun_net_xmit", "tap_handle_frame"}
     if lab_vmcore.kernel.release.startswith("5.10"):
         assert not rep["has_reasons"] and all(g["reason"] is None for g in full.values())
@@ -133,14 +145,16 @@ def test_python_api_in_drgn_equals_cli(lab_vmcore: LabVmcore, tmp_path) -> None:
     """``skbinspect.helpers`` in a drgn session, the program omitted (drgn's default program) or given:
     the same results as the CLI's --json."""
     out = tmp_path / "api.json"
-    code = "\n".join([
-        "import json",
-        "from skbinspect.helpers import drop_stats, drop_reasons, skb_events, drops, tap_devices",
-        "r = {'stats': drop_stats().to_json(), 'reasons': drop_reasons(prog).to_json(),",
-        "     'kfree': sum(1 for _ in skb_events(kinds=['skb:kfree_skb'])), 'drops': drops(prog).to_json(),",
-        "     'ring': [d.to_json(False) for d in tap_devices(['tap0', 'macvtap0'], entries=True)]}",
-        f"open({str(out)!r}, 'w').write(json.dumps(r, default=str))",
-    ])
+    code = "\n".join(
+        [
+            "import json",
+            "from skbinspect.helpers import drop_stats, drop_reasons, skb_events, drops, tap_devices",
+            "r = {'stats': drop_stats().to_json(), 'reasons': drop_reasons(prog).to_json(),",
+            "     'kfree': sum(1 for _ in skb_events(kinds=['skb:kfree_skb'])), 'drops': drops(prog).to_json(),",
+            "     'ring': [d.to_json(False) for d in tap_devices(['tap0', 'macvtap0'], entries=True)]}",
+            f"open({str(out)!r}, 'w').write(json.dumps(r, default=str))",
+        ]
+    )
     p = run_drgn(lab_vmcore, code)
     assert p.returncode == 0, p.stderr
     api = json.loads(out.read_text())
@@ -161,15 +175,21 @@ def test_symbols_option_adds_debug_files_to_the_session(lab_vmcore: LabVmcore, t
 
     vmlinux, modules = lab_vmcore.symbols
     out = tmp_path / "ring.json"
-    code = "\n".join([
-        "from drgn.commands import run_command",
-        "run_command(prog, 'skbinspect --json info > %s')" % (tmp_path / "before.json"),
-        f"run_command(prog, 'skbinspect -s {modules} --json ring tap0 > {out}')",
-        f"run_command(prog, 'skbinspect -c {lab_vmcore.vmcore} info')",
-    ])
+    code = "\n".join(
+        [
+            "from drgn.commands import run_command",
+            "run_command(prog, 'skbinspect --json info > %s')" % (tmp_path / "before.json"),
+            f"run_command(prog, 'skbinspect -s {modules} --json ring tap0 > {out}')",
+            f"run_command(prog, 'skbinspect -c {lab_vmcore.vmcore} info')",
+        ]
+    )
     exe = shutil.which("drgn") or str(Path(sys.executable).with_name("drgn"))
-    p = subprocess.run([exe, "-q", "-c", lab_vmcore.vmcore, "-s", vmlinux, "-e", code], capture_output=True,
-                       text=True, timeout=300)
+    p = subprocess.run(
+        [exe, "-q", "-c", lab_vmcore.vmcore, "-s", vmlinux, "-e", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr
     before = json.loads((tmp_path / "before.json").read_text())

@@ -9,7 +9,18 @@ from typing import List
 from tests.conftest import run_skbinspect
 from tests.vmcores.lab import LabVmcore
 
-NEEDED = ["tun", "tap", "macvlan", "macvtap", "ipvlan", "ipvtap", "veth", "vhost", "vhost_net", "drop_monitor"]
+NEEDED = [
+    "tun",
+    "tap",
+    "macvlan",
+    "macvtap",
+    "ipvlan",
+    "ipvtap",
+    "veth",
+    "vhost",
+    "vhost_net",
+    "drop_monitor",
+]
 
 
 def symbols_args(paths: List[str]) -> List[str]:
@@ -28,7 +39,9 @@ def test_vmcore_info_matches_truth(lab_vmcore: LabVmcore) -> None:
     mods = {m["name"]: m for m in info["modules"]}
     for name in NEEDED:  # the lab guest loads all of them
         assert mods[name]["loaded"], name
-        assert mods[name]["debug_file"] and mods[name]["debug_file"].startswith(lab_vmcore.kernel.debug_root), name
+        assert mods[name]["debug_file"] and mods[name]["debug_file"].startswith(
+            lab_vmcore.kernel.debug_root
+        ), name
     assert info["missing_debug_info"] == [] and info["warnings"] == []
     # a QEMU dump of a running guest: no kdump crash time and no panic
     assert info["crash_time"] is None and info["panic_message"] is None
@@ -50,8 +63,9 @@ def test_vmcore_info_text(lab_vmcore: LabVmcore) -> None:
 
 def test_debug_info_found_from_root_like_directory(lab_vmcore: LabVmcore) -> None:
     """-s with a directory shaped like / finds vmlinux at its Debian path (7.x: under lib/modules)."""
-    p = run_skbinspect("-c", lab_vmcore.vmcore, "--no-default-symbols", "-s", lab_vmcore.kernel.debug_root,
-                       "--json", "info")
+    p = run_skbinspect(
+        "-c", lab_vmcore.vmcore, "--no-default-symbols", "-s", lab_vmcore.kernel.debug_root, "--json", "info"
+    )
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout)
     assert info["vmlinux_debug_file"].startswith(lab_vmcore.kernel.debug_root)
@@ -77,7 +91,16 @@ def test_lab_truth_is_complete(lab_vmcore: LabVmcore) -> None:
     t = lab_vmcore.truth
     assert t["release"] == lab_vmcore.kernel.release
     assert len(t["softnet_stat"]) == t["nproc"]
-    assert {d["ifname"] for d in t["ip_link"]} >= {"tap0", "tapmq", "macvtap0", "ipvtap0", "veth0", "veth1", "veth2", "veth3"}
+    assert {d["ifname"] for d in t["ip_link"]} >= {
+        "tap0",
+        "tapmq",
+        "macvtap0",
+        "ipvtap0",
+        "veth0",
+        "veth1",
+        "veth2",
+        "veth3",
+    }
     assert "kfree_skb" in t["trace"]["top"]["trace"] and "<stack trace>" in t["trace"]["top"]["trace"]
     inst = t["trace"]["instances"]["skbinst"]
     import re

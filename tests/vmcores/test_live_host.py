@@ -61,7 +61,7 @@ def test_ring_checks_exist() -> None:
     assert len(RING_CHECKS) >= 5, [f.__name__ for f in RING_CHECKS]
 
 
-@pytest.mark.parametrize("check", RING_CHECKS, ids=lambda f: f.__name__[len("test_"):])
+@pytest.mark.parametrize("check", RING_CHECKS, ids=lambda f: f.__name__[len("test_") :])
 def test_ring_inside_guest(live_host_lab: LabVmcore, check: Callable[..., None]) -> None:
     """`skbinspect --json ring --entries --stale` inside the guest, against what the guest drained."""
     check(live_host_lab, ok_json(live_host_lab, "ring"))
@@ -102,8 +102,9 @@ def test_trace_json_inside_guest(live_host_lab: LabVmcore, array: str) -> None:
     check_trace_json(objs, truth)
     events = [r for r in parse_records(truth) if r["event"] != "stack"]
     assert len(events) > 100 and any(o["event"] == "skb:kfree_skb" for o in objs)
-    assert Counter(o["event"].split(":")[1] for o in objs if o["event"] != "ftrace:kernel_stack") == \
-        Counter(r["event"] for r in events)
+    assert Counter(o["event"].split(":")[1] for o in objs if o["event"] != "ftrace:kernel_stack") == Counter(
+        r["event"] for r in events
+    )
 
 
 # ---- info: the debug files found by itself ------------------------------------------------------------
@@ -115,12 +116,16 @@ def test_info_names_the_standard_debug_files(live_host_lab: LabVmcore) -> None:
     assert info["kind"] == "live" and info["release"] == release
     assert info["cpus_online"] == live_host_lab.truth["nproc"]
     # Debian's paths: /usr/lib/debug/boot/vmlinux-R, on 7.x a symlink to /usr/lib/debug/lib/modules/R/vmlinux
-    assert info["vmlinux_debug_file"] in (f"/usr/lib/debug/boot/vmlinux-{release}",
-                                          f"/usr/lib/debug/lib/modules/{release}/vmlinux")
+    assert info["vmlinux_debug_file"] in (
+        f"/usr/lib/debug/boot/vmlinux-{release}",
+        f"/usr/lib/debug/lib/modules/{release}/vmlinux",
+    )
     mods = {m["name"]: m for m in info["modules"]}
     for name in NEEDED:
         assert mods[name]["loaded"], name
-        assert mods[name]["debug_file"].startswith(f"/usr/lib/debug/lib/modules/{release}/kernel/"), mods[name]
+        assert mods[name]["debug_file"].startswith(f"/usr/lib/debug/lib/modules/{release}/kernel/"), mods[
+            name
+        ]
     assert info["missing_debug_info"] == []
     text = ok_stdout(live_host_lab, "info")
     assert release in text and info["vmlinux_debug_file"] in text
@@ -134,8 +139,10 @@ def test_info_names_the_standard_debug_files(live_host_lab: LabVmcore) -> None:
 def test_consecutive_live_runs_inside_guest(live_host_lab: LabVmcore) -> None:
     """With a sender and a reader running, every `--json ring --entries` run succeeded and each snapshot is
     self-consistent (a torn one is flagged, never listed wrong)."""
-    runs = sorted((n for n in live_host_lab.truth["skbinspect"] if n.startswith("race-")),
-                  key=lambda n: int(n.split("-")[1]))
+    runs = sorted(
+        (n for n in live_host_lab.truth["skbinspect"] if n.startswith("race-")),
+        key=lambda n: int(n.split("-")[1]),
+    )
     want = host_runs(live_host_lab.kernel)
     if live_host_lab.kernel.name == DEFAULT_KERNEL and not os.environ.get("SKBINSPECT_LAB_HOST_RUNS"):
         assert want == HOST_RUNS_DEFAULT_KERNEL == 50

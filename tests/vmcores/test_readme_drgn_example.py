@@ -20,7 +20,7 @@ from tests.vmcores.lab import LabVmcore
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
-_RUNNER = r'''
+_RUNNER = r"""
 import doctest, json, sys
 results = []
 class _Rec(doctest.OutputChecker):
@@ -32,7 +32,7 @@ _runner = doctest.DocTestRunner(checker=_Rec(), verbose=False)
 _runner.run(_test, out=sys.stderr.write)
 print("RESULT " + json.dumps({"results": results, "failures": _runner.failures,
                               "sources": [e.source for e in _test.examples]}))
-'''
+"""
 
 
 def drgn_section() -> str:
@@ -49,7 +49,7 @@ def python_example() -> str:
 
 def command_lines() -> List[str]:
     blocks = re.findall(r"```\n(.*?)```", drgn_section(), re.S)
-    lines = [l[len(">>> %"):] for b in blocks for l in b.splitlines() if l.startswith(">>> %")]
+    lines = [l[len(">>> %") :] for b in blocks for l in b.splitlines() if l.startswith(">>> %")]
     assert lines
     return lines
 
@@ -67,7 +67,7 @@ def _run_example(lab: LabVmcore, d: Path) -> Dict[str, Any]:
     assert p.returncode == 0, p.stderr
     line = next((l for l in p.stdout.splitlines() if l.startswith("RESULT ")), None)
     assert line is not None, (p.stdout, p.stderr)
-    res = json.loads(line[len("RESULT "):])
+    res = json.loads(line[len("RESULT ") :])
     assert res["failures"] == 0, p.stderr  # an exception in any example line is a failure
     return res
 
@@ -99,7 +99,9 @@ def test_example_output_matches_the_truth(lab_vmcore: LabVmcore, example_run: Di
     assert reason == ("None" if lab_vmcore.kernel.release.startswith("5.10") else "FULL_RING")
     # 3: the first verdict names the full queue and its reader
     h = truth["holders"]["tun-full"]
-    assert got[3].startswith(f"tap0 queue 0 full ({links['tap0']['txqlen']}/{links['tap0']['txqlen']}); 1800 ")
+    assert got[3].startswith(
+        f"tap0 queue 0 full ({links['tap0']['txqlen']}/{links['tap0']['txqlen']}); 1800 "
+    )
     assert f"the reader, pid {h['pid']} (tun-full)" in got[3]
     assert got[4].strip() == "True"
 

@@ -34,7 +34,7 @@ def truth_reason_map(lab: LabVmcore) -> Dict[int, str]:
     if "field:enum skb_drop_reason reason" not in fmt:
         assert "__print_symbolic" not in fmt
         return {}
-    sym = fmt[fmt.index("__print_symbolic(REC->reason"):]
+    sym = fmt[fmt.index("__print_symbolic(REC->reason") :]
     pairs = re.findall(r'\{ (\d+), "([A-Z0-9_]+)" \}', sym)
     assert pairs, "the format file's reason map did not parse"
     out = {int(v): n for v, n in pairs}
@@ -93,8 +93,11 @@ def test_subsystems_from_target(lab_vmcore: LabVmcore) -> None:
         assert set(table.subsystems.values()) == {"core"}
         assert {r.subsystem for r in table.reasons} == {"core"}
         return
-    names = {e.value: e.name[len("SKB_DROP_REASON_SUBSYS_"):].lower() for e in subsys_enum.enumerators
-             if not e.name.endswith("_NUM")}
+    names = {
+        e.value: e.name[len("SKB_DROP_REASON_SUBSYS_") :].lower()
+        for e in subsys_enum.enumerators
+        if not e.name.endswith("_NUM")
+    }
     assert table.subsystems == names
     assert "core" in table.registered
     for r in table.reasons:
@@ -105,8 +108,11 @@ def test_subsystems_from_target(lab_vmcore: LabVmcore) -> None:
             assert any(note.startswith(f"{n}: not registered") for note in table.notes), n
     if "qdisc" in names.values():  # 7.x: qdisc reasons come from enum qdisc_drop_reason
         q = table.by_subsystem("qdisc")
-        qe = {e.value: e.name for e in prog.type("enum qdisc_drop_reason").enumerators
-              if e.value >> 16 and e.value & 0xFFFF}
+        qe = {
+            e.value: e.name
+            for e in prog.type("enum qdisc_drop_reason").enumerators
+            if e.value >> 16 and e.value & 0xFFFF
+        }
         assert {r.value: r.name for r in q} == qe
         assert all(r.source == "enum" for r in q)
 

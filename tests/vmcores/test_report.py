@@ -14,8 +14,11 @@ from tests.vmcores.lab import LabVmcore
 from tests.vmcores.test_lab_info import symbols_args
 
 #: The lab's full queues: device -> (holder process, the driver function that drops on a full ring).
-LAB_FULL = {"tap0": ("tun-full", "tun_net_xmit"), "macvtap0": ("macvtap-full", "tap_handle_frame"),
-            "ipvtap0": ("ipvtap-full", "tap_handle_frame")}
+LAB_FULL = {
+    "tap0": ("tun-full", "tun_net_xmit"),
+    "macvtap0": ("macvtap-full", "tap_handle_frame"),
+    "ipvtap0": ("ipvtap-full", "tap_handle_frame"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,7 @@ def test_full_queues_are_the_verdicts(lab_vmcore: LabVmcore, report: Dict[str, A
     verdicts = {v["device"]: v for v in report["verdicts"]}
     assert set(verdicts) == set(LAB_FULL), [v["summary"] for v in report["verdicts"]]
     # full rings first
-    assert all(v["full"] for v in report["verdicts"][:len(LAB_FULL)])
+    assert all(v["full"] for v in report["verdicts"][: len(LAB_FULL)])
     for dev, (holder, fn) in LAB_FULL.items():
         v = verdicts[dev]
         size = links[dev]["txqlen"]
@@ -55,7 +58,9 @@ def test_full_queues_are_the_verdicts(lab_vmcore: LabVmcore, report: Dict[str, A
         assert f"{dev} queue 0 full ({size}/{size})" in v["summary"]
 
 
-def test_drops_tied_to_full_queues_count_like_the_trace(lab_vmcore: LabVmcore, report: Dict[str, Any]) -> None:
+def test_drops_tied_to_full_queues_count_like_the_trace(
+    lab_vmcore: LabVmcore, report: Dict[str, Any]
+) -> None:
     truth = truth_kfree_counts(lab_vmcore)
     printed = list(truth["location"])
     verdicts = {v["device"]: v for v in report["verdicts"]}
@@ -95,11 +100,15 @@ def test_drops_tied_to_full_queues_count_like_the_trace(lab_vmcore: LabVmcore, r
     tied = sum(v["drop_count"] for v in report["verdicts"])
     other = sum(g["count"] for g in report["other_drops"])
     extra = sum(shared.values())  # counted twice, once for each of the two devices
-    assert tied + other == sum(truth["location"].values()) + extra == report["trace"]["kfree_skb_events"] + extra
+    assert (
+        tied + other == sum(truth["location"].values()) + extra == report["trace"]["kfree_skb_events"] + extra
+    )
     for g in report["other_drops"]:
         assert truth["location"][location_key(g["location"], g["location_symbol"], printed)] == g["count"]
-    assert all(g["location_symbol"].split("+")[0] not in ("tun_net_xmit", "tap_handle_frame")
-               for g in report["other_drops"])
+    assert all(
+        g["location_symbol"].split("+")[0] not in ("tun_net_xmit", "tap_handle_frame")
+        for g in report["other_drops"]
+    )
 
 
 def test_counters_agree_with_the_truth(lab_vmcore: LabVmcore, report: Dict[str, Any]) -> None:
@@ -115,8 +124,11 @@ def test_counters_agree_with_the_truth(lab_vmcore: LabVmcore, report: Dict[str, 
         # drops the trace cannot tell apart from another device's (macvtap0/ipvtap0 without a telling stack)
         unsure = sum(d["count"] for d in v["drops"] if d["tied_by"].endswith("(ambiguous)"))
         n, value = c["trace_count"], c["counter_value"]
-        want = "agree" if value == n or (unsure and n - unsure <= value <= n) else (
-            "counter-higher" if value > n else "trace-higher")
+        want = (
+            "agree"
+            if value == n or (unsure and n - unsure <= value <= n)
+            else ("counter-higher" if value > n else "trace-higher")
+        )
         assert c["verdict"] == want
 
 
@@ -128,7 +140,9 @@ def test_trace_limits(lab_vmcore: LabVmcore, report: Dict[str, Any]) -> None:
     assert (t["entries"], t["written"]) == (entries, written)
     assert t["lost"] == written - entries
     assert t["has_reasons"] is (not _old(lab_vmcore))
-    kfree_ts = [float(l.split("kfree_skb:")[0].split()[-1].rstrip(":")) for l in top.splitlines() if "kfree_skb:" in l]
+    kfree_ts = [
+        float(l.split("kfree_skb:")[0].split()[-1].rstrip(":")) for l in top.splitlines() if "kfree_skb:" in l
+    ]
     assert abs(t["first_s"] - min(kfree_ts)) < 2e-6 and abs(t["last_s"] - max(kfree_ts)) < 2e-6
 
 
@@ -143,11 +157,18 @@ def test_memory_reuse_and_stale_skbs_are_marked(report: Dict[str, Any]) -> None:
             if s["device"] is not None and not s["device"].startswith("0x"):
                 assert s["device"] == v["device"]
     names = {r["name"] for r in report["rules"]}
-    assert names == {"ring-full drops", "stalled reader", "counters against the trace", "memory reused", "stale skbs"}
+    assert names == {
+        "ring-full drops",
+        "stalled reader",
+        "counters against the trace",
+        "memory reused",
+        "stale skbs",
+    }
 
 
-def test_text_report_names_queue_reason_location_and_reader(lab_vmcore: LabVmcore, report: Dict[str, Any],
-                                                             report_text: str) -> None:
+def test_text_report_names_queue_reason_location_and_reader(
+    lab_vmcore: LabVmcore, report: Dict[str, Any], report_text: str
+) -> None:
     head, _, rest = report_text.partition("Evidence")
     assert "How drops were tied to queues" in rest
     for v in report["verdicts"]:
@@ -192,14 +213,18 @@ def test_report_without_module_debug_info(lab_vmcore: LabVmcore) -> None:
     assert checks["macvtap0"]["verdict"] in ("agree", "unknown")
 
 
-def test_memory_reuse_equals_ring_entries_at_dropped_addresses(lab_vmcore: LabVmcore, report: Dict[str, Any]) -> None:
+def test_memory_reuse_equals_ring_entries_at_dropped_addresses(
+    lab_vmcore: LabVmcore, report: Dict[str, Any]
+) -> None:
     """Reused = the live ring entries whose address the guest's trace shows in a kfree_skb event."""
     dropped: Dict[int, int] = {}
     for line in lab_vmcore.truth["trace"]["top"]["trace"].splitlines():
         if "kfree_skb:" in line and "skbaddr=" in line:
             a = int(line.split("skbaddr=", 1)[1].split()[0], 16)
             dropped[a] = dropped.get(a, 0) + 1
-    p = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "--json", "ring", "--entries")
+    p = run_skbinspect(
+        "-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "--json", "ring", "--entries"
+    )
     assert p.returncode == 0, p.stderr
     want = set()
     for d in json.loads(p.stdout)["devices"]:

@@ -76,7 +76,7 @@ def test_every_queue_matches_what_the_guest_drained(lab_vmcore: LabVmcore, ring_
             for e, f in zip(q["entries"], drained):
                 assert e["kind"] == "skb" and e["error"] is None
                 assert e["length"] == f["len"] - hdr
-                assert e["digest_complete"] and e["data"] == f["hex"][2 * hdr:]
+                assert e["digest_complete"] and e["data"] == f["hex"][2 * hdr :]
     # every queue the lab opened was found exactly once
     want = {(n, q["fd"]) for n, h in lab_vmcore.truth["holders"].items() for q in h["queues"]}
     assert seen == want
@@ -102,7 +102,9 @@ def test_ring_indices_follow_the_kernel_rules(lab_vmcore: LabVmcore, ring_all: D
                 assert r["producer"] == r["consumer_tail"]
             # batched zeroing: the stale window is head - tail < batch
             assert r["consumer_head"] - r["consumer_tail"] < max(r["batch"], 1)
-            assert [e["index"] for e in q["entries"]] == [(r["consumer_head"] + i) % size for i in range(r["live"])]
+            assert [e["index"] for e in q["entries"]] == [
+                (r["consumer_head"] + i) % size for i in range(r["live"])
+            ]
 
 
 def test_full_rings_and_their_drops(lab_vmcore: LabVmcore, ring_all: Dict[str, Any]) -> None:
@@ -173,8 +175,15 @@ def test_text_output(lab_vmcore: LabVmcore) -> None:
 
 def test_module_without_debug_info_still_lists_devices(lab_vmcore: LabVmcore) -> None:
     """Only vmlinux debug info: the devices are named with a note, nothing crashes."""
-    p = run_skbinspect("-c", lab_vmcore.vmcore, "--no-default-symbols", "-s", lab_vmcore.kernel.debug_vmlinux,
-                       "--json", "ring")
+    p = run_skbinspect(
+        "-c",
+        lab_vmcore.vmcore,
+        "--no-default-symbols",
+        "-s",
+        lab_vmcore.kernel.debug_vmlinux,
+        "--json",
+        "ring",
+    )
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     devs = devices_by_name(out)
@@ -212,7 +221,8 @@ def test_garbage_ring_fields_and_queue_pointer(tmp_path, default_lab_vmcore: Lab
     mq = got["tapmq"]
     assert all(q["ring"]["error"] is None for q in mq["queues"])
     assert sum(len(q["entries"]) for q in mq["queues"]) == sum(
-        len(q["frames_drained"]) for q in lab.truth["holders"]["tun-mq"]["queues"])
+        len(q["frames_drained"]) for q in lab.truth["holders"]["tun-mq"]["queues"]
+    )
     text = _run_ok(str(core), lab, "ring")
     assert "unreadable" in text and "implausible ring size" in text
 

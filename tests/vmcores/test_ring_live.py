@@ -39,8 +39,9 @@ def test_fifty_live_snapshots(default_live_guest) -> None:  # type: ignore[no-un
     torn = 0
     fulls = 0
     for i in range(RUNS):
-        p = run_skbinspect("--qemu", g.qmp_socket, *symbols_args(g.symbols), "--json", "ring", "--entries",
-                           timeout=120)
+        p = run_skbinspect(
+            "--qemu", g.qmp_socket, *symbols_args(g.symbols), "--json", "ring", "--entries", timeout=120
+        )
         assert p.returncode == 0, f"run {i}: {p.stderr}"
         assert "Traceback" not in p.stderr
         out = json.loads(p.stdout)

@@ -85,21 +85,35 @@ def test_device_totals_match_ip(lab_vmcore: LabVmcore) -> None:
     # the core's per-CPU core_stats from 5.18; macvtap0's ring-full drops are macvlan's rx_errors.
     tap0 = devs["tap0"]
     src = "core_stats" if core else "tun_pcpu_stats"
-    assert sum(r.counters["tx_dropped"] for r in tap0.rows if r.source == src) == \
-        ip_value(truth["tap0"], "tx_dropped") > 0
-    assert [r.cpu for r in tap0.rows if r.source == src] == sorted(r.cpu for r in tap0.rows if r.source == src)
+    assert (
+        sum(r.counters["tx_dropped"] for r in tap0.rows if r.source == src)
+        == ip_value(truth["tap0"], "tx_dropped")
+        > 0
+    )
+    assert [r.cpu for r in tap0.rows if r.source == src] == sorted(
+        r.cpu for r in tap0.rows if r.source == src
+    )
     # ipvtap0's are ipvlan's rx_errs (ipvlan_get_stats64: rx_errors = rx_dropped = rx_errs)
     ipv = devs["ipvtap0"]
-    assert sum(r.counters["rx_errs"] for r in ipv.rows if r.source == "ipvl_pcpu_stats") == \
-        ip_value(truth["ipvtap0"], "rx_dropped") == ip_value(truth["ipvtap0"], "rx_errors") > 0
+    assert (
+        sum(r.counters["rx_errs"] for r in ipv.rows if r.source == "ipvl_pcpu_stats")
+        == ip_value(truth["ipvtap0"], "rx_dropped")
+        == ip_value(truth["ipvtap0"], "rx_errors")
+        > 0
+    )
     mvt = devs["macvtap0"]
-    assert sum(r.counters["rx_errors"] for r in mvt.rows if r.source == "vlan_pcpu_stats") == \
-        ip_value(truth["macvtap0"], "rx_dropped") == ip_value(truth["macvtap0"], "rx_errors") > 0
+    assert (
+        sum(r.counters["rx_errors"] for r in mvt.rows if r.source == "vlan_pcpu_stats")
+        == ip_value(truth["macvtap0"], "rx_dropped")
+        == ip_value(truth["macvtap0"], "rx_errors")
+        > 0
+    )
     # lazily allocated core_stats: a device that never dropped has a NULL pointer, shown as zeros
     if core:
         lo = devs["lo"]
-        assert [r.note for r in lo.rows if r.source == "core_stats"] == \
-            ["not allocated (NULL): nothing counted yet, all zero"]
+        assert [r.note for r in lo.rows if r.source == "core_stats"] == [
+            "not allocated (NULL): nothing counted yet, all zero"
+        ]
 
 
 def test_drop_monitor_state(lab_vmcore: LabVmcore) -> None:
@@ -113,7 +127,9 @@ def test_drop_monitor_state(lab_vmcore: LabVmcore) -> None:
     from drgn.helpers.linux.cpumask import for_each_possible_cpu
 
     cpus = list(for_each_possible_cpu(t.prog))
-    assert sorted((c.kind, c.cpu) for c in dm.cpus) == sorted([("sw", c) for c in cpus] + [("hw", c) for c in cpus])
+    assert sorted((c.kind, c.cpu) for c in dm.cpus) == sorted(
+        [("sw", c) for c in cpus] + [("hw", c) for c in cpus]
+    )
     assert all(c.note is None and c.queued == 0 and c.lost == 0 and not c.summary for c in dm.cpus)
     assert drop_monitor_state(t.prog, module_loaded=False).loaded is False
 
@@ -185,8 +201,14 @@ def check_stats_json(truth: Dict[str, Any], out: Dict[str, Any]) -> None:
     online = [c for c in out["softnet"]["cpus"] if c["online"]]
     assert len(online) == len(truth["softnet_stat"]) == truth["nproc"]
     for c, row in zip(online, truth["softnet_stat"]):
-        assert [c["processed"], c["dropped"], c["time_squeeze"], c["received_rps"], c["flow_limit_count"],
-                c["backlog_len"]] == [row[0], row[1], row[2], row[9], row[10], row[11]]
+        assert [
+            c["processed"],
+            c["dropped"],
+            c["time_squeeze"],
+            c["received_rps"],
+            c["flow_limit_count"],
+            c["backlog_len"],
+        ] == [row[0], row[1], row[2], row[9], row[10], row[11]]
     ip = {d["ifname"]: d for d in truth["ip_link"]}
     assert {d["name"] for d in out["devices"]} == set(ip)
     for d in out["devices"]:

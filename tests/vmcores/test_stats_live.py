@@ -44,8 +44,9 @@ def test_stats_on_running_guest(live_lab_guest) -> None:  # type: ignore[no-unty
         table = drop_reason_table(prog)
         dumped = drop_reason_table(target_of(lab_vmcore_for(g.kernel.name)).prog)
         assert table.has_reasons == dumped.has_reasons
-        assert [(r.value, r.name, r.subsystem) for r in table.reasons] == \
-            [(r.value, r.name, r.subsystem) for r in dumped.reasons]
+        assert [(r.value, r.name, r.subsystem) for r in table.reasons] == [
+            (r.value, r.name, r.subsystem) for r in dumped.reasons
+        ]
     finally:
         del prog, t
         gc.collect()

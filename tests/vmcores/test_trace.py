@@ -21,7 +21,9 @@ from tests.vmcores.lab import LabVmcore
 
 ARRAYS = ["top", "skbinst"]
 
-_LINE = re.compile(r"^(?P<comm>.*)-(?P<pid>\d+)\s+\[(?P<cpu>\d{3})\] (?P<flags>\S+)\s+(?P<ts>\d+\.\d{6}): (?P<body>.*)$")
+_LINE = re.compile(
+    r"^(?P<comm>.*)-(?P<pid>\d+)\s+\[(?P<cpu>\d{3})\] (?P<flags>\S+)\s+(?P<ts>\d+\.\d{6}): (?P<body>.*)$"
+)
 _HEADER = re.compile(r"entries-in-buffer/entries-written: (\d+)/(\d+)\s+#P:(\d+)")
 
 
@@ -242,15 +244,18 @@ def test_trace_filters(lab_vmcore: LabVmcore) -> None:
         if r["cpu"] == cpu:
             want_lines.append(r)
     got_recs = parse_records("\n".join(body_lines(p.stdout)))
-    assert [(r["ts"], r["body"], r["frames"]) for r in got_recs] == \
-        [(r["ts"], r["body"], r["frames"]) for r in want_lines]
+    assert [(r["ts"], r["body"], r["frames"]) for r in got_recs] == [
+        (r["ts"], r["body"], r["frames"]) for r in want_lines
+    ]
 
     # --last N: the last N events with their stacks
     p = cli(lab_vmcore, "trace", "--last", "7", "--stacks")
     got_recs = parse_records("\n".join(body_lines(p.stdout)))
     assert [r["event"] != "stack" for r in got_recs].count(True) == 7
-    tail = recs[-len(got_recs):]
-    assert [(r["ts"], r["body"], r["frames"]) for r in got_recs] == [(r["ts"], r["body"], r["frames"]) for r in tail]
+    tail = recs[-len(got_recs) :]
+    assert [(r["ts"], r["body"], r["frames"]) for r in got_recs] == [
+        (r["ts"], r["body"], r["frames"]) for r in tail
+    ]
 
     # --since S: the events of the last S seconds before the last event (a boundary between two events
     # far enough apart that the microsecond rounding of the text cannot matter)
@@ -311,7 +316,9 @@ def test_all_instances_and_errors(lab_vmcore: LabVmcore) -> None:
     p = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "trace", "-i", "nosuch")
     assert p.returncode == 1 and "no trace instance named 'nosuch'" in p.stderr and "skbinst" in p.stderr
     assert "Traceback" not in p.stderr
-    p = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "trace", "-e", "skb:nosuch")
+    p = run_skbinspect(
+        "-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "trace", "-e", "skb:nosuch"
+    )
     assert p.returncode == 1 and "no event 'skb:nosuch'" in p.stderr
 
 
@@ -357,8 +364,15 @@ def test_drops_groups_equal_guest_counts(lab_vmcore: LabVmcore, array: str) -> N
 
 def _dropper(frames: List[str]) -> str:
     """The first frame below the tracing and freeing helpers: the function that dropped the skb."""
-    skip = ("trace_event_raw_event_", "__traceiter_", "trace_", "kfree_skb", "sk_skb_reason_drop",
-            "__kfree_skb", "kfree_skb_list")
+    skip = (
+        "trace_event_raw_event_",
+        "__traceiter_",
+        "trace_",
+        "kfree_skb",
+        "sk_skb_reason_drop",
+        "__kfree_skb",
+        "kfree_skb_list",
+    )
     for f in frames:
         if not f.startswith(skip):
             return f
@@ -451,8 +465,11 @@ def test_drops_reason_filter_is_checked_against_the_kernel(lab_vmcore: LabVmcore
         assert "records no drop reasons" in p.stderr
         return
     assert "unknown drop reason 'FULL_RIN'" in p.stderr and "FULL_RING" in p.stderr
-    want = sum(1 for r in parse_records(truth_text(lab_vmcore, "top"))
-               if r["event"] == "kfree_skb" and kv(r["body"]).get("reason") == "FULL_RING")
+    want = sum(
+        1
+        for r in parse_records(truth_text(lab_vmcore, "top"))
+        if r["event"] == "kfree_skb" and kv(r["body"]).get("reason") == "FULL_RING"
+    )
     for spelling in ("FULL_RING", "full_ring", "SKB_DROP_REASON_FULL_RING"):
         out = json.loads(cli(lab_vmcore, "--json", "drops", "--reason", spelling).stdout)
         assert sum(g["count"] for g in out["groups"]) == want > 0, spelling
