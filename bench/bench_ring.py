@@ -40,9 +40,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.timing import timeit  # noqa: E402
 from skbinspect.cli.app import State, run  # noqa: E402
-from skbinspect.tuntap.entries import HEADER_BYTES, UNSET_HEADER, RingEntry, entries_summary_slow  # noqa: E402
 from skbinspect.target.opener import open_target  # noqa: E402
 from skbinspect.tuntap.devices import find_tap_devices, read_tap_devices  # noqa: E402
+from skbinspect.tuntap.entries import HEADER_BYTES, UNSET_HEADER, RingEntry, entries_summary_slow  # noqa: E402
 from tests.vmcores.config import DEFAULT_KERNEL, KERNELS  # noqa: E402
 from tests.vmcores.kernels import fetch_kernel  # noqa: E402
 from tests.vmcores.lab import build_vmcore  # noqa: E402

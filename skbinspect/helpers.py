@@ -18,10 +18,10 @@ from typing import Iterator, List, Optional, Sequence
 import drgn
 from drgn.helpers.common.prog import takes_program_or_default
 
-from skbinspect.ftrace.drops import DropsReport
 from skbinspect.counters.reasons import DropReasonTable
-from skbinspect.report.correlate import Report
 from skbinspect.counters.stats import DropStats
+from skbinspect.ftrace.drops import DropsReport
+from skbinspect.report.correlate import Report
 from skbinspect.target.opener import Target
 from skbinspect.tuntap.devices import TapDevice
 

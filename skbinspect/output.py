@@ -3,14 +3,12 @@ JSON printing.  No kernel access here."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import secrets
 import sys
-from typing import Any, Callable, Iterable, List, Optional, Union
+from typing import Any, Callable, Iterable, List, Union
 
 from rich.console import Console
-from rich.table import Table
 
 __all__ = ["RawJSON", "console", "err_console", "print_json"]
 

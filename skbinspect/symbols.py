@@ -8,8 +8,8 @@ from __future__ import annotations
 import bisect
 import re
 import struct
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Dict, List, NamedTuple, Optional, Tuple
 
 import drgn
 

@@ -25,9 +25,9 @@ from skbinspect.ftrace.formats import (
 from skbinspect.ftrace.printfmt import PrintFmt, PrintFmtError
 from skbinspect.ftrace.ringbuf import (
     DEFAULT_LAYOUT,
+    RB_PAGE_HEAD,
     Damage,
     KeyCodec,
-    RB_PAGE_HEAD,
     decode_subbuf,
     fix_abs_ts,
     iter_records,
@@ -432,7 +432,7 @@ def test_thousands_of_corrupted_pages_never_raise() -> None:
         damaged += bool(dmg)
         commit = min(len(pg) - HDR, int.from_bytes(pg[8:16], "little") & 0x3FFFFFFF) if len(pg) >= HDR else 0
         recs = list(iter_records([(keys, {n % 4: pg})], codec))
-        for ts, cpu, t, p, off, ln in recs:
+        for ts, cpu, _t, _p, off, ln in recs:
             # every event emitted lies wholly inside the committed data
             assert HDR < off and off + ln <= HDR + commit, (n, off, ln, commit)
             assert cpu == n % 4 and ts >= 0

@@ -7,6 +7,8 @@ import random
 from typing import Any, Dict, List
 
 import skbinspect.tuntap.entries as skb
+from skbinspect.target.opener import open_target
+from skbinspect.tuntap.devices import read_tap_devices
 from skbinspect.tuntap.entries import (
     _COLUMNS,
     EntryTable,
@@ -14,9 +16,6 @@ from skbinspect.tuntap.entries import (
     entries_summary,
     entries_summary_slow,
 )
-from skbinspect.tuntap.devices import read_tap_devices
-from skbinspect.target.opener import open_target
-
 from tests.test_packet import _frames
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from skbinspect import cli
-from skbinspect.target.debuginfo import debug_package_hint, elf_build_id
 from skbinspect.errors import TargetError
+from skbinspect.target.debuginfo import debug_package_hint, elf_build_id
 from skbinspect.target.opener import check_vmcore_file
 from tests.conftest import lab_kernel, run_skbinspect
 
@@ -161,7 +161,7 @@ def test_no_vmlinux_debug_info_names_the_package(default_lab_vmcore) -> None:  #
 
 
 def test_mismatched_vmlinux_build_id(default_lab_vmcore) -> None:  # type: ignore[no-untyped-def]
-    from tests.vmcores.config import KERNELS, DEFAULT_KERNEL
+    from tests.vmcores.config import DEFAULT_KERNEL, KERNELS
 
     other = next(n for n in KERNELS if n != DEFAULT_KERNEL)
     wrong = lab_kernel(other).debug_vmlinux

@@ -89,9 +89,9 @@ def drops(
     of each reason over the recorded span."""
     from skbinspect.ftrace.drops import drops_report
     from skbinspect.ftrace.reader import TraceReader
-    from skbinspect.output import print_json
     from skbinspect.ftrace.render import render_drops
     from skbinspect.ftrace.select import selected_arrays
+    from skbinspect.output import print_json
 
     prog = state.target().prog
     reasons = _known_reasons(prog, reasons)

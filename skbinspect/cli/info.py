@@ -16,8 +16,8 @@ Examples:
 @pass_state
 def info(state: State) -> None:
     """Target kind, kernel release, CPUs, debug info found and missing; crash time and panic message."""
-    from skbinspect.target.info import target_info
     from skbinspect.output import print_json
+    from skbinspect.target.info import target_info
     from skbinspect.target.render import render_info
 
     ti = target_info(state.target())

@@ -35,8 +35,8 @@ def reasons(state: State, key: Optional[str], subsystem: Optional[str], tuntap: 
     from dataclasses import replace
 
     from skbinspect.counters.reasons import drop_reason_table
-    from skbinspect.output import print_json
     from skbinspect.counters.render import render_reason, render_reasons
+    from skbinspect.output import print_json
 
     target = state.target()
     table = drop_reason_table(target.prog)

@@ -30,8 +30,8 @@ def report(state: State, instance: Optional[str], no_stale: bool) -> None:
     time span, rate, the stalled reader), then the evidence: counters, stacks, the trace buffer's limits,
     and how the drops were tied to queues."""
     from skbinspect.output import print_json
-    from skbinspect.report.render import render_report
     from skbinspect.report.correlate import build_report
+    from skbinspect.report.render import render_report
 
     target = state.target()
     rep = build_report(target.prog, instance, module_ok=target.debug.module_ok, stale=not no_stale)

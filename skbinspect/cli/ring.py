@@ -39,8 +39,8 @@ def ring(
 ) -> None:
     """Each tun/tap queue's ring: size, producer, consumer head/tail, live/stale/free, full, who holds it."""
     from skbinspect.output import print_json
-    from skbinspect.tuntap.render import render_ring
     from skbinspect.tuntap.devices import read_tap_devices
+    from skbinspect.tuntap.render import render_ring
 
     target = state.target()
     devs = read_tap_devices(

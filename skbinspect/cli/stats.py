@@ -31,9 +31,9 @@ report one counter as both rx_errors and rx_dropped."""
 @pass_state
 def stats(state: State, devices: Tuple[str, ...], nonzero: bool) -> None:
     """Per-CPU drop counters: softnet_data, each device's core/driver counters, drop_monitor's state."""
-    from skbinspect.output import print_json
     from skbinspect.counters.render import filter_nonzero, render_stats
     from skbinspect.counters.stats import drop_stats
+    from skbinspect.output import print_json
 
     target = state.target()
     loaded = "drop_monitor" in target.debug.modules

@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from skbinspect.counters.reasons import DropReason, DropReasonTable
-from skbinspect.output import console
 from skbinspect.counters.stats import TOTAL_FIELDS, CounterRow, DropStats
+from skbinspect.output import console
 
 __all__ = ["render_reasons", "render_reason", "render_stats", "filter_nonzero"]
 

@@ -10,16 +10,15 @@ read, so no guess is made from it.
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-import struct
-
 import drgn
 
-from skbinspect.ftrace.reader import TraceArray, TraceEvent, TraceReader, trace_reader
 from skbinspect.ftrace.formats import decode_stack
+from skbinspect.ftrace.reader import TraceArray, TraceEvent, TraceReader, trace_reader
 from skbinspect.ftrace.skb_events import Symbolizer, reason_names, symbolizer
 
 __all__ = ["DropGroup", "DropsReport", "drops_report", "TIMELINE_BUCKETS"]

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import re
 import struct
-import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
-
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 __all__ = [
     "EventField",

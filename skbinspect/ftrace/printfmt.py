@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import re
 import struct
-import sys
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from skbinspect.ftrace.formats import _INT_FMT, EventField
 from skbinspect.ftrace.ringbuf import _U64
-from skbinspect.ftrace.formats import EventField, _INT_FMT
 
 __all__ = ["PrintFmt", "PrintFmtError"]
 
@@ -211,7 +209,6 @@ class _Parser:
                 name = self.take()[1]
                 if name not in self.fields:
                     raise PrintFmtError(f"unknown field {name}")
-                f = self.fields[name]
                 return lambda r, n=name: r.field(n)
             if self.peek()[1] == "(":
                 return self.call(val)

@@ -7,8 +7,8 @@ import json
 import struct
 from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
-from skbinspect.ftrace.reader import TraceArray, TraceEvent, TraceReader
 from skbinspect.ftrace.formats import decode_stack, format_irq_flags, format_timestamp
+from skbinspect.ftrace.reader import TraceArray, TraceEvent, TraceReader
 from skbinspect.ftrace.skb_events import Symbolizer, reason_names
 
 __all__ = [

@@ -23,12 +23,10 @@ Decoding never raises on bad bytes: what cannot be decoded is skipped and report
 
 from __future__ import annotations
 
-import re
 import struct
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
-
 
 __all__ = [
     "RingBufferLayout",

@@ -14,11 +14,8 @@ kallsyms computes it).
 
 from __future__ import annotations
 
-import bisect
-import re
-import struct
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import drgn
 

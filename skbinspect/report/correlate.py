@@ -318,8 +318,8 @@ def build_report(
         :class:`~skbinspect.debuginfo.DebugInfoReport`); None: assume yes.
     :param stale: read what is left of freed skbs tied to full queues.
     """
-    from skbinspect.ftrace.drops import drops_report
     from skbinspect.counters.stats import drop_stats
+    from skbinspect.ftrace.drops import drops_report
     from skbinspect.tuntap.devices import read_tap_devices
 
     notes: List[str] = []

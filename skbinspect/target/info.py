@@ -60,7 +60,7 @@ def _vmcoreinfo(prog: drgn.Program) -> Dict[str, str]:
 
 
 def _count_cpus(prog: drgn.Program, mask: str) -> Optional[int]:
-    from drgn.helpers.linux.cpumask import for_each_possible_cpu, for_each_online_cpu
+    from drgn.helpers.linux.cpumask import for_each_online_cpu, for_each_possible_cpu
 
     fn = for_each_possible_cpu if mask == "possible" else for_each_online_cpu
     try:

@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import drgn
 
+from skbinspect.errors import DebugInfoError, TargetError
 from skbinspect.target.debuginfo import (
     DebugInfoReport,
     debug_package_hint,
@@ -24,7 +25,6 @@ from skbinspect.target.debuginfo import (
     kernel_main_module,
     load_debug_info,
 )
-from skbinspect.errors import DebugInfoError, TargetError
 
 __all__ = [
     "Target",

@@ -24,8 +24,8 @@ from drgn.helpers.linux.pid import for_each_task
 
 from skbinspect.errors import SkbinspectError
 from skbinspect.memory.layout import struct_layout
-from skbinspect.tuntap.ptr_ring import RingSnapshot, read_ptr_ring, read_ring_indices
 from skbinspect.tuntap.entries import RingEntry, entries_json_chunks, entries_summary, read_entries
+from skbinspect.tuntap.ptr_ring import RingSnapshot, read_ptr_ring, read_ring_indices
 
 __all__ = [
     "QueueHolder",

@@ -23,8 +23,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import drgn
 
-from skbinspect.memory.layout import struct_layout
 from skbinspect.memory.bulk import read_spans
+from skbinspect.memory.layout import struct_layout
 from skbinspect.tuntap.packet import (
     DecodedPacket,
     decode_ethernet,

@@ -6,13 +6,13 @@ complete layer, with a note, never an exception.
 
 from __future__ import annotations
 
-from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 import json
 import struct
 from collections import deque
+from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import and_, eq, getitem, is_, itemgetter, le, rshift
-from dataclasses import dataclass, field
+from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from skbinspect.memory.columns import column

@@ -103,7 +103,7 @@ def test_subsystems_from_target(lab_vmcore: LabVmcore) -> None:
     for r in table.reasons:
         assert r.subsystem == names[r.value >> 16]
     # Subsystems the target does not register are said so, with the reason.
-    for sid, n in names.items():
+    for _sid, n in names.items():
         if n not in table.registered:
             assert any(note.startswith(f"{n}: not registered") for note in table.notes), n
     if "qdisc" in names.values():  # 7.x: qdisc reasons come from enum qdisc_drop_reason

@@ -48,7 +48,7 @@ def test_full_queues_are_the_verdicts(lab_vmcore: LabVmcore, report: Dict[str, A
     assert set(verdicts) == set(LAB_FULL), [v["summary"] for v in report["verdicts"]]
     # full rings first
     assert all(v["full"] for v in report["verdicts"][: len(LAB_FULL)])
-    for dev, (holder, fn) in LAB_FULL.items():
+    for dev, (holder, _fn) in LAB_FULL.items():
         v = verdicts[dev]
         size = links[dev]["txqlen"]
         assert v["full"] and v["size"] == size and v["live"] == size and v["queue"] == 0

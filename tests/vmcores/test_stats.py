@@ -11,13 +11,13 @@ import drgn
 from skbinspect.counters.stats import (
     TOTAL_FIELDS,
     DeviceStats,
+    _fields,
     cpu_lists,
     device_stats,
     device_stats_one,
     drop_monitor_state,
     read_percpu_counters,
     softnet_stats,
-    _fields,
 )
 from tests.conftest import run_skbinspect
 from tests.vmcores.lab import LabVmcore

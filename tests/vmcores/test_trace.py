@@ -211,8 +211,8 @@ def test_every_other_event_is_decoded(lab_vmcore: LabVmcore) -> None:
 
 
 def test_event_formats_equal_guest_format_files(lab_vmcore: LabVmcore) -> None:
-    from skbinspect.ftrace.reader import event_formats
     from skbinspect.ftrace.formats import format_file_text
+    from skbinspect.ftrace.reader import event_formats
 
     formats = event_formats(target(lab_vmcore).prog)
     captured = lab_vmcore.truth["formats"]
