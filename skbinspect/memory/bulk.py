@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import drgn
 
+from skbinspect.memory.faults import READ_FAULTS
+
 __all__ = ["read_many", "read_spans"]
 
 #: Largest window read at once, and the largest gap between two objects bridged by one window.
@@ -24,7 +26,6 @@ PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 
 #: What a read of unreadable memory raises: a fault, or an address drgn cannot represent.
-_FAULTS = (drgn.FaultError, ValueError, OverflowError)
 
 
 def read_spans(
@@ -56,7 +57,7 @@ def read_spans(
     for w, (start, end) in enumerate(zip(starts, ends)):
         try:
             windows.append(read(start, end - start))
-        except _FAULTS:
+        except READ_FAULTS:
             windows.append(None)
             failed.add(w)
     if len(starts) == 1:
@@ -71,7 +72,7 @@ def read_spans(
             offs[k] = 0
             try:
                 bufs[k] = read(addresses[k], sizes if fixed else sizes[k])  # type: ignore[arg-type,index]
-            except _FAULTS:
+            except READ_FAULTS:
                 pass
     return bufs, offs
 
