@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
@@ -38,6 +39,17 @@ def lab_vmcore_for(name: str) -> LabVmcore:
         except LabError as e:
             pytest.fail(f"lab vmcore for {name} could not be built: {e}", pytrace=False)
     return _vmcores[name]
+
+
+_LAB_TESTS = Path(__file__).parent / "vmcores"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    """Every test under tests/vmcores needs the real-kernel lab: mark it ``lab``, so that
+    ``pytest -m "not lab"`` (or ``pytest tests --ignore=tests/vmcores``) runs only the pure tests."""
+    for item in items:
+        if _LAB_TESTS in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.lab)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
