@@ -217,6 +217,7 @@ def carry_network_config(root: Path) -> List[str]:
     for f in ("/etc/resolv.conf", "/etc/hosts"):
         if os.path.exists(f):  # a plain file in the root, even where the host's is a symlink
             dest = root / f.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
             if dest.is_symlink():
                 dest.unlink()
             shutil.copyfile(os.path.realpath(f), dest)
@@ -230,13 +231,37 @@ def carry_network_config(root: Path) -> List[str]:
         shutil.copy2(f, dest)
     if os.path.isdir("/etc/xdg/pip"):
         _copy_in(root, "/etc/xdg/pip")
-    dirs = []
+    dirs: Set[str] = set()
     for p in sorted(_pip_local_paths(configs)):
         if os.path.isdir(p):
-            dirs.append(p)
+            dirs |= _local_index_dirs(p)
         else:
             _copy_in(root, p)
-    return dirs
+    out: List[str] = []
+    for d in sorted(dirs):  # a directory inside one already bound needs no mount of its own
+        if not any(d == o or d.startswith(o.rstrip("/") + "/") for o in out):
+            out.append(d)
+    return out
+
+
+def _local_index_dirs(d: str, sample: int = 20) -> Set[str]:
+    """What a local pip index (or find-links directory) needs: the directory itself and where its
+    project pages link to (a "simple" index often links to ../../files/...), found from a sample of
+    its pages; as one common directory when they share a parent below /."""
+    links: Set[str] = set()
+    for page in sorted(Path(d).glob("*/index.html"))[:sample]:
+        for href in re.findall(r'href="([^"#]+)', page.read_text(errors="replace")):
+            if href.startswith("file://"):
+                target = href[len("file://"):]
+            elif re.match(r"^[a-z]+://", href):
+                continue
+            else:
+                target = os.path.normpath(os.path.join(page.parent, href))
+            links.add(os.path.dirname(target))
+    common = os.path.commonpath([d, *links])
+    if common.count("/") >= 2 or (common != "/" and not links - {common}):
+        return {common}
+    return {d, *links}
 
 
 def chroot_env(cache: Path) -> Dict[str, str]:
