@@ -53,13 +53,23 @@ ROOT_DEFAULT_CACHE = "/root/.cache/skbinspect-lab"
 ENV_PASS = re.compile(r"^(PIP_\w+|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|GIT_SSL_CAINFO"
                       r"|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY|SKBINSPECT_LAB_MIRROR)$")  # fmt: skip
 #: pip settings whose values may name local files or directories (file:// indexes, find-links, certs).
-PIP_PATH_KEYS = {"index-url", "extra-index-url", "find-links", "cert", "client-cert", "constraint", "requirement"}
+PIP_PATH_KEYS = {
+    "index-url",
+    "extra-index-url",
+    "find-links",
+    "cert",
+    "client-cert",
+    "constraint",
+    "requirement",
+}
 
 
 def _run(cmd: List[str], timeout: float = 1800, **kw) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
     if p.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}", pytrace=False)
+        pytest.fail(
+            f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}", pytrace=False
+        )
     return p
 
 
@@ -82,7 +92,8 @@ def host_codename() -> str:
 def base_root(suite: str, timings: Dict[str, float]) -> Path:
     """A tarball of ``debootstrap --variant=minbase --include=python3,git,ca-certificates SUITE`` (cached)."""
     debootstrap = _need("debootstrap", "debootstrap")
-    key = hashlib.sha256(f"minbase\0{suite}\0{','.join(PACKAGES)}\0{debian_mirror()}".encode()).hexdigest()[:12]
+    what = f"minbase\0{suite}\0{','.join(PACKAGES)}\0{debian_mirror()}"
+    key = hashlib.sha256(what.encode()).hexdigest()[:12]
     d = cache_dir() / "roots"
     d.mkdir(parents=True, exist_ok=True)
     tar = d / f"{suite}-minbase-{key}.tar.zst"
@@ -97,7 +108,16 @@ def base_root(suite: str, timings: Dict[str, float]) -> Path:
               *([f"--keyring={KEYRING}"] if os.path.exists(KEYRING) else []),
               suite, str(work / "root"), debian_mirror()], timeout=1800)  # fmt: skip
         timings["debootstrap_s"] = time.monotonic() - t0
-        _run(["tar", "--zstd", "--numeric-owner", "-C", str(work / "root"), "-cf", str(work / "root.tar.zst"), "."])
+        tar_cmd = [
+            "tar",
+            "--zstd",
+            "--numeric-owner",
+            "-C",
+            str(work / "root"),
+            "-cf",
+            str(work / "root.tar.zst"),
+        ]
+        _run([*tar_cmd, "."])
         (work / "root.tar.zst").rename(tar)
     finally:
         _rm_root(work)
@@ -205,7 +225,7 @@ def _pip_local_paths(config_files: List[str]) -> Set[str]:
     out = set()
     for v in values:
         if v.startswith("file://"):
-            v = v[len("file://"):]
+            v = v[len("file://") :]
         if v.startswith("/") and os.path.exists(v):
             out.add(v)
     return out
@@ -225,7 +245,7 @@ def carry_network_config(root: Path) -> List[str]:
     configs = _pip_config_files()
     home = os.path.expanduser("~")
     for f in configs:
-        at = "/root" + f[len(home):] if f.startswith(home + "/") else f
+        at = "/root" + f[len(home) :] if f.startswith(home + "/") else f
         dest = root / at.lstrip("/")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, dest)
@@ -252,7 +272,7 @@ def _local_index_dirs(d: str, sample: int = 20) -> Set[str]:
     for page in sorted(Path(d).glob("*/index.html"))[:sample]:
         for href in re.findall(r'href="([^"#]+)', page.read_text(errors="replace")):
             if href.startswith("file://"):
-                target = href[len("file://"):]
+                target = href[len("file://") :]
             elif re.match(r"^[a-z]+://", href):
                 continue
             else:
@@ -322,7 +342,8 @@ def fresh_root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dict]
         timings["extract_s"] = time.monotonic() - t0
         carry_apt(root, suite)
         pip_dirs = carry_network_config(root)
-        _run(["chroot", str(root), "update-ca-certificates"], env={"PATH": DEBIAN_PATH})  # the host's local CAs
+        # the host's local CAs, in the root's bundle
+        _run(["chroot", str(root), "update-ca-certificates"], env={"PATH": DEBIAN_PATH})
         yield {"suite": suite, "root": root, "mounts": mounts, "pip_dirs": pip_dirs, "timings": timings}
     finally:
         mounts.undo()
@@ -358,7 +379,9 @@ def test_readme_quickstart_in_fresh_debian_root(fresh_root: Dict) -> None:  # ty
     # the checkout, as a new user gets it: git clone (plus the tracked changes not yet committed here)
     clone = root / CLONE.lstrip("/")
     _run(["git", "clone", "-q", "--no-hardlinks", str(PROJECT_DIR), str(clone)])
-    diff = subprocess.run(["git", "-C", str(PROJECT_DIR), "diff", "HEAD", "--binary"], capture_output=True, check=True).stdout
+    diff = subprocess.run(
+        ["git", "-C", str(PROJECT_DIR), "diff", "HEAD", "--binary"], capture_output=True, check=True
+    ).stdout
     if diff.strip():
         subprocess.run(["git", "-C", str(clone), "apply", "--whitespace=nowarn", "-"], input=diff, check=True)
     head = _run(["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"]).stdout.strip()
@@ -385,7 +408,9 @@ def test_readme_quickstart_in_fresh_debian_root(fresh_root: Dict) -> None:  # ty
     timings["quickstart_s"] = time.monotonic() - t0
     text = log.read_text(errors="replace")
     print(f"\nfresh {fresh_root['suite']} root: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    assert p.returncode == 0, f"quickstart.sh failed ({p.returncode}) in the fresh {fresh_root['suite']} root:\n{text[-5000:]}"
+    assert p.returncode == 0, (
+        f"quickstart.sh failed ({p.returncode}) in the fresh {fresh_root['suite']} root:\n{text[-5000:]}"
+    )
 
     # the report, with its verdicts: the lab's full tap ring among them
     assert re.search(r"^skbinspect report \(", text, re.M), text[-5000:]

@@ -53,7 +53,11 @@ def _version() -> str:
 
 
 def _env(**extra: str) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PIP_USER")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PIP_USER")
+    }
     env["PATH"] = DEBIAN_PATH
     env.update(extra)
     return env
@@ -149,8 +153,12 @@ def test_wheel_content_and_fresh_venv(tmp_path: Path) -> None:
     assert shipped == in_tree, in_tree ^ shipped
     dist_info = f"skbinspect-{_version()}.dist-info"
     entry_points = zipfile.ZipFile(whl).read(f"{dist_info}/entry_points.txt").decode()
-    assert re.search(r"^\[drgn\.plugins\]\nskbinspect = skbinspect\.drgn_plugin$", entry_points, re.M), entry_points
-    assert re.search(r"^\[console_scripts\]\nskbinspect = skbinspect\.cli:main$", entry_points, re.M), entry_points
+    assert re.search(r"^\[drgn\.plugins\]\nskbinspect = skbinspect\.drgn_plugin$", entry_points, re.M), (
+        entry_points
+    )
+    assert re.search(r"^\[console_scripts\]\nskbinspect = skbinspect\.cli:main$", entry_points, re.M), (
+        entry_points
+    )
 
     # a fresh venv (the system python3, as on a Debian host); the dependencies come from the package index
     venv = tmp_path / "venv"
@@ -162,7 +170,10 @@ def test_wheel_content_and_fresh_venv(tmp_path: Path) -> None:
     where = _run([str(venv / "bin/python"), "-c", "import skbinspect; print(skbinspect.__file__)"], env=_env(),
                  cwd=str(tmp_path)).stdout.strip()  # fmt: skip
     assert where.startswith(str(venv)), where
-    assert _run([str(venv / "bin/python"), "-c", PLUGIN_CHECK], env=_env(), cwd=str(tmp_path)).stdout.strip() == "plugin ok"
+    assert (
+        _run([str(venv / "bin/python"), "-c", PLUGIN_CHECK], env=_env(), cwd=str(tmp_path)).stdout.strip()
+        == "plugin ok"
+    )
     _run([str(venv / "bin/drgn"), "--version"], env=_env(), cwd=str(tmp_path))
 
 
@@ -173,7 +184,9 @@ def test_host_image_python_from_venv(tmp_path: Path) -> None:
     run here, isolated from the host's own paths, and must import all of them from the stage."""
     from tests.vmcores.hostfs import _stage_python, python_prefix
 
-    assert sys.prefix != sys.base_prefix, "the suite runs in scripts/test.sh's venv (.venv); run it from there"
+    assert sys.prefix != sys.base_prefix, (
+        "the suite runs in scripts/test.sh's venv (.venv); run it from there"
+    )
     stage = tmp_path / "stage"
     stage.mkdir()
     _stage_python(stage)
