@@ -232,7 +232,10 @@ def fetch_kernel(spec: KernelSpec, offline_ok: bool = True) -> KernelFiles:
         return KernelFiles(**json.loads(_manifest(root).read_text()))
 
     log.info("%s: fetching %s (%s)", spec.suite, release, version)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root.parent if root.parent.exists() else None))
+    # next to its final place: renamed there at the end, which only works within one filesystem (an empty
+    # cache elsewhere than /tmp, e.g. bind-mounted into a chroot, used to get a cross-device rename)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root.parent))
     try:
         debs_dir = tmp / "debs"
         # 7.x splits the image into linux-binary-* (vmlinuz) and linux-modules-* (modules).
