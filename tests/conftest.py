@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
     """Every test under tests/vmcores needs the real-kernel lab: mark it ``lab``, so that
     ``pytest -m "not lab"`` (or ``pytest tests --ignore=tests/vmcores``) runs only the pure tests."""
     for item in items:
-        if _LAB_TESTS in Path(str(item.fspath)).parents:
+        if _LAB_TESTS in Path(str(item.fspath)).parents or item.get_closest_marker("fresh_root"):
             item.add_marker(pytest.mark.lab)
 
 
