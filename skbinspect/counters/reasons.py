@@ -1,6 +1,6 @@
 """The target's own drop-reason table: value, name and subsystem of every ``enum skb_drop_reason``.
 
-Drop-reason numbers change between kernels (``FULL_RING`` is 55 on 6.1, 67 on 6.12, 78 on 7.x), so
+Drop-reason numbers change between kernels (``FULL_RING`` is 55 on 6.1.176, 71 on 6.12.117, 78 on 7.2.13), so
 nothing here assumes a table: every name and number is read from the target, from these sources in
 order of preference (the kernel side, with the commits that changed it, is in docs/kernel/counters.md):
 

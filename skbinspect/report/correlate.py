@@ -50,9 +50,10 @@ ENQUEUE_FUNCTIONS = {"tun": "tun_net_xmit", "tap": "tap_handle_frame"}
 #: The driver module whose code handles each device kind's queues.
 _KIND_MODULE = {"tun": "tun", "macvtap": "tap", "ipvtap": "tap"}
 
-#: The core counter the driver increments for a ring-full drop (drivers/net/tun.c tun_net_xmit(): drop:
-#: dev_core_stats_tx_dropped_inc() (atomic_long_inc(&dev->tx_dropped) before 5.18); drivers/net/tap.c
-#: tap_handle_frame(): drop: tap->count_rx_dropped() -> macvlan/ipvlan rx_dropped).
+#: The device counter the driver increments for a ring-full drop (drivers/net/tun.c tun_net_xmit(): drop:
+#: dev_core_stats_tx_dropped_inc(); atomic_long_inc(&dev->tx_dropped) in 5.11 to 5.17, tun's own per-CPU
+#: tx_dropped in 5.10; drivers/net/tap.c tap_handle_frame(): drop: tap->count_rx_dropped() ->
+#: macvlan/ipvlan rx_dropped).  See docs/kernel/counters.md.
 _KIND_COUNTER = {"tun": "tx_dropped", "macvtap": "rx_dropped", "ipvtap": "rx_dropped"}
 
 #: Stale skbs read per queue (the most recent drops: their slab objects are the least likely reused).
