@@ -445,9 +445,8 @@ def softnet_stats(prog: drgn.Program) -> SoftnetStats:
     fl_lay = None
     if lay.has("flow_limit"):
         try:
-            fl_lay = struct_layout(
-                prog, "struct sd_flow_limit", ["count"]
-            )  # u64 in 5.10, unsigned int in 7.x
+            # count: u64 in 5.10, unsigned int in 7.x
+            fl_lay = struct_layout(prog, "struct sd_flow_limit", ["count"])
         except LookupError:
             pass
     if fl_lay is None:
