@@ -27,6 +27,7 @@ import drgn  # noqa: E402
 from bench.timing import timeit  # noqa: E402
 from skbinspect.counters.reasons import drop_reason_table  # noqa: E402
 from skbinspect.counters.stats import drop_stats  # noqa: E402
+from skbinspect.memory.cache import forget  # noqa: E402
 from skbinspect.target.opener import open_target  # noqa: E402
 from tests.vmcores.config import KERNELS, kernel_names  # noqa: E402
 from tests.vmcores.kernels import fetch_kernel  # noqa: E402
@@ -34,8 +35,9 @@ from tests.vmcores.lab import build_vmcore  # noqa: E402
 
 
 def _clear(prog: drgn.Program) -> None:
+    """Forget what skbinspect cached on the program, except struct layouts (DWARF, not target memory)."""
     for k in [k for k in prog.cache if str(k).startswith("skbinspect.")]:
-        del prog.cache[k]
+        forget(prog, k)
 
 
 def naive_stats(prog: drgn.Program) -> Dict[str, int]:
