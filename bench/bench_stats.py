@@ -27,6 +27,7 @@ import drgn  # noqa: E402
 from bench.timing import timeit  # noqa: E402
 from skbinspect.counters.reasons import drop_reason_table  # noqa: E402
 from skbinspect.counters.stats import drop_stats  # noqa: E402
+from skbinspect.memory.cache import forget  # noqa: E402
 from skbinspect.target.opener import open_target  # noqa: E402
 from tests.vmcores.config import KERNELS, kernel_names  # noqa: E402
 from tests.vmcores.kernels import fetch_kernel  # noqa: E402
@@ -34,8 +35,9 @@ from tests.vmcores.lab import build_vmcore  # noqa: E402
 
 
 def _clear(prog: drgn.Program) -> None:
+    """Forget what skbinspect cached on the program, except struct layouts (DWARF, not target memory)."""
     for k in [k for k in prog.cache if str(k).startswith("skbinspect.")]:
-        del prog.cache[k]
+        forget(prog, k)
 
 
 def naive_stats(prog: drgn.Program) -> Dict[str, int]:
@@ -87,27 +89,27 @@ def main() -> None:
         from drgn.helpers.linux.net import netdev_get_by_name
         from drgn.helpers.linux.percpu import per_cpu_ptr
 
-        from skbinspect.counters.stats import _fields, read_percpu_counters
+        from skbinspect.counters.stats import read_percpu_counters
+        from skbinspect.memory.layout import struct_layout
 
         tap0 = netdev_get_by_name(prog, "tap0")
         if prog.type("struct net_device").has_member("core_stats"):
             ct = prog.type("struct net_device_core_stats")
-            fields = _fields(ct, [(m.name, m.name) for m in ct.members])
             names = [m.name for m in ct.members]
             ptr = tap0.core_stats
+            lay = struct_layout(prog, "struct net_device_core_stats", names)
         else:  # 5.10: tun's own per-CPU counters
             from drgn.helpers.linux.net import netdev_priv
 
-            ct = prog.type("struct tun_pcpu_stats")
             names = ["rx_dropped", "tx_dropped", "rx_frame_errors"]
-            fields = _fields(ct, [(n, n) for n in names])
             ptr = netdev_priv(tap0, "struct tun_struct").pcpu_stats
+            lay = struct_layout(prog, "struct tun_pcpu_stats", names)
         cpus = list(for_each_possible_cpu(prog))
         loops = 200
 
         def bulk_dev() -> None:
             for _ in range(loops):
-                read_percpu_counters(prog, ptr.value_(), ct, fields, "x")
+                read_percpu_counters(prog, ptr.value_(), lay, "x")
 
         def naive_dev() -> None:
             for _ in range(loops):

@@ -7,11 +7,14 @@ is set; the command then runs the same CLI as ``skbinspect`` on the session's pr
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence
+from typing import TYPE_CHECKING, Any, List, Sequence
 
 import drgn
 from drgn.commands import argument, parse_shell_command
 from drgn.commands.linux import linux_kernel_custom_command
+
+if TYPE_CHECKING:
+    from skbinspect.target.opener import Target
 
 __all__ = ["drgn_prog_set"]
 
@@ -20,7 +23,7 @@ def drgn_prog_set(prog: drgn.Program) -> None:
     """drgn plugin hook: nothing to do per program; importing this module registered the command."""
 
 
-def _target(prog: drgn.Program, symbols: Sequence[str] = ()):  # type: ignore[no-untyped-def]
+def _target(prog: drgn.Program, symbols: Sequence[str] = ()) -> Target:
     # the same cached Target as the Python API's (skbinspect.helpers), so commands and calls share it
     from skbinspect.helpers import skbinspect_target
 

@@ -21,6 +21,7 @@ from drgn.helpers.common.prog import takes_program_or_default
 from skbinspect.counters.reasons import DropReasonTable
 from skbinspect.counters.stats import DropStats
 from skbinspect.ftrace.drops import DropsReport
+from skbinspect.memory.cache import per_program
 from skbinspect.report.correlate import Report
 from skbinspect.target.opener import Target
 from skbinspect.tuntap.devices import TapDevice
@@ -40,18 +41,17 @@ _CACHE_KEY = "skbinspect.target"
 
 @takes_program_or_default
 def skbinspect_target(prog: drgn.Program, symbols: Sequence[str] = ()) -> Target:
-    """The program wrapped as a skbinspect :class:`~skbinspect.target.Target`, with the debug info of the
-    modules skbinspect reads loaded (once per program, cached in ``prog.cache``).
+    """The program wrapped as a skbinspect :class:`~skbinspect.target.opener.Target`, with the debug info
+    of the modules skbinspect reads loaded (once per program, cached in ``prog.cache``).
 
     :param symbols: more debug files or directories to search (like the CLI's ``-s``); given, the debug
         info is searched again with them and the cached target replaced.
     """
     from skbinspect.target.opener import target_from_program
 
-    t = prog.cache.get(_CACHE_KEY)
-    if t is None or symbols:
-        t = prog.cache[_CACHE_KEY] = target_from_program(prog, tuple(symbols))
-    return t
+    return per_program(
+        prog, _CACHE_KEY, lambda p: target_from_program(p, tuple(symbols)), refresh=bool(symbols)
+    )
 
 
 @takes_program_or_default
@@ -101,7 +101,7 @@ def drop_stats(prog: drgn.Program, devices: Optional[Sequence[str]] = None) -> D
 @takes_program_or_default
 def drops(prog: drgn.Program, instance: Optional[str] = None, reasons: Sequence[str] = ()) -> DropsReport:
     """kfree_skb drops of the ftrace ring buffer (``instance`` None: top-level) grouped by reason and
-    location (``.groups``: :class:`~skbinspect.drops.DropGroup`)."""
+    location (``.groups``: :class:`~skbinspect.ftrace.drops.DropGroup`)."""
     from skbinspect.ftrace.drops import drops_report
 
     return drops_report(prog, instance, reasons)
@@ -114,7 +114,8 @@ def skb_events(
     kinds: Sequence[str] = ("skb:kfree_skb", "skb:consume_skb"),
 ) -> Iterator[object]:
     """kfree_skb / consume_skb events of a trace buffer, oldest first, with stacks and symbolised
-    locations (:class:`~skbinspect.skb_events.KfreeSkb`, :class:`~skbinspect.skb_events.ConsumeSkb`)."""
+    locations (:class:`~skbinspect.ftrace.skb_events.KfreeSkb`,
+    :class:`~skbinspect.ftrace.skb_events.ConsumeSkb`)."""
     from skbinspect.ftrace.skb_events import iter_skb_events
 
     return iter_skb_events(prog, instance, kinds=kinds)
@@ -122,8 +123,8 @@ def skb_events(
 
 @takes_program_or_default
 def post_mortem(prog: drgn.Program, instance: Optional[str] = None, stale: bool = True) -> Report:
-    """What ``skbinspect report`` shows: ``.verdicts`` (:class:`~skbinspect.report.QueueVerdict`, each with
-    a ``.summary`` sentence), then the evidence."""
+    """What ``skbinspect report`` shows: ``.verdicts`` (:class:`~skbinspect.report.correlate.QueueVerdict`,
+    each with a ``.summary`` sentence), then the evidence."""
     from skbinspect.report.correlate import build_report
 
     t = skbinspect_target(prog)

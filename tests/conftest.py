@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import pytest
 
@@ -107,6 +107,18 @@ def run_skbinspect(
     full_env.pop("SKBINSPECT_DEBUG", None)
     full_env.update(env or {})
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def assert_clean_error(p: subprocess.CompletedProcess, *needles: str, code: Optional[int] = None) -> str:
+    """The process failed with a message containing ``needles`` and printed no traceback."""
+    assert p.returncode != 0, p.stdout
+    if code is not None:
+        assert p.returncode == code, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr + p.stdout, p.stderr
+    assert p.stderr.startswith("skbinspect: error: "), p.stderr
+    for n in needles:
+        assert n in p.stderr, (n, p.stderr)
+    return p.stderr
 
 
 @pytest.fixture(scope="module")

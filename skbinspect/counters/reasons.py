@@ -1,11 +1,10 @@
 """The target's own drop-reason table: value, name and subsystem of every ``enum skb_drop_reason``.
 
-Drop-reason numbers change between kernels (``FULL_RING`` is 55 on 6.1, 67 on 6.12, 78 on 7.x), so
+Drop-reason numbers change between kernels (``FULL_RING`` is 55 on 6.1.176, 71 on 6.12.117, 78 on 7.2.13), so
 nothing here assumes a table: every name and number is read from the target, from these sources in
-order of preference (see the kernel reference, section 5):
+order of preference (the kernel side, with the commits that changed it, is in docs/kernel/counters.md):
 
-1. ``subsys_table``: ``drop_reasons_by_subsys[value >> 16]->reasons[value & 0xffff]`` (6.4+; commit
-   071c0fc6fb91 "net: extend drop reasons for multiple subsystems");
+1. ``subsys_table``: ``drop_reasons_by_subsys[value >> 16]->reasons[value & 0xffff]`` (6.4+);
 2. ``string_table``: the ``const char * const drop_reasons[]`` array of net/core/skbuff.c (6.0-6.3
    exported; static but still in DWARF from 6.4);
 3. ``enum``: the enumerators of ``enum skb_drop_reason`` (5.17+) and of the subsystems' own enums
@@ -45,8 +44,9 @@ __all__ = [
 #: Name sources, in order of preference.
 SOURCES = ("subsys_table", "string_table", "enum", "print_fmt")
 
-#: The reasons added for tun/tap by Dongli Zhang's series (4c22aac3f83e, Linux 5.18), by name: their
-#: numbers are read from the target.
+#: The reasons tun and tap drop with, by name (their numbers are read from the target): Linux kernel
+#: commits 4b4f052e2d89 ("net: tun: track dropped skb via kfree_skb_reason()") and 736f16de75f9 ("net:
+#: tap: track dropped skb via kfree_skb_reason()") (in v5.18).
 TUNTAP_REASONS = frozenset(
     {
         "SKB_CSUM",
@@ -348,6 +348,8 @@ def _read_string_array(
 
 def _subsystems(prog: drgn.Program) -> Tuple[Dict[int, str], Optional[int]]:
     """Subsystem id -> lower-case name, and the shift (from SKB_DROP_REASON_SUBSYS_MASK), 6.4+."""
+    # Linux kernel commit 071c0fc6fb91 ("net: extend drop reasons for multiple subsystems") (in v6.4):
+    # enum skb_drop_reason_subsys, and SKB_DROP_REASON_SUBSYS_MASK among the core enumerators.
     subs: Dict[int, str] = {0: "core"}
     e = _enum(prog, "skb_drop_reason_subsys")
     shift = None
@@ -372,6 +374,9 @@ def _from_subsys_table(
     prog: drgn.Program, subs: Dict[int, str], shift: int, notes: List[str]
 ) -> Tuple[Optional[Dict[int, str]], List[int]]:
     """value -> name from drop_reasons_by_subsys (6.4+), and the registered subsystem ids."""
+    # Linux kernel commit 071c0fc6fb91 ("net: extend drop reasons for multiple subsystems") (in v6.4):
+    # const struct drop_reason_list { const char * const *reasons; size_t n_reasons; } __rcu
+    # *drop_reasons_by_subsys[SKB_DROP_REASON_SUBSYS_NUM].
     try:
         arr = prog["drop_reasons_by_subsys"]
     except LookupError:
@@ -417,6 +422,10 @@ def _from_string_table(
     prog: drgn.Program, skip_addr: Optional[int], notes: List[str]
 ) -> Optional[Dict[int, str]]:
     """value -> name from ``drop_reasons[]`` (6.0-6.3; the same array as the core list in 6.4+)."""
+    # Linux kernel commit ec43908dd556 ("net: skb: use auto-generation to convert skb drop reason to
+    # string") (in v6.0) made the strings an array in net/core/skbuff.c; exported to 6.3, static (still
+    # in DWARF) since Linux kernel commit 071c0fc6fb91 ("net: extend drop reasons for multiple
+    # subsystems") (in v6.4).
     try:
         arr = prog["drop_reasons"]
     except LookupError:
@@ -438,6 +447,7 @@ def _from_enums(
     names: Dict[int, str] = {}
     full: Dict[int, str] = {}
     used: List[str] = []
+    # Linux kernel commit c504e5c2f964 ("net: skb: introduce kfree_skb_reason()") (in v5.17).
     core = _enum(prog, "skb_drop_reason")
     if core is not None:
         used.append("skb_drop_reason")

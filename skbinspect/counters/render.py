@@ -145,7 +145,7 @@ def render_stats(stats: DropStats, out: Optional[Console] = None) -> None:
     out = out or console()
     sn = stats.softnet
     t = Table(title=f"softnet_data per CPU (dropped: {sn.dropped_form})", title_justify="left")
-    for c in (
+    for column in (
         "cpu",
         "processed",
         "dropped",
@@ -156,7 +156,7 @@ def render_stats(stats: DropStats, out: Optional[Console] = None) -> None:
         "input_qlen",
         "process_qlen",
     ):
-        t.add_column(c, justify="right" if c != "cpu" else "left")
+        t.add_column(column, justify="right" if column != "cpu" else "left")
     t.add_column("note")
     for c in sn.cpus:
         t.add_row(
@@ -232,11 +232,11 @@ def render_stats(stats: DropStats, out: Optional[Console] = None) -> None:
     )
     if dm.cpus:
         mt = Table(title="drop_monitor per CPU", title_justify="left")
-        for c in ("cpu", "kind", "queued", "lost", "summary (drop site: count)", "note"):
-            mt.add_column(c, justify="right" if c in ("queued", "lost") else "left")
-        for c in dm.cpus:
-            summary: List[str] = [f"{sym}: {count}" for _, sym, count in c.summary]
-            mt.add_row(str(c.cpu), c.kind, str(c.queued), str(c.lost), "\n".join(summary), c.note or "")
+        for column in ("cpu", "kind", "queued", "lost", "summary (drop site: count)", "note"):
+            mt.add_column(column, justify="right" if column in ("queued", "lost") else "left")
+        for dc in dm.cpus:
+            summary: List[str] = [f"{sym}: {count}" for _, sym, count in dc.summary]
+            mt.add_row(str(dc.cpu), dc.kind, str(dc.queued), str(dc.lost), "\n".join(summary), dc.note or "")
         out.print(mt)
     for n in dm.notes:
         out.print(f"[yellow]note:[/yellow] {n}")

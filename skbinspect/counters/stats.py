@@ -1,28 +1,34 @@
 """Per-CPU drop statistics: ``softnet_data``, per-device drop counters, and drop_monitor's per-CPU state.
 
-Everything is read in the form of the target's version (kernel reference, section 8); struct layouts
-come from the target's DWARF and each per-CPU structure is read with one ``prog.read()`` per CPU.
+Everything is read in the form of the target's version (the structs, members and version differences
+are in docs/kernel/counters.md); struct layouts come from the target's DWARF
+(:func:`~skbinspect.memory.layout.struct_layout`) and each per-CPU structure is read with one
+``prog.read()`` per CPU.
 
 * :func:`softnet_stats`: ``struct softnet_data`` per CPU, as ``/proc/net/softnet_stat`` prints it.
   The dropped counter changed type twice: ``unsigned int dropped`` (to 6.9), ``atomic_t dropped``
-  (6.10, a7ae7b0b2ea0), ``struct numa_drop_counters drop_counters`` summed (fdae0ab67d57, ~6.18).
+  (6.10), ``struct numa_drop_counters drop_counters`` summed (6.18).
 * :func:`device_stats`: per device, per CPU, the counters ``dev_get_stats()`` adds up for the drop
-  fields: ``core_stats`` (5.18+, 625788b58445; allocated lazily, NULL means zero) or the
-  ``net_device`` atomics (to 5.17), plus the driver's own counters for the drivers whose
-  ``ndo_get_stats64`` is understood (tun, macvlan/macvtap, ipvlan/ipvtap, veth, loopback, and the
-  core's ``dev->stats`` / tstats / dstats paths).  Totals equal what ``ip -s -s link`` shows.
+  fields: ``core_stats`` (5.18+; allocated lazily, NULL means zero) or the ``net_device`` atomics (to
+  5.17), plus the driver's own counters for the drivers whose ``ndo_get_stats64`` is understood (tun,
+  macvlan/macvtap, ipvlan/ipvtap, veth, loopback, and the core's ``dev->stats`` / tstats / dstats
+  paths).  Totals equal what ``ip -s -s link`` shows.
 * :func:`drop_monitor_state`: the drop_monitor module's mode and per-CPU state, if it is loaded.
 
-Bad pointers give a per-row note and zeros, never an exception.
+Every counter read is of an unsigned type on 5.10 to 7.x, and read as declared.  Bad pointers give a
+per-row note and zeros, never an exception.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Sequence, Tuple
 
 import drgn
 
+from skbinspect.memory.cache import forget, per_program
+from skbinspect.memory.faults import READ_FAULTS
+from skbinspect.memory.layout import StructLayout, struct_layout
 from skbinspect.target.opener import kernel_version
 
 __all__ = [
@@ -40,7 +46,6 @@ __all__ = [
     "drop_monitor_state",
     "drop_stats",
     "read_percpu_counters",
-    "decode_counters",
     "decode_alert_msg",
     "cpu_lists",
     "percpu_ranges",
@@ -59,43 +64,7 @@ MAX_ALERT_ENTRIES = 4096
 _DM_TRACE_ON = 1
 
 
-# --- layouts and pure decoders ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Field:
-    """A counter inside a struct: its name as shown, byte offset and size (from DWARF)."""
-
-    name: str
-    offset: int
-    size: int
-
-
-def _member_type(t: drgn.Type, path: str) -> drgn.Type:
-    for part in path.split("."):
-        while t.kind == drgn.TypeKind.TYPEDEF:
-            t = t.type
-        t = t.member(part).type
-    return t
-
-
-def _fields(t: drgn.Type, names: Iterable[Tuple[str, str]]) -> List[Field]:
-    """Fields ``(shown name, member path)`` of ``t`` that exist; missing members are skipped."""
-    out = []
-    for shown, path in names:
-        try:
-            off = drgn.offsetof(t, path)
-            size = drgn.sizeof(_member_type(t, path))
-        except (LookupError, ValueError, TypeError):
-            continue
-        out.append(Field(shown, off, size))
-    return out
-
-
-def decode_counters(data: bytes, fields: Sequence[Field], little_endian: bool = True) -> Dict[str, int]:
-    """Unsigned counters ``fields`` from the bytes of one struct."""
-    order = "little" if little_endian else "big"
-    return {f.name: int.from_bytes(data[f.offset : f.offset + f.size], order) for f in fields}
+# --- pure decoders ------------------------------------------------------------------------------------
 
 
 def decode_alert_msg(
@@ -106,7 +75,7 @@ def decode_alert_msg(
 
     :returns: ([(pc, count)], a note if the message is implausible or cut short).
     """
-    order = "little" if little_endian else "big"
+    order: Literal["little", "big"] = "little" if little_endian else "big"
     if len(data) < 4:
         return [], "alert message cut short"
     n = int.from_bytes(data[:4], order)
@@ -129,28 +98,35 @@ def decode_alert_msg(
 # --- CPUs ---------------------------------------------------------------------------------------------
 
 
-def cpu_lists(prog: drgn.Program) -> Tuple[List[int], List[int], Dict[int, int]]:
-    """(possible CPUs, online CPUs, cpu -> ``__per_cpu_offset[cpu]``), cached in ``prog.cache``."""
-    key = "skbinspect.stats.cpus"
-    c = prog.cache.get(key)
-    if c is None:
-        from drgn.helpers.linux.cpumask import for_each_online_cpu, for_each_possible_cpu
+#: ``prog.cache`` keys (see :func:`~skbinspect.memory.cache.per_program`).
+_CPUS_KEY = "skbinspect.stats.cpus"
+_PERCPU_RANGES_KEY = "skbinspect.stats.percpu_ranges"
+_SYMBOLS_KEY = "skbinspect.stats.symbols"
 
-        possible = list(for_each_possible_cpu(prog))
-        online = list(for_each_online_cpu(prog))
-        offsets: Dict[int, int] = {}
-        try:
-            pco = prog["__per_cpu_offset"]
-            n = max(possible) + 1 if possible else 0
-            data = prog.read(pco.address_, 8 * n)
-            for cpu in possible:
-                offsets[cpu] = int.from_bytes(data[8 * cpu : 8 * cpu + 8], "little")
-        except (LookupError, drgn.FaultError):
-            # !SMP kernels have no __per_cpu_offset: per-CPU pointers are plain pointers.
-            offsets = {cpu: 0 for cpu in possible}
-        c = (possible, online, offsets)
-        prog.cache[key] = c
-    return c
+CpuLists = Tuple[List[int], List[int], Dict[int, int]]
+
+
+def cpu_lists(prog: drgn.Program) -> CpuLists:
+    """(possible CPUs, online CPUs, cpu -> ``__per_cpu_offset[cpu]``), cached per program."""
+    return per_program(prog, _CPUS_KEY, _read_cpu_lists)
+
+
+def _read_cpu_lists(prog: drgn.Program) -> CpuLists:
+    from drgn.helpers.linux.cpumask import for_each_online_cpu, for_each_possible_cpu
+
+    possible = list(for_each_possible_cpu(prog))
+    online = list(for_each_online_cpu(prog))
+    offsets: Dict[int, int] = {}
+    try:
+        pco = prog["__per_cpu_offset"]
+        n = max(possible) + 1 if possible else 0
+        data = prog.read(pco.address_, 8 * n)
+        for cpu in possible:
+            offsets[cpu] = int.from_bytes(data[8 * cpu : 8 * cpu + 8], "little")
+    except (LookupError, drgn.FaultError):
+        # !SMP kernels have no __per_cpu_offset: per-CPU pointers are plain pointers.
+        offsets = {cpu: 0 for cpu in possible}
+    return possible, online, offsets
 
 
 MAX_PCPU_CHUNKS = 100_000
@@ -160,10 +136,11 @@ def percpu_ranges(prog: drgn.Program) -> Optional[List[Tuple[int, int]]]:
     """The ranges ``[lo, hi)`` that valid ``__percpu`` pointer values fall in: one per percpu chunk
     (mm/percpu.c: ``per_cpu_ptr(p, cpu) = p + __per_cpu_offset[cpu]`` lies in the chunk's unit for
     that CPU, so ``p + pcpu_base_addr - __per_cpu_start`` lies in ``[chunk->base_addr, +pcpu_unit_size)``).
-    None if the allocator's state cannot be read (then pointers are not checked).  Cached."""
-    key = "skbinspect.stats.percpu_ranges"
-    if key in prog.cache:
-        return prog.cache[key]
+    None if the allocator's state cannot be read (then pointers are not checked).  Cached per program."""
+    return per_program(prog, _PERCPU_RANGES_KEY, _read_percpu_ranges)
+
+
+def _read_percpu_ranges(prog: drgn.Program) -> Optional[List[Tuple[int, int]]]:
     ranges: Optional[List[Tuple[int, int]]] = None
     try:
         base = prog["pcpu_base_addr"].value_()
@@ -172,12 +149,16 @@ def percpu_ranges(prog: drgn.Program) -> Optional[List[Tuple[int, int]]]:
             start = prog.symbol("__per_cpu_start").address
         except LookupError:
             start = 0
-        delta = base - start  # 0-based percpu section on x86-64 up to 6.x; not from 7.x
+        # Linux kernel commit 9d7de2aa8b41 ("x86/percpu/64: Use relative percpu offsets") (in v6.15):
+        # before it, x86-64's percpu section is 0-based (__per_cpu_start == 0, delta == pcpu_base_addr).
+        delta = base - start
         ct = prog.type("struct pcpu_chunk")
         off_list = drgn.offsetof(ct, "list")
         off_base = drgn.offsetof(ct, "base_addr")
         nslots = prog["pcpu_nr_slots"].value_()
-        # 5.9-5.13 (memcg-aware percpu): one list array per enum pcpu_chunk_type.
+        # Linux kernel commit 3c7be18ac9a0 ("mm: memcg/percpu: account percpu memory to memory cgroups")
+        # (in v5.9) keeps one list array per enum pcpu_chunk_type, until Linux kernel commit faf65dde844a
+        # ("percpu: rework memcg accounting") (in v5.14).
         ntypes = 1
         for e in (
             prog.type("enum pcpu_chunk_type").enumerators if _has_type(prog, "enum pcpu_chunk_type") else ()
@@ -208,9 +189,8 @@ def percpu_ranges(prog: drgn.Program) -> Optional[List[Tuple[int, int]]]:
             b = prog.read_u64(c + off_base)
             ranges.append(((b - delta) & 0xFFFFFFFFFFFFFFFF, (b - delta + unit) & 0xFFFFFFFFFFFFFFFF))
         ranges.sort()
-    except (LookupError, drgn.FaultError, ValueError):
+    except (LookupError, *READ_FAULTS):
         ranges = None
-    prog.cache[key] = ranges
     return ranges
 
 
@@ -231,7 +211,7 @@ def percpu_pointer_ok(prog: drgn.Program, ptr: int, size: int) -> Optional[bool]
         return True
     if prog.flags & drgn.ProgramFlags.IS_LIVE:
         # A running kernel may have allocated a new chunk since the ranges were cached: look again.
-        del prog.cache["skbinspect.stats.percpu_ranges"]
+        forget(prog, _PERCPU_RANGES_KEY)
         ranges = percpu_ranges(prog)
         return None if ranges is None else any(lo <= ptr and ptr + size <= hi for lo, hi in ranges)
     return False
@@ -265,21 +245,21 @@ class CounterRow:
 def read_percpu_counters(
     prog: drgn.Program,
     percpu_ptr: int,
-    type_: drgn.Type,
-    fields: Sequence[Field],
+    layout: StructLayout,
     source: str,
     counts_as: Optional[Dict[str, List[str]]] = None,
 ) -> List[CounterRow]:
-    """Counters ``fields`` of ``type_`` for every possible CPU, from a ``__percpu`` pointer value.
+    """The counters of ``layout`` for every possible CPU, from a ``__percpu`` pointer value.
 
     One ``prog.read()`` per CPU.  A NULL pointer gives one row of zeros noting that nothing was
     allocated (``core_stats`` is allocated on the first drop); an unreadable CPU gives a row of zeros
     with a note.  Never raises for bad memory.
 
     :param percpu_ptr: the ``__percpu`` pointer's value (e.g. ``dev->core_stats``).
+    :param layout: the per-CPU struct's counters (e.g. ``struct net_device_core_stats``'s members).
     """
     counts_as = counts_as or {}
-    zeros = {f.name: 0 for f in fields}
+    zeros = {name: 0 for name in layout.fields}
     if not percpu_ptr:
         return [
             CounterRow(
@@ -290,7 +270,7 @@ def read_percpu_counters(
             )
         ]
     possible, _, offsets = cpu_lists(prog)
-    size = max((f.offset + f.size for f in fields), default=0)
+    size = layout.end
     if percpu_pointer_ok(prog, percpu_ptr, size) is False:
         return [
             CounterRow(
@@ -302,13 +282,12 @@ def read_percpu_counters(
             )
             for cpu in possible
         ]
-    little = _little(prog)
     rows = []
     for cpu in possible:
         addr = (percpu_ptr + offsets.get(cpu, 0)) & 0xFFFFFFFFFFFFFFFF
         try:
             data = prog.read(addr, size)
-        except (drgn.FaultError, ValueError, OverflowError) as e:
+        except READ_FAULTS as e:
             rows.append(
                 CounterRow(
                     source,
@@ -319,31 +298,31 @@ def read_percpu_counters(
                 )
             )
             continue
-        rows.append(CounterRow(source, decode_counters(data, fields, little), cpu=cpu, counts_as=counts_as))
+        rows.append(CounterRow(source, layout.decode(data), cpu=cpu, counts_as=counts_as))
     return rows
 
 
 def _read_struct(
     prog: drgn.Program,
     addr: int,
-    fields: Sequence[Field],
+    layout: StructLayout,
     source: str,
     counts_as: Optional[Dict[str, List[str]]] = None,
     queue: Optional[int] = None,
 ) -> CounterRow:
+    """The counters of ``layout`` in the one struct at ``addr`` (zeros and a note if unreadable)."""
     counts_as = counts_as or {}
-    size = max((f.offset + f.size for f in fields), default=0)
     try:
-        data = prog.read(addr, size)
-    except (drgn.FaultError, ValueError, OverflowError) as e:
+        data = prog.read(addr, layout.end)
+    except READ_FAULTS as e:
         return CounterRow(
             source,
-            {f.name: 0 for f in fields},
+            {name: 0 for name in layout.fields},
             queue=queue,
             counts_as=counts_as,
             note=f"unreadable at {addr:#x}: {e}",
         )
-    return CounterRow(source, decode_counters(data, fields, _little(prog)), queue=queue, counts_as=counts_as)
+    return CounterRow(source, layout.decode(data), queue=queue, counts_as=counts_as)
 
 
 # --- softnet_data -------------------------------------------------------------------------------------
@@ -434,47 +413,47 @@ def softnet_stats(prog: drgn.Program) -> SoftnetStats:
     """``struct softnet_data`` of every possible CPU (``DEFINE_PER_CPU_ALIGNED softnet_data``)."""
     notes: List[str] = []
     possible, online, offsets = cpu_lists(prog)
-    # The 15-column form (input and process queue lengths apart) is from 6.4 (Jason Xing, "net-sysfs:
-    # display two backlog queue len separately"); /proc's layout is not in DWARF, so go by version.
+    # Linux kernel commit 59da2d7b0e99 ("net-sysfs: display two backlog queue len separately") (in
+    # v6.4) prints the input and process queue lengths apart, in 15 columns; /proc's layout is not in
+    # DWARF, so go by version.
     columns = 15 if kernel_version(prog) >= (6, 4) else 13
     try:
         sd = prog["softnet_data"]
     except LookupError:
         return SoftnetStats([], "unknown", columns, ["softnet_data not found in the debug info."])
     t = sd.type_
-    names = [
-        ("processed", "processed"),
-        ("time_squeeze", "time_squeeze"),
-        ("received_rps", "received_rps"),
-        ("input_qlen", "input_pkt_queue.qlen"),
-        ("process_qlen", "process_queue.qlen"),
-    ]
+    names = {
+        "processed": "processed",
+        "time_squeeze": "time_squeeze",
+        "received_rps": "received_rps",
+        "input_qlen": "input_pkt_queue.qlen",
+        "process_qlen": "process_queue.qlen",
+    }
     if t.has_member("drop_counters"):
-        # ~6.18 (fdae0ab67d57): struct numa_drop_counters { atomic_t drops0, drops1; }, summed.
-        dct = _member_type(t, "drop_counters")
-        parts = [m.name for m in dct.members if m.name]
-        names += [(f"dropped.{p}", f"drop_counters.{p}") for p in parts]
+        # Linux kernel commit fdae0ab67d57 ("net: use NUMA drop counters for softnet_data.dropped") (in
+        # v6.18): struct numa_drop_counters { atomic_t drops0, drops1; }, summed.
+        parts = [m.name for m in t.member("drop_counters").type.members or () if m.name]
+        names.update({f"dropped.{p}": f"drop_counters.{p}" for p in parts})
         form = "struct numa_drop_counters drop_counters (" + " + ".join(parts) + ")"
     else:
-        dt = _member_type(t, "dropped")
-        names.append(("dropped", "dropped"))
-        # 5.10-6.9: unsigned int; 6.10+ (a7ae7b0b2ea0): atomic_t.
-        form = f"{dt.type_name()} dropped"
-    fields = _fields(t, names)
-    fl_off = None
-    fl_fields: List[Field] = []
-    try:
-        fl_off = drgn.offsetof(t, "flow_limit")
-        flt = prog.type("struct sd_flow_limit")
-        fl_fields = _fields(flt, [("count", "count")])  # u64 in 5.10, unsigned int in 7.x
-    except LookupError:
+        # unsigned int; atomic_t since Linux kernel commit a7ae7b0b2ea0 ("net: make
+        # softnet_data.dropped an atomic_t") (in v6.10).
+        names["dropped"] = "dropped"
+        form = f"{t.member('dropped').type.type_name()} dropped"
+    names["flow_limit"] = "flow_limit"  # struct sd_flow_limit __rcu *
+    lay = struct_layout(prog, t.type_name(), names)
+    fl_lay = None
+    if lay.has("flow_limit"):
+        try:
+            # count: u64 in 5.10, unsigned int in 7.x
+            fl_lay = struct_layout(prog, "struct sd_flow_limit", ["count"])
+        except LookupError:
+            pass
+    if fl_lay is None:
         notes.append("no flow_limit in softnet_data (CONFIG_NET_FLOW_LIMIT off): flow-limit counts are 0.")
     if not t.has_member("received_rps"):
         notes.append("no received_rps in softnet_data (CONFIG_RPS off): 0.")
-    size = max(f.offset + f.size for f in fields)
-    if fl_off is not None:
-        size = max(size, fl_off + 8)
-    little = _little(prog)
+    size = lay.end
     onl = set(online)
     cpus = []
     for cpu in possible:
@@ -486,7 +465,7 @@ def softnet_stats(prog: drgn.Program) -> SoftnetStats:
             c.note = f"softnet_data unreadable at {addr:#x}: {e}"
             cpus.append(c)
             continue
-        v = decode_counters(data, fields, little)
+        v = lay.decode(data)
         c.processed = v.get("processed", 0)
         c.time_squeeze = v.get("time_squeeze", 0)
         c.received_rps = v.get("received_rps", 0)
@@ -498,13 +477,11 @@ def softnet_stats(prog: drgn.Program) -> SoftnetStats:
             c.dropped = sum(parts) & 0xFFFFFFFF  # numa_drop_read() returns an int sum
         else:
             c.dropped = v.get("dropped", 0)
-        if fl_off is not None and fl_fields:
-            flp = int.from_bytes(data[fl_off : fl_off + 8], "little" if little else "big")
+        if fl_lay is not None and fl_lay.has("count"):
+            flp = v["flow_limit"]
             if flp:
                 try:
-                    c.flow_limit_count = decode_counters(
-                        prog.read(flp, fl_fields[0].offset + fl_fields[0].size), fl_fields, little
-                    )["count"]
+                    c.flow_limit_count = fl_lay.decode(prog.read(flp, fl_lay.end))["count"]
                 except drgn.FaultError as e:
                     c.note = f"flow_limit at {flp:#x} unreadable: {e}"
         cpus.append(c)
@@ -573,21 +550,27 @@ def _sym(prog: drgn.Program, addr: int) -> Optional[str]:
     so once per distinct address)."""
     if not addr:
         return None
-    cache = prog.cache.get("skbinspect.stats.symbols")
-    if cache is None:
-        cache = {}
-        for name in _KNOWN_STATS_FNS:
-            try:
-                cache[prog.function(name).address_] = name
-            except (LookupError, ValueError):
-                pass
-        prog.cache["skbinspect.stats.symbols"] = cache
+    cache = per_program(prog, _SYMBOLS_KEY, _known_stats_functions)
     if addr not in cache:
         try:
             cache[addr] = prog.symbol(addr).name
         except LookupError:
             cache[addr] = None
     return cache[addr]
+
+
+def _known_stats_functions(prog: drgn.Program) -> Dict[int, Optional[str]]:
+    """Address -> name of the known stats functions present in this kernel (the start of the cache of
+    :func:`_sym`)."""
+    known: Dict[int, Optional[str]] = {}
+    for name in _KNOWN_STATS_FNS:
+        try:
+            address = prog.function(name).address_
+        except (LookupError, ValueError):
+            continue
+        if address is not None:
+            known[address] = name
+    return known
 
 
 def _enum_value(prog: drgn.Program, enum: str, name: str) -> Optional[int]:
@@ -607,26 +590,32 @@ class _DevReader:
         self.prog = prog
         self.nd = prog.type("struct net_device")
         self.has_core_stats = self.nd.has_member("core_stats")
-        self.core_t = None
-        self.core_fields: List[Field] = []
+        # The core's own drop counters: per CPU in dev->core_stats, since Linux kernel commit
+        # 625788b58445 ("net: add per-cpu storage and net->core_stats") (in v5.18), which has
+        # rx_otherhost_dropped since Linux kernel commit 794c24e9921f ("net-core: rx_otherhost_dropped to
+        # core_stats") (in v5.19); before, atomic_long_t rx_dropped, tx_dropped, rx_nohandler in struct
+        # net_device.  Exactly one of the two layouts is used.
+        self.core: Optional[StructLayout] = None
+        self.atomics: Optional[StructLayout] = None
         if self.has_core_stats:
-            # 5.18+ (625788b58445); rx_otherhost_dropped from 5.19 (794c24e9921f).
-            self.core_t = prog.type("struct net_device_core_stats")
-            self.core_fields = _fields(self.core_t, [(m.name, m.name) for m in self.core_t.members if m.name])
-        # To 5.17: atomic_long_t rx_dropped, tx_dropped, rx_nohandler in struct net_device.
-        self.atomic_fields = (
-            _fields(self.nd, [(n, n) for n in ("rx_dropped", "tx_dropped", "rx_nohandler")])
-            if not self.has_core_stats
-            else []
+            core_t = prog.type("struct net_device_core_stats")
+            self.core = struct_layout(
+                prog, core_t.type_name(), [m.name for m in core_t.members or () if m.name]
+            )
+        else:
+            self.atomics = struct_layout(
+                prog, "struct net_device", ("rx_dropped", "tx_dropped", "rx_nohandler")
+            )
+        # dev->stats (struct net_device_stats): unsigned long, in unions with atomic_long_t since Linux
+        # kernel commit 6c1c5097781f ("net: add atomic_long_t to net_device_stats fields") (in v6.6).
+        self.devstats = struct_layout(
+            prog, "struct net_device", {n: f"stats.{n}" for n in ("rx_dropped", "tx_dropped", "rx_errors")}
         )
-        # dev->stats (struct net_device_stats; unsigned long / atomic_long_t unions since 6.6 DEV_STATS_INC).
-        self.devstats_fields = _fields(
-            self.nd, [(n, f"stats.{n}") for n in ("rx_dropped", "tx_dropped", "rx_errors")]
-        )
+        # enum netdev_stat_type and dev->pcpu_stat_type: Linux kernel commit 34d21de99cea ("net: Move
+        # {l,t,d}stats allocation to core and convert veth & vrf") (in v6.7).
         self.has_stat_type = self.nd.has_member("pcpu_stat_type")
         self.tstats = _enum_value(prog, "netdev_stat_type", "NETDEV_PCPU_STAT_TSTATS")
         self.dstats = _enum_value(prog, "netdev_stat_type", "NETDEV_PCPU_STAT_DSTATS")
-        self.priv_off = None
 
     def priv(self, dev: drgn.Object) -> int:
         from drgn.helpers.linux.net import netdev_priv
@@ -652,7 +641,7 @@ def _driver_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, fn: Optional[
             _read_struct(
                 prog,
                 addr,
-                r.devstats_fields,
+                r.devstats,
                 "dev->stats",
                 _counts({"rx_dropped": "rx_dropped", "tx_dropped": "tx_dropped", "rx_errors": "rx_errors"}),
             )
@@ -674,8 +663,8 @@ def _driver_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, fn: Optional[
         if tun_t is None:
             return
         if tun_t.has_member("pcpu_stats"):
-            # 5.10: struct tun_pcpu_stats per CPU, summed by tun_net_get_stats64 (replaced in 5.11 by
-            # 497a5757ce4e "tun: switch to net core provided statistics counters").
+            # struct tun_pcpu_stats per CPU, summed by tun_net_get_stats64, until Linux kernel commit
+            # 497a5757ce4e ("tun: switch to net core provided statistics counters") (in v5.11).
             _pcpu_member_rows(
                 r,
                 dev,
@@ -693,14 +682,13 @@ def _driver_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, fn: Optional[
         devstats()
         if fn is None and r.dstats is not None:
             if dev.pcpu_stat_type.value_() == r.dstats:
-                # 6.10+ dev_get_dstats64(): dev->stats + per-CPU pcpu_dstats rx_drops / tx_drops.
-                dt = prog.type("struct pcpu_dstats")
-                fields = _fields(dt, [("rx_drops", "rx_drops"), ("tx_drops", "tx_drops")])
+                # dev_get_dstats64(): dev->stats + per-CPU pcpu_dstats rx_drops / tx_drops, since Linux
+                # kernel commit 94b601bc4f85 ("net: core: Implement dstats-type stats collections") (in
+                # v6.11).
                 ds.rows += read_percpu_counters(
                     prog,
                     dev.dstats.value_(),
-                    dt,
-                    fields,
+                    struct_layout(prog, "struct pcpu_dstats", ("rx_drops", "tx_drops")),
                     "pcpu_dstats",
                     _counts({"rx_drops": "rx_dropped", "tx_drops": "tx_dropped"}),
                 )
@@ -749,12 +737,16 @@ _PRIVATE_PERCPU: Dict[str, Tuple[str, str, str, Dict[str, str]]] = {
 }
 
 
+#: ``need(module, "struct name")``: the type, or None (and a note on the device) without its debug info.
+NeedType = Callable[[str, str], Optional[drgn.Type]]
+
+
 def _private_percpu_rows(
     r: _DevReader,
     dev: drgn.Object,
     ds: DeviceStats,
-    need,
-    module: str,  # type: ignore[no-untyped-def]
+    need: NeedType,
+    module: str,
     priv_type: str,
     pcpu_type: str,
     counts: Dict[str, str],
@@ -777,32 +769,34 @@ def _pcpu_member_rows(
     """Rows of the per-CPU ``pcpu_type`` that ``priv->pcpu_stats`` points to: ``members`` read, ``counts``
     saying what each counts as in the device's totals."""
     prog = r.prog
-    pt = prog.type(pcpu_type)
-    fields = _fields(pt, [(m, m) for m in members])
+    lay = struct_layout(prog, pcpu_type, members)
     try:
         ptr = prog.read_u64(r.priv(dev) + drgn.offsetof(priv_t, "pcpu_stats"))
     except drgn.FaultError as e:
         ds.complete = False
         ds.notes.append(f"{priv_t.type_name()[len('struct ') :]} unreadable: {e}")
         return
-    ds.rows += read_percpu_counters(prog, ptr, pt, fields, pcpu_type[len("struct ") :], _counts(counts))
+    ds.rows += read_percpu_counters(prog, ptr, lay, pcpu_type[len("struct ") :], _counts(counts))
 
 
-def _veth_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, need) -> None:  # type: ignore[no-untyped-def]
+def _veth_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, need: NeedType) -> None:
     """veth_get_stats64 (5.10-7.x): tx_dropped = priv->dropped + own rq xdp_tx_err + peer rq
     peer_tq_xdp_xmit_err; rx_dropped = own rq (rx_drops + peer_tq_xdp_xmit_err) + peer rq xdp_tx_err."""
     prog = r.prog
     vt = need("veth", "struct veth_priv")
     if vt is None:
         return
-    rqt = prog.type("struct veth_rq")
-    rq_fields = _fields(
-        rqt, [(n, f"stats.vs.{n}") for n in ("rx_drops", "xdp_tx_err", "peer_tq_xdp_xmit_err")]
+    own_lay = struct_layout(
+        prog,
+        "struct veth_rq",
+        {n: f"stats.vs.{n}" for n in ("rx_drops", "xdp_tx_err", "peer_tq_xdp_xmit_err")},
     )
-    peer_fields = [f for f in rq_fields if f.name != "rx_drops"]
-    pd = _fields(vt, [("dropped", "dropped")])
+    peer_lay = struct_layout(
+        prog, "struct veth_rq", {n: f"stats.vs.{n}" for n in ("xdp_tx_err", "peer_tq_xdp_xmit_err")}
+    )
+    priv_lay = struct_layout(prog, vt.type_name(), ["dropped"])
 
-    def rq_rows(d: drgn.Object, source: str, counts: Dict[str, List[str]], fields: List[Field]) -> None:
+    def rq_rows(d: drgn.Object, source: str, counts: Dict[str, List[str]], lay: StructLayout) -> None:
         try:
             priv = r.priv(d)
             n = d.num_rx_queues.value_()
@@ -818,10 +812,12 @@ def _veth_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, need) -> None: 
             ds.notes.append(f"{source}: {n} rx queues is implausible; not read.")
             return
         for i in range(n):
-            ds.rows.append(_read_struct(prog, rq + i * rqt.size, fields, source, counts, queue=i))
+            ds.rows.append(_read_struct(prog, rq + i * lay.size, lay, source, counts, queue=i))
 
     try:
-        ds.rows.append(_read_struct(prog, r.priv(dev), pd, "veth_priv", _counts({"dropped": "tx_dropped"})))
+        ds.rows.append(
+            _read_struct(prog, r.priv(dev), priv_lay, "veth_priv", _counts({"dropped": "tx_dropped"}))
+        )
     except drgn.FaultError as e:
         ds.complete = False
         ds.notes.append(f"veth_priv unreadable: {e}")
@@ -830,7 +826,7 @@ def _veth_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, need) -> None: 
         dev,
         "veth_rq",
         _counts({"rx_drops": "rx_dropped", "peer_tq_xdp_xmit_err": "rx_dropped", "xdp_tx_err": "tx_dropped"}),
-        rq_fields,
+        own_lay,
     )
     try:
         peer = drgn.Object(prog, "struct veth_priv *", r.priv(dev)).peer
@@ -839,7 +835,7 @@ def _veth_rows(r: _DevReader, dev: drgn.Object, ds: DeviceStats, need) -> None: 
                 peer,
                 "peer veth_rq",
                 _counts({"xdp_tx_err": "rx_dropped", "peer_tq_xdp_xmit_err": "tx_dropped"}),
-                peer_fields,
+                peer_lay,
             )
     except drgn.FaultError as e:
         ds.complete = False
@@ -894,23 +890,17 @@ def device_stats_one(
     )
     ds = DeviceStats(name, ifindex, kind, driver, netns, address=dev.value_())
     present = ["rx_dropped", "tx_dropped"]
-    if r.has_core_stats:
+    if r.core is not None:
         ptr = dev.core_stats.value_()
-        ds.rows += read_percpu_counters(
-            prog, ptr, r.core_t, r.core_fields, "core_stats", {f.name: [f.name] for f in r.core_fields}
-        )
-        present += [f.name for f in r.core_fields if f.name not in present]
-    else:
+        ds.rows += read_percpu_counters(prog, ptr, r.core, "core_stats", {n: [n] for n in r.core.fields})
+        present += [n for n in r.core.fields if n not in present]
+    elif r.atomics is not None:
         ds.rows.append(
             _read_struct(
-                prog,
-                dev.value_(),
-                r.atomic_fields,
-                "net_device atomics",
-                {f.name: [f.name] for f in r.atomic_fields},
+                prog, dev.value_(), r.atomics, "net_device atomics", {n: [n] for n in r.atomics.fields}
             )
         )
-        present += [f.name for f in r.atomic_fields if f.name not in present]
+        present += [n for n in r.atomics.fields if n not in present]
     _driver_rows(r, dev, ds, fn if fn_addr else None)
     if any("rx_errors" in t for row in ds.rows for t in row.counts_as.values()):
         present.append("rx_errors")
@@ -1066,8 +1056,9 @@ def drop_monitor_state(prog: drgn.Program, module_loaded: Optional[bool] = None)
     st.trunc_len = tl.value_() if tl is not None else None
     ql = _read_var(prog, "net_dm_queue_len")
     st.queue_limit = ql.value_() if ql is not None else None
-    t = sw.type_
-    fields = _fields(t, [("queued", "drop_queue.qlen"), ("lost", "stats.dropped"), ("skb", "skb")])
+    lay = struct_layout(
+        prog, sw.type_.type_name(), {"queued": "drop_queue.qlen", "lost": "stats.dropped", "skb": "skb"}
+    )
     possible, _, offsets = cpu_lists(prog)
     little = _little(prog)
     try:
@@ -1082,7 +1073,7 @@ def drop_monitor_state(prog: drgn.Program, module_loaded: Optional[bool] = None)
             row = DropMonitorCpu(cpu, kind)
             addr = (var.address_ + offsets.get(cpu, 0)) & 0xFFFFFFFFFFFFFFFF
             try:
-                v = decode_counters(prog.read(addr, max(f.offset + f.size for f in fields)), fields, little)
+                v = lay.decode(prog.read(addr, lay.end))
             except drgn.FaultError as e:
                 row.note = f"per_cpu_dm_data unreadable at {addr:#x}: {e}"
                 st.cpus.append(row)

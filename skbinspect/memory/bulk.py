@@ -25,8 +25,6 @@ MAX_GAP = 4096
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 
-#: What a read of unreadable memory raises: a fault, or an address drgn cannot represent.
-
 
 def read_spans(
     prog: drgn.Program, addresses: Sequence[int], sizes: Union[int, Sequence[int]]
@@ -43,8 +41,7 @@ def read_spans(
     n = len(addresses)
     if not n:
         return [], []
-    fixed = isinstance(sizes, int)
-    maxsize = sizes if fixed else max(sizes)  # type: ignore[arg-type]
+    maxsize = sizes if isinstance(sizes, int) else max(sizes)
     if maxsize <= 0:
         maxsize = 1
     if maxsize > PAGE_SIZE:
@@ -71,7 +68,7 @@ def read_spans(
         for k in compress(range(n), map(failed.__contains__, widx)):
             offs[k] = 0
             try:
-                bufs[k] = read(addresses[k], sizes if fixed else sizes[k])  # type: ignore[arg-type,index]
+                bufs[k] = read(addresses[k], sizes if isinstance(sizes, int) else sizes[k])
             except READ_FAULTS:
                 pass
     return bufs, offs

@@ -8,11 +8,14 @@ slices costs a few nanoseconds per value.
 from __future__ import annotations
 
 import sys
-from typing import List
+from typing import List, Literal, Tuple
 
 __all__ = ["column"]
 
 _NATIVE_LITTLE = sys.byteorder == "little"
+#: ``memoryview.cast`` formats of 1-, 2-, 4- and 8-byte integers, indexed by ``size.bit_length() - 1``.
+_SIGNED: Tuple[Literal["b", "h", "i", "q"], ...] = ("b", "h", "i", "q")
+_UNSIGNED: Tuple[Literal["B", "H", "I", "Q"], ...] = ("B", "H", "I", "Q")
 
 
 def column(
@@ -34,4 +37,4 @@ def column(
     swap = big_endian == _NATIVE_LITTLE  # the field's byte order differs from the host's
     for k in range(size):
         arr[(size - 1 - k if swap else k) :: size] = rows[off + k : end + k : stride]
-    return memoryview(arr).cast(("bhiq" if signed else "BHIQ")[size.bit_length() - 1]).tolist()
+    return memoryview(arr).cast((_SIGNED if signed else _UNSIGNED)[size.bit_length() - 1]).tolist()

@@ -1,13 +1,21 @@
-"""Struct layouts read from the target's DWARF, for decoding bulk-read bytes without drgn Objects."""
+"""Struct layouts read from the target's DWARF, for decoding bulk-read bytes without drgn Objects.
+
+This is the one way skbinspect describes the kernel structs it reads in bulk: :func:`struct_layout`
+looks the chosen members up once per program (offset, size, bit field, signedness), members this
+kernel lacks are left out, and :class:`StructLayout` decodes one struct (:meth:`~StructLayout.decode`),
+a hot loop's worth (:meth:`~StructLayout.unpacker`) or columns of many (:meth:`~StructLayout.columns`).
+Targets are little-endian (x86-64).
+"""
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import drgn
 
+from skbinspect.memory.cache import per_program
 from skbinspect.memory.columns import column
 
 __all__ = ["StructLayout", "struct_layout"]
@@ -21,6 +29,11 @@ class StructLayout:
     """Offsets and sizes of chosen members of one struct type (members missing in this kernel are absent).
 
     ``decode(raw)`` returns ``{member: int}`` for the members present; bit fields are extracted.
+
+    :ivar size: ``sizeof`` the whole struct (the stride of an array of them).
+    :ivar fields: member name -> (byte offset, size in bytes, bit spec or None, signed), in the order the
+        members were asked for.  A bit field's entry covers the whole bytes holding it; its bit spec is
+        ``bit offset in those bytes << 16 | bit width``.
     """
 
     type_name: str
@@ -29,6 +42,12 @@ class StructLayout:
 
     def has(self, name: str) -> bool:
         return name in self.fields
+
+    @property
+    def end(self) -> int:
+        """Bytes from the start of the struct to the end of the last member present (0 if none): what a
+        reader of only these members needs to read."""
+        return max((off + size for off, size, _, _ in self.fields.values()), default=0)
 
     def unpacker(
         self, names: Iterable[str]
@@ -76,6 +95,8 @@ class StructLayout:
         return out
 
     def decode(self, raw: bytes, base: int = 0) -> Dict[str, int]:
+        """``{member: value}`` of the struct at ``raw[base:]``, in the order of :attr:`fields`; integers
+        are read as the member's type is declared (signed or not), bit fields extracted."""
         out = {}
         for name, (off, size, bits, signed) in self.fields.items():
             if bits is None:
@@ -99,38 +120,51 @@ def _int_like(t: drgn.Type) -> Tuple[int, bool]:
     return size, signed
 
 
-def struct_layout(prog: drgn.Program, type_name: str, members: Iterable[str]) -> StructLayout:
-    """Layout of ``members`` of ``type_name`` (a member path like ``"ring.producer"`` is allowed),
-    cached per program.  Members this kernel does not have are left out; check with ``has()``."""
-    members = tuple(members)
-    key = ("skbinspect.layout", type_name, members)
-    cached = prog.cache.get(key)
-    if cached is not None:
-        return cached
+def struct_layout(
+    prog: drgn.Program, type_name: str, members: Union[Iterable[str], Mapping[str, str]]
+) -> StructLayout:
+    """Layout of ``members`` of ``type_name``, cached per program.
+
+    :param members: member paths (``"ring.producer"``, ``"stats.vs.rx_drops"``; members of anonymous
+        structs and unions are found by their own name), or a mapping ``{name: member path}`` to know
+        them by other names (e.g. ``{"input_qlen": "input_pkt_queue.qlen"}``).  Members this kernel does
+        not have are left out; check with :meth:`StructLayout.has`.
+    :raises LookupError: the target has no type ``type_name``.
+    """
+    paths: Tuple[Tuple[str, str], ...]
+    if isinstance(members, Mapping):
+        paths = tuple(members.items())
+        key: Tuple[object, ...] = ("skbinspect.layout", type_name, paths)
+    else:
+        names = tuple(members)
+        paths = tuple((m, m) for m in names)
+        key = ("skbinspect.layout", type_name, names)
+    return per_program(prog, key, lambda p: _build_layout(p, type_name, paths))
+
+
+def _build_layout(prog: drgn.Program, type_name: str, paths: Iterable[Tuple[str, str]]) -> StructLayout:
     t = prog.type(type_name)
-    fields = {}
-    for m in members:
+    fields: Dict[str, Tuple[int, int, Optional[int], bool]] = {}
+    for name, path in paths:
         try:
-            bit_offset = _member_bit_offset(t, m)
-            mt = _member_type(t, m)
-        except LookupError:
-            continue
-        if mt.kind == drgn.TypeKind.POINTER:
-            size, signed = 8, False
-        else:
-            size, signed = _int_like(mt)
-        bfs = _member_bit_field_size(t, m)
+            bit_offset, member = _walk(t, path)
+            mt = member.type
+            if mt.kind == drgn.TypeKind.POINTER:
+                size, signed = 8, False
+            else:
+                size, signed = _int_like(mt)
+        except (LookupError, TypeError):
+            continue  # not in this kernel (or no longer a struct to look into)
+        bfs = member.bit_field_size
         if bfs:
             start = bit_offset // 8
             # read enough whole bytes to cover the field
             nbytes = (bit_offset % 8 + bfs + 7) // 8
             word = 1 if nbytes <= 1 else 2 if nbytes <= 2 else 4 if nbytes <= 4 else 8
-            fields[m] = (start, word, (bit_offset % 8) * (1 << 16) + bfs, False)
+            fields[name] = (start, word, (bit_offset % 8) * (1 << 16) + bfs, False)
         else:
-            fields[m] = (bit_offset // 8, size, None, signed)
-    lay = StructLayout(type_name, drgn.sizeof(t), fields)
-    prog.cache[key] = lay
-    return lay
+            fields[name] = (bit_offset // 8, size, None, signed)
+    return StructLayout(type_name, drgn.sizeof(t), fields)
 
 
 def _walk(t: drgn.Type, path: str) -> Tuple[int, drgn.TypeMember]:
@@ -145,15 +179,3 @@ def _walk(t: drgn.Type, path: str) -> Tuple[int, drgn.TypeMember]:
         cur = member.type
     assert member is not None
     return off, member
-
-
-def _member_bit_offset(t: drgn.Type, path: str) -> int:
-    return _walk(t, path)[0]
-
-
-def _member_type(t: drgn.Type, path: str) -> drgn.Type:
-    return _walk(t, path)[1].type
-
-
-def _member_bit_field_size(t: drgn.Type, path: str) -> Optional[int]:
-    return _walk(t, path)[1].bit_field_size

@@ -14,7 +14,8 @@ The report reads the target once (tun/tap queues, the kfree_skb trace, drop coun
 * **stale skbs**: what can still be read of a dropped skb whose slab object is still free (device,
   length, headers) -- stale, best-effort evidence, as the allocator may have overwritten parts of it.
 
-Logic only; rendering is in :mod:`skbinspect.render_report`.
+How the drops are tied to queues, and what that can and cannot tell, is in docs/kernel/report.md.
+Logic only; rendering is in :mod:`skbinspect.report.render`.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ ENQUEUE_FUNCTIONS = {"tun": "tun_net_xmit", "tap": "tap_handle_frame"}
 #: The driver module whose code handles each device kind's queues.
 _KIND_MODULE = {"tun": "tun", "macvtap": "tap", "ipvtap": "tap"}
 
-#: The core counter the driver increments for a ring-full drop (drivers/net/tun.c tun_net_xmit(): drop:
-#: dev_core_stats_tx_dropped_inc() (atomic_long_inc(&dev->tx_dropped) before 5.18); drivers/net/tap.c
-#: tap_handle_frame(): drop: tap->count_rx_dropped() -> macvlan/ipvlan rx_dropped).
+#: The device counter the driver increments for a ring-full drop (drivers/net/tun.c tun_net_xmit(): drop:
+#: dev_core_stats_tx_dropped_inc(); atomic_long_inc(&dev->tx_dropped) in 5.11 to 5.17, tun's own per-CPU
+#: tx_dropped in 5.10; drivers/net/tap.c tap_handle_frame(): drop: tap->count_rx_dropped() ->
+#: macvlan/ipvlan rx_dropped).  See docs/kernel/counters.md.
 _KIND_COUNTER = {"tun": "tx_dropped", "macvtap": "rx_dropped", "ipvtap": "rx_dropped"}
 
 #: Stale skbs read per queue (the most recent drops: their slab objects are the least likely reused).
@@ -315,7 +317,7 @@ def build_report(
 
     :param instance: trace instance to read drops from; None for the top-level buffer.
     :param module_ok: ``callable(name) -> bool``: whether a module has debug info (see
-        :class:`~skbinspect.debuginfo.DebugInfoReport`); None: assume yes.
+        :class:`~skbinspect.target.debuginfo.DebugInfoReport`); None: assume yes.
     :param stale: read what is left of freed skbs tied to full queues.
     """
     from skbinspect.counters.stats import drop_stats
@@ -504,7 +506,8 @@ def build_report(
             last = max((r.last_s for r in refs if r.last_s is not None), default=None)
             span = last - first if first is not None and last is not None else None
             rate = (n - 1) / span if span and n > 1 else None
-            ago = (_sec(end_ts, in_ns) - last) if (last is not None and end_ts is not None) else None
+            end_s = _sec(end_ts, in_ns)
+            ago = end_s - last if last is not None and end_s is not None else None
             holders: List[Holder] = []
             if q is not None:
                 for h in q.holders:
@@ -615,11 +618,16 @@ def build_report(
                         "tasks": dict(g.tasks.most_common(3)),
                     }
                 )
-        allst = []
+        allst: List[Dict[str, Any]] = []
         for g in rep.groups:
-            for frames, c in g.top_stacks(1, trim=True):
+            for frames, count in g.top_stacks(1, trim=True):
                 allst.append(
-                    {"count": c, "reason": g.reason, "location_symbol": g.location_symbol, "frames": frames}
+                    {
+                        "count": count,
+                        "reason": g.reason,
+                        "location_symbol": g.location_symbol,
+                        "frames": frames,
+                    }
                 )
         stacks = sorted(allst, key=lambda s: -s["count"])[:5]
     return Report(
@@ -844,9 +852,9 @@ def _stale_skbs(
             continue
         bad = set()
         if word is not None:
-            for n, (off, size, _, _) in lay.fields.items():
+            for name, (off, size, _, _) in lay.fields.items():
                 if off < word[1] and off + size > word[0]:
-                    bad.add(n)
+                    bad.add(name)
         dev = f.get("dev") if "dev" not in bad else None
         if device is not None and dev in names_by_addr and names_by_addr[dev] != device:
             out.pop()

@@ -1,14 +1,14 @@
-"""Rendering of ``skbinspect report`` (see :mod:`skbinspect.report`).  No kernel access here."""
+"""Rendering of ``skbinspect report`` (see :mod:`skbinspect.report.correlate`).  No kernel access here."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, List, Optional, Tuple
 
 from rich.console import Console
 from rich.markup import escape
 
 from skbinspect.output import console
-from skbinspect.report.correlate import Report
+from skbinspect.report.correlate import Report, ReusedSkb
 
 __all__ = ["render_report"]
 
@@ -72,14 +72,14 @@ def render_report(rep: Report, out: Optional[Console] = None) -> None:
             )
     if rep.device_counters:
         p("  device counters that moved:")
-        for d in rep.device_counters:
-            p(f"    {escape(d['device'])}: " + ", ".join(f"{k} {v}" for k, v in d["counters"].items()))
+        for dc in rep.device_counters:
+            p(f"    {escape(dc['device'])}: " + ", ".join(f"{k} {n}" for k, n in dc["counters"].items()))
     if rep.softnet_moved:
         p("  per-CPU softnet stats that moved:")
-        for c in rep.softnet_moved:
+        for sc in rep.softnet_moved:
             p(
-                f"    cpu {c['cpu']}: dropped {c['dropped']}, time_squeeze {c['time_squeeze']}, "
-                f"flow_limit_count {c['flow_limit_count']}, backlog {c['backlog_len']}"
+                f"    cpu {sc['cpu']}: dropped {sc['dropped']}, time_squeeze {sc['time_squeeze']}, "
+                f"flow_limit_count {sc['flow_limit_count']}, backlog {sc['backlog_len']}"
             )
     if rep.other_drops:
         p("  other drops in the trace:")
@@ -95,9 +95,9 @@ def render_report(rep: Report, out: Optional[Console] = None) -> None:
             for f in st["frames"][:8]:
                 p(f"        {escape(f)}")
     if rep.reused:
-        by_dev: dict = {}
-        for r in rep.reused:
-            by_dev.setdefault((r.device, r.queue), []).append(r)
+        by_dev: Dict[Tuple[str, Optional[int]], List[ReusedSkb]] = {}
+        for reused in rep.reused:
+            by_dev.setdefault((reused.device, reused.queue), []).append(reused)
         p("  memory reused (a dropped skb's address is queued again in a ring):")
         for (dev, q), rs in sorted(by_dev.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
             p(
@@ -118,5 +118,5 @@ def render_report(rep: Report, out: Optional[Console] = None) -> None:
         p(f"  note: {escape(n)}")
     p()
     p("[bold]How drops were tied to queues[/bold]")
-    for r in rep.rules:
-        p(f"  {escape(r['name'])}: {escape(r['explanation'])}")
+    for rule in rep.rules:
+        p(f"  {escape(rule['name'])}: {escape(rule['explanation'])}")

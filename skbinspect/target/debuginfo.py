@@ -10,7 +10,8 @@ Search order, for vmlinux and for each module skbinspect reads (:data:`NEEDED_MO
 3. drgn's own standard search (build-id links under ``/usr/lib/debug/.build-id``, debuginfod on Fedora).
 
 Files are matched to the target by build ID (drgn's ``Module.try_file``), so a wrong file is ignored and
-reported as not matching instead of being used.
+reported as not matching instead of being used.  The search paths per distribution are in
+docs/kernel/target.md.
 """
 
 from __future__ import annotations
@@ -159,7 +160,8 @@ def _index_modules(directory: str, wanted: Sequence[str]) -> Dict[str, List[str]
 
 def kernel_main_module(prog: drgn.Program) -> drgn.Module:
     """The kernel's main module as drgn creates it for the target, with its build ID (from VMCOREINFO
-    ``BUILD-ID``, 5.9+), so that ``try_file`` checks files against it."""
+    ``BUILD-ID``: Linux kernel commit 0935288c6e00 ("kdump: append kernel build-id string to
+    VMCOREINFO") (in v5.9)), so that ``try_file`` checks files against it."""
     for module, _ in prog.loaded_modules():
         if isinstance(module, drgn.MainModule):
             return module

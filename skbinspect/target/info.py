@@ -1,4 +1,5 @@
-"""``skbinspect info``: what the target is, and what skbinspect can read in it."""
+"""``skbinspect info``: what the target is, and what skbinspect can read in it (the kernel facts used,
+VMCOREINFO among them, are in docs/kernel/target.md)."""
 
 from __future__ import annotations
 
@@ -103,7 +104,8 @@ def target_info(target: Target, panic: bool = True) -> TargetInfo:
         except ValueError:
             warnings.append(f"VMCOREINFO CRASHTIME is not a number: {vmci['CRASHTIME']!r}")
     try:
-        # drgn's helper knows both tk_core and the 6.17+ timekeeper_data[TIMEKEEPER_CORE].
+        # drgn's helper reads tk_core, and timekeeper_data[TIMEKEEPER_CORE] where that replaced it (in
+        # v6.17).
         from drgn.helpers.linux.timekeeping import ktime_get_real_seconds
 
         info.kernel_time = int(ktime_get_real_seconds(prog))

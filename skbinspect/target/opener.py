@@ -2,7 +2,8 @@
 
 Everything that can go wrong before drgn has a program is checked here and reported as a
 :class:`~skbinspect.errors.TargetError` or :class:`~skbinspect.errors.DebugInfoError` with a message
-that says what to do.  Readers never see a half-opened target.
+that says what to do.  Readers never see a half-opened target.  The vmcore formats recognised, and
+what each check relies on, are in docs/kernel/target.md.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import socket
 import stat
 import struct
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import BinaryIO, List, Optional, Sequence, Tuple
 
 import drgn
 
@@ -95,7 +96,9 @@ def check_vmcore_file(path: str) -> VmcoreFile:
     )
 
 
-def _check_elf(path: str, f, head: bytes, size: int) -> VmcoreFile:  # type: ignore[no-untyped-def]
+def _check_elf(path: str, f: BinaryIO, head: bytes, size: int) -> VmcoreFile:
+    """An ELF file: a 64-bit little-endian core (``ET_CORE``) with memory segments, its program headers
+    within the file; a file shorter than its last segment's end is accepted with a warning."""
     if len(head) < 64 or head[4] != 2 or head[5] != 1:
         raise TargetError(f"{path} is an ELF file but not a 64-bit little-endian one: not an x86-64 vmcore.")
     (e_type,) = struct.unpack_from("<H", head, 16)

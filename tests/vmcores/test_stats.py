@@ -11,7 +11,6 @@ import drgn
 from skbinspect.counters.stats import (
     TOTAL_FIELDS,
     DeviceStats,
-    _fields,
     cpu_lists,
     device_stats,
     device_stats_one,
@@ -19,6 +18,7 @@ from skbinspect.counters.stats import (
     read_percpu_counters,
     softnet_stats,
 )
+from skbinspect.memory.layout import struct_layout
 from tests.conftest import run_skbinspect
 from tests.vmcores.lab import LabVmcore
 from tests.vmcores.test_reasons import symbols_args, target_of
@@ -138,11 +138,11 @@ def test_bad_percpu_pointers(default_lab_vmcore: LabVmcore) -> None:
     """NULL gives zeros with a note; a garbage per-CPU pointer gives a per-row note, never an exception."""
     prog = target_of(default_lab_vmcore).prog
     t = prog.type("struct net_device_core_stats")
-    fields = _fields(t, [(m.name, m.name) for m in t.members])
-    rows = read_percpu_counters(prog, 0, t, fields, "core_stats")
+    lay = struct_layout(prog, "struct net_device_core_stats", [m.name for m in t.members])
+    rows = read_percpu_counters(prog, 0, lay, "core_stats")
     assert len(rows) == 1 and rows[0].note.startswith("not allocated") and rows[0].idle
     for garbage in (0xDEAD000000000000, 0x0000_7F00_0000_0000, 0xFFFF_FFFF_FFFF_FFF0):
-        rows = read_percpu_counters(prog, garbage, t, fields, "core_stats")
+        rows = read_percpu_counters(prog, garbage, lay, "core_stats")
         assert rows and all(r.note and "bad per-CPU pointer" in r.note and r.idle for r in rows), rows
         assert [r.cpu for r in rows] == sorted(r.cpu for r in rows)
 

@@ -1,4 +1,4 @@
-"""Pure parts of :mod:`skbinspect.report`: symbol parsing, counter verdicts, verdict sentences."""
+"""Pure parts of :mod:`skbinspect.report.correlate`: symbol parsing, counter verdicts, verdict sentences."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Opening targets: every kind of bad input gives one clear paragraph and a non-zero exit, no traceback.
 
-File-format checks run on small crafted files; debug-info checks run on a real lab vmcore.
+File-format checks run on small crafted files; the debug-info checks that need a real vmcore are in
+tests/vmcores/test_target.py.
 """
 
 from __future__ import annotations
@@ -14,21 +15,9 @@ import pytest
 
 from skbinspect import cli
 from skbinspect.errors import TargetError
-from skbinspect.target.debuginfo import debug_package_hint, elf_build_id
+from skbinspect.target.debuginfo import debug_package_hint
 from skbinspect.target.opener import check_vmcore_file
-from tests.conftest import lab_kernel, run_skbinspect
-
-
-def assert_clean_error(p, *needles: str, code: int = None) -> str:
-    """The process failed with a message containing ``needles`` and printed no traceback."""
-    assert p.returncode != 0, p.stdout
-    if code is not None:
-        assert p.returncode == code, (p.returncode, p.stderr)
-    assert "Traceback" not in p.stderr + p.stdout, p.stderr
-    assert p.stderr.startswith("skbinspect: error: "), p.stderr
-    for n in needles:
-        assert n in p.stderr, (n, p.stderr)
-    return p.stderr
+from tests.conftest import assert_clean_error, run_skbinspect
 
 
 def test_missing_vmcore(tmp_path: Path) -> None:
@@ -102,11 +91,6 @@ def test_truncated_program_headers(tmp_path: Path) -> None:
     assert_clean_error(run_skbinspect("-c", str(f), "info"), "truncated", code=2)
 
 
-def test_missing_symbols_path(tmp_path: Path, default_lab_vmcore) -> None:  # type: ignore[no-untyped-def]
-    p = run_skbinspect("-c", default_lab_vmcore.vmcore, "-s", str(tmp_path / "nothing"), "info")
-    assert_clean_error(p, "no such file or directory", code=2)
-
-
 def test_qmp_socket_missing(tmp_path: Path) -> None:
     p = run_skbinspect("--qemu", str(tmp_path / "qmp.sock"), "info")
     assert_clean_error(p, "does not exist", "-qmp unix:", code=2)
@@ -148,58 +132,7 @@ def test_live_without_proc_kcore(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     assert "/proc/kcore does not exist" in err and "CONFIG_PROC_KCORE" in err
 
 
-# ---- debug info, on a real vmcore -------------------------------------------------------------------
-
-
-def test_no_vmlinux_debug_info_names_the_package(default_lab_vmcore) -> None:  # type: ignore[no-untyped-def]
-    lab = default_lab_vmcore
-    p = run_skbinspect("-c", lab.vmcore, "--no-default-symbols", "info")
-    err = assert_clean_error(p, "no debug info", code=3)
-    release = lab.truth["release"]
-    assert f"apt-get install linux-image-{release}-dbg" in err
-    assert "dbgsym" in err and "dnf debuginfo-install" in err
-
-
-def test_mismatched_vmlinux_build_id(default_lab_vmcore) -> None:  # type: ignore[no-untyped-def]
-    from tests.vmcores.config import DEFAULT_KERNEL, KERNELS
-
-    other = next(n for n in KERNELS if n != DEFAULT_KERNEL)
-    wrong = lab_kernel(other).debug_vmlinux
-    p = run_skbinspect("-c", default_lab_vmcore.vmcore, "--no-default-symbols", "-s", wrong, "info")
-    err = assert_clean_error(p, "does not match", wrong, code=3)
-    bid = elf_build_id(wrong)
-    assert bid is not None and bid.hex() in err
-
-
-def test_missing_module_debug_info_is_named_and_info_still_works(default_lab_vmcore) -> None:  # type: ignore[no-untyped-def]
-    lab = default_lab_vmcore
-    p = run_skbinspect(
-        "-c", lab.vmcore, "--no-default-symbols", "-s", lab.kernel.debug_vmlinux, "--json", "info"
-    )
-    assert p.returncode == 0, p.stderr
-    import json
-
-    info = json.loads(p.stdout)
-    assert "tun" in info["missing_debug_info"] and "tap" in info["missing_debug_info"]
-    assert any("module tun is loaded but has no debug info" in w for w in info["warnings"])
-
-
-def test_truncated_vmcore_gives_partial_results(tmp_path: Path, default_lab_vmcore) -> None:  # type: ignore[no-untyped-def]
-    lab = default_lab_vmcore
-    cut = tmp_path / "vmcore"
-    size = os.path.getsize(lab.vmcore)
-    with open(lab.vmcore, "rb") as src, open(cut, "wb") as dst:
-        left = size * 9 // 10
-        while left:
-            chunk = src.read(min(left, 8 << 20))
-            dst.write(chunk)
-            left -= len(chunk)
-    p = run_skbinspect("-c", str(cut), *sum((["-s", s] for s in lab.symbols), []), "info")
-    assert "Traceback" not in p.stderr
-    if p.returncode == 0:
-        assert "is truncated" in p.stdout and lab.truth["release"] in p.stdout
-    else:
-        assert_clean_error(p, "truncated")
+# ---- debug-info hints ------------------------------------------------------------------------------
 
 
 def test_debug_package_hint_orders_by_distribution() -> None:
