@@ -450,7 +450,8 @@ def _read_skbs(prog: drgn.Program, indices: List[int], addrs: List[int], l2: boo
                     data_at[k] = mac
             # An accelerated VLAN tag lives in skb->vlan_tci/vlan_proto; tun_put_user() and tap_put_user()
             # insert it after the MAC addresses when a reader copies the frame out, so do the same.
-            # Presence: the vlan_present bit up to 6.1; vlan_all != 0 since 6.2 (354259fa73e2).
+            # Presence: the vlan_present bit, or vlan_all != 0 (vlan_tci or vlan_proto) without it:
+            # Linux kernel commit 354259fa73e2 ("net: remove skb->vlan_present") (in v6.2)
             if vtci is not None and vproto is not None:
                 if vpres is not None:
                     present = vpres[k]

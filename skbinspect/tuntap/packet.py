@@ -441,7 +441,7 @@ def layers_json_many(datas: Sequence[bytes], l2: bool, protocols: Sequence[Optio
     for k in compress(range(n), map(is_, out, repeat(None))):
         d = datas[k]
         out[k] = dumps(decode_ethernet(d).layers if l2 else decode_l3(protocols[k] or 0, d).layers)
-    return out  # type: ignore[return-value]
+    return cast(List[str], out)  # every frame rendered
 
 
 #: A layer of a group of frames: the header, its offset and its :attr:`Header.keys` values (the same in
