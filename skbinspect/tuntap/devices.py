@@ -154,7 +154,8 @@ class TapQueue:
         return len(self.ring.analysis.stale)
 
     def contents_summary(self) -> Dict[str, Any]:
-        """Counts by protocol and the top flows of the entries read (see :func:`~skbinspect.tuntap.entries.entries_summary`)."""
+        """Counts by protocol and the top flows of the entries read (see
+        :func:`~skbinspect.tuntap.entries.entries_summary`)."""
         return entries_summary(self.entries)
 
     def to_json(self, entries: bool, raw: bool = False) -> Dict[str, Any]:
@@ -382,8 +383,8 @@ def _vhost_worker(prog: drgn.Program, vn: drgn.Object) -> Tuple[Optional[int], O
     # dev.worker is the worker's task_struct up to v6.3.
     # Linux kernel commit 1a5f8090c6de ("vhost: move worker thread fields to new struct") (in v6.4)
     # Linux kernel commit 6e890c5d5021 ("vhost: use vhost_tasks for worker threads") (in v6.4)
-    # made it a struct vhost_worker whose vtsk->task is the thread; each virtqueue has its own
-    # (vhost_virtqueue.worker) since v6.5.
+    # made it a struct vhost_worker whose vtsk->task is the thread.
+    # vhost_virtqueue.worker, one worker per virtqueue, and no vhost_dev.worker (in v6.5)
     vq = vn.vqs[0].vq
     candidates = []
     for path in ("worker",):
