@@ -11,7 +11,7 @@ The naive baselines give exactly what skbinspect gives, and the run checks it be
   queue array, the skbs and the packet bytes, decoded column by column), against the naive walk: one drgn
   ``Object`` per slot and per member (``ring.queue[i]``, ``skb.len``, ...), the same 12 ``sk_buff``
   members and packet bytes, the same rules (link header before ``data``, accelerated VLAN tag), giving
-  :class:`~skbinspect.skb.RingEntry` objects equal to skbinspect's.  A second skbinspect line also builds a
+  :class:`~skbinspect.tuntap.entries.RingEntry` objects equal to skbinspect's.  A second skbinspect line also builds a
   ``RingEntry`` per entry.  (Before 2026-11-22 the naive walk read 6 of the 12 members; that walk is kept
   as the last read line, for comparison with earlier figures.)
 * command: ``ring --entries --json tapbig`` in-process on the opened target, JSON to /dev/null (entries

@@ -9,6 +9,8 @@
 
 Who holds a queue is found by scanning every task's file table for files whose ``private_data`` is the
 queue (``tun_file`` or ``tap_queue``); the file table and the ``struct file`` fields are read in bulk.
+A vhost-net instance reading a queue (an open ``/dev/vhost-net`` whose RX ``rx_ring`` is the queue's ring)
+is listed with the entries of its ``rxq`` batch.  The members read are in docs/kernel/tuntap.md.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from drgn.helpers.linux.net import for_each_net, for_each_netdev, netdev_priv
 from drgn.helpers.linux.pid import for_each_task
 
 from skbinspect.errors import SkbinspectError
+from skbinspect.memory.faults import READ_FAULTS
 from skbinspect.memory.layout import struct_layout
 from skbinspect.tuntap.entries import RingEntry, entries_json_chunks, entries_summary, read_entries
 from skbinspect.tuntap.ptr_ring import RingSnapshot, read_ptr_ring, read_ring_indices
@@ -65,6 +68,8 @@ VHOST_NET_BATCH = 64  # drivers/vhost/net.c, 5.10 .. 7.1
 MAX_TASKS = 1_000_000
 MAX_FDS_PER_TASK = 1 << 20
 TAP_KINDS = ("tun", "macvtap", "ipvtap")
+#: What reading a device's structures can raise: a read fault, or a member or type this kernel lacks.
+DEVICE_FAULTS = (*READ_FAULTS, LookupError)
 
 
 class UnknownDeviceError(SkbinspectError):
@@ -149,11 +154,12 @@ class TapQueue:
         return len(self.ring.analysis.stale)
 
     def contents_summary(self) -> Dict[str, Any]:
-        """Counts by protocol and the top flows of the entries read (see :func:`~skbinspect.skb.entries_summary`)."""
+        """Counts by protocol and the top flows of the entries read (see
+        :func:`~skbinspect.tuntap.entries.entries_summary`)."""
         return entries_summary(self.entries)
 
     def to_json(self, entries: bool, raw: bool = False) -> Dict[str, Any]:
-        """:param raw: entries as :class:`~skbinspect.render.RawJSON` (rendered by print_json from columns)."""
+        """:param raw: entries as :class:`~skbinspect.output.RawJSON` (rendered by print_json from columns)."""
         r = self.ring
         a = r.analysis
         d: Dict[str, Any] = {
@@ -211,7 +217,7 @@ class TapDevice:
         return sum(1 for q in self.queues if q.state == "disabled")
 
     def to_json(self, entries: bool = False, raw: bool = False) -> Dict[str, Any]:
-        """:param raw: ring entries as :class:`~skbinspect.render.RawJSON`, for print_json (same output)."""
+        """:param raw: ring entries as :class:`~skbinspect.output.RawJSON`, for print_json (same output)."""
         return {
             "name": self.name, "ifindex": self.ifindex, "netns": self.netns, "kind": self.kind, "mode": self.mode,
             "flags": self.flags, "tx_queue_len": self.tx_queue_len, "operstate": self.operstate,
@@ -239,7 +245,7 @@ def _link_kind(dev: drgn.Object) -> Optional[str]:
         return None
     try:
         return ops.kind.string_().decode(errors="replace")
-    except drgn.FaultError:
+    except READ_FAULTS:
         return None
 
 
@@ -247,7 +253,8 @@ def _netns_inum(net: drgn.Object) -> int:
     try:
         return int(net.ns.inum)
     except (AttributeError, LookupError):
-        return int(net.proc_inum)  # very old kernels
+        # net->proc_inum became net->ns.inum (in v3.19)
+        return int(net.proc_inum)
 
 
 def list_tap_devices(prog: drgn.Program) -> Iterator[Tuple[drgn.Object, str, int]]:
@@ -365,14 +372,19 @@ def scan_queue_holders(
                         result[priv].append(QueueHolder(t["pid"], comm, fd))
                     else:
                         vhosts.append((QueueHolder(t["pid"], comm, fd), priv))
-        except drgn.FaultError:
+        except READ_FAULTS:
             continue  # a task exiting (live) or a torn table: skip it
     return result, vhosts
 
 
 def _vhost_worker(prog: drgn.Program, vn: drgn.Object) -> Tuple[Optional[int], Optional[str]]:
-    """The worker thread of a vhost device: ``dev.worker`` is the task up to 6.3; since 6.4 it is a
-    ``struct vhost_worker`` (per virtqueue since 6.5: ``vq.worker``) whose ``vtsk->task`` is the thread."""
+    """The worker thread of a vhost device (pid, comm), from the ``worker`` of its first virtqueue or of
+    the device."""
+    # dev.worker is the worker's task_struct up to v6.3.
+    # Linux kernel commit 1a5f8090c6de ("vhost: move worker thread fields to new struct") (in v6.4)
+    # Linux kernel commit 6e890c5d5021 ("vhost: use vhost_tasks for worker threads") (in v6.4)
+    # made it a struct vhost_worker whose vtsk->task is the thread.
+    # vhost_virtqueue.worker, one worker per virtqueue, and no vhost_dev.worker (in v6.5)
     vq = vn.vqs[0].vq
     candidates = []
     for path in ("worker",):
@@ -412,7 +424,7 @@ def _read_vhost(
     u = VhostUser(holder.pid, holder.comm, holder.fd, address)
     try:
         u.worker_pid, u.worker_comm = _vhost_worker(prog, vn)
-    except (LookupError, AttributeError, drgn.FaultError) as e:
+    except (*DEVICE_FAULTS, AttributeError) as e:
         u.notes.append(f"worker thread not found: {e}")
     rxq = nvq.rxq
     u.rxq_head, u.rxq_tail = int(rxq.head), int(rxq.tail)
@@ -547,12 +559,13 @@ def _device(prog: drgn.Program, dev: drgn.Object, kind: str, mode: str, flags: L
 
 
 def _device_counters(prog: drgn.Program, dev: drgn.Object) -> Dict[str, int]:
-    """The core drop counters of ``dev`` (5.18+: per-CPU ``core_stats`` summed; before: atomics)."""
+    """The core drop counters of ``dev``: the per-CPU ``core_stats`` summed, or the atomics before them."""
     out: Dict[str, int] = {}
     names = ("rx_dropped", "tx_dropped", "rx_nohandler", "rx_otherhost_dropped")
     dev_type = dev.type_.type
     if not dev_type.has_member("core_stats"):
-        # <= 5.17 (625788b58445 "net: add per-cpu storage and net->core_stats", 5.18): atomic_long_t fields
+        # Linux kernel commit 625788b58445 ("net: add per-cpu storage and net->core_stats") (in v5.18)
+        # moved them from atomic_long_t members of net_device into core_stats
         for n in names:
             if dev_type.has_member(n):
                 out[n] = int(dev.member_(n).counter)
@@ -562,13 +575,14 @@ def _device_counters(prog: drgn.Program, dev: drgn.Object) -> Dict[str, int]:
     from drgn.helpers.linux.percpu import per_cpu_ptr
 
     cs_type = prog.type("struct net_device_core_stats")
-    out = {n: 0 for n in names if cs_type.has_member(n)}  # rx_otherhost_dropped: 5.19+
+    # Linux kernel commit 794c24e9921f ("net-core: rx_otherhost_dropped to core_stats") (in v5.19)
+    out = {n: 0 for n in names if cs_type.has_member(n)}
     if cs:
         lay = struct_layout(prog, "struct net_device_core_stats", list(out))
         for cpu in for_each_possible_cpu(prog):
             try:
                 vals = lay.decode(prog.read(per_cpu_ptr(cs, cpu).value_(), lay.size))
-            except drgn.FaultError:
+            except READ_FAULTS:
                 continue
             for n in out:
                 out[n] += vals[n]
@@ -584,7 +598,7 @@ def read_tap_devices(
     stale: bool = False,
     holders: bool = True,
     live: Optional[bool] = None,
-    module_ok=lambda name: True,  # type: ignore[no-untyped-def]
+    module_ok: Callable[[str], bool] = lambda name: True,
 ) -> List[TapDevice]:
     """Read tun/tap/macvtap/ipvtap devices with their queues, rings and (optionally) ring contents.
 
@@ -611,7 +625,7 @@ def read_tap_devices(
                 d, qs = _tun_queues(prog, dev, live)
             else:
                 d, qs = _tapdev_queues(prog, dev, kind, live)
-        except (drgn.FaultError, LookupError) as e:
+        except DEVICE_FAULTS as e:
             d = TapDevice(
                 name=_safe_name(dev),
                 ifindex=_safe_int(dev, "ifindex"),
@@ -630,7 +644,7 @@ def read_tap_devices(
         d.queues = qs
         try:
             d.counters = _device_counters(prog, dev)
-        except (drgn.FaultError, LookupError) as e:
+        except DEVICE_FAULTS as e:
             d.notes.append(f"drop counters unreadable: {e}")
         l2 = d.mode != "tun"
         for q in qs:
@@ -651,7 +665,7 @@ def read_tap_devices(
         addrs = {q.address for d in devices for q in d.queues}
         try:
             found, vhost_files = scan_queue_holders(prog, addrs)
-        except (drgn.FaultError, LookupError) as e:
+        except DEVICE_FAULTS as e:
             found, vhost_files = {}, []
             for d in devices:
                 d.notes.append(f"cannot scan processes for queue holders: {e}")
@@ -661,7 +675,7 @@ def read_tap_devices(
                 ring_addr, user = _read_vhost(
                     prog, holder, vaddr, lambda a: by_ring[a][0].mode != "tun" if a in by_ring else True
                 )
-            except (drgn.FaultError, LookupError) as e:
+            except DEVICE_FAULTS as e:
                 for d in devices:
                     d.notes.append(f"vhost-net instance of pid {holder.pid} unreadable: {e}")
                 continue
@@ -698,12 +712,12 @@ def _drop_consumed_while_reading(prog: drgn.Program, q: TapQueue) -> None:
 def _safe_name(dev: drgn.Object) -> str:
     try:
         return dev.name.string_().decode(errors="replace")
-    except drgn.FaultError:
+    except READ_FAULTS:
         return f"?{dev.value_():#x}"
 
 
 def _safe_int(dev: drgn.Object, member: str) -> int:
     try:
         return int(dev.member_(member))
-    except drgn.FaultError:
+    except READ_FAULTS:
         return -1

@@ -1,11 +1,15 @@
 """Reading ``struct sk_buff`` and ``struct xdp_frame`` entries in bulk, with their packet headers.
 
-The structs and then the packet bytes are read in coalesced windows (:mod:`skbinspect.bulk`) and decoded
-column by column with one precompiled ``struct`` (offsets from the target's DWARF, :mod:`skbinspect.layout`),
-not one drgn Object each; per-entry work runs in C (``map``, ``zip``) on the common path, and a Python loop
-handles only the unusual entries (VLAN-accelerated, link header before ``data``, corrupt).  A ring's
-entries come back as an :class:`EntryTable`, which builds :class:`RingEntry` objects on first use and
-renders JSON straight from its columns (:func:`entries_json`).
+The structs and then the packet bytes are read in coalesced windows (:mod:`skbinspect.memory.bulk`) and
+decoded column by column with one precompiled ``struct`` (offsets from the target's DWARF,
+:mod:`skbinspect.memory.layout`), not one drgn Object each; per-entry work runs in C (``map``, ``zip``) on
+the common path, and a Python loop handles only the unusual entries (VLAN-accelerated, link header before
+``data``, corrupt).  A ring's entries come back as an :class:`EntryTable`, which builds :class:`RingEntry`
+objects on first use and renders JSON straight from its columns (:func:`entries_json`).
+
+An entry's JSON is described once, by :data:`ENTRY_JSON`: :meth:`RingEntry.to_json` and the columnar
+renderer both follow it.  The ``sk_buff`` and ``xdp_frame`` members read, and how the frame a reader gets
+is rebuilt from them (link header, accelerated VLAN tag), are in docs/kernel/tuntap.md.
 """
 
 from __future__ import annotations
@@ -16,10 +20,23 @@ import hashlib
 import json
 import struct
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import chain, compress, repeat
 from operator import add, attrgetter, eq, getitem, is_, lt, sub
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    cast,
+    overload,
+)
 
 import drgn
 
@@ -27,16 +44,19 @@ from skbinspect.memory.bulk import read_spans
 from skbinspect.memory.layout import struct_layout
 from skbinspect.tuntap.packet import (
     DecodedPacket,
+    FlowKey,
     decode_ethernet,
     decode_l3,
+    flow_key,
     flow_key_text,
-    flow_text,
     layers_json_many,
     summarize_many,
 )
 
 __all__ = [
+    "ENTRY_JSON",
     "EntryTable",
+    "JsonField",
     "RingEntry",
     "entries_json",
     "entries_json_chunks",
@@ -47,7 +67,7 @@ __all__ = [
     "HEADER_BYTES",
 ]
 
-#: include/linux/if_tun.h (5.10 .. 7.1): tun rings tag xdp_frame pointers with bit 0.
+#: include/linux/if_tun.h: tun rings tag xdp_frame pointers with bit 0 (the same in 5.10 .. 7.1).
 TUN_XDP_FLAG = 0x1
 
 #: Packet bytes read per entry for header decoding and the digest (the whole linear part up to this).
@@ -72,6 +92,10 @@ SKB_FIELDS = (
     "vlan_present",
 )
 XDP_FIELDS = ("data", "len", "headroom", "metasize", "frame_sz", "dev_rx")
+
+
+def _sha256(data: bytes, error: Optional[str]) -> Optional[str]:
+    return hashlib.sha256(data).hexdigest() if error is None else None
 
 
 @dataclass
@@ -101,15 +125,15 @@ class RingEntry:
     stale: bool = False
     error: Optional[str] = None
     l2: bool = True
-    _decoded: Optional[DecodedPacket] = field(default=None, repr=False)
+    _decoded: Optional[DecodedPacket] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def digest_complete(self) -> bool:
-        return self.length is not None and len(self.data) == self.length
+        return len(self.data) == self.length
 
     @property
     def sha256(self) -> Optional[str]:
-        return hashlib.sha256(self.data).hexdigest() if self.error is None else None
+        return _sha256(self.data, self.error)
 
     def decoded(self) -> DecodedPacket:
         if self._decoded is None:
@@ -127,33 +151,12 @@ class RingEntry:
         return self.decoded().summary() if self.error is None else ""
 
     def to_json(self) -> Dict[str, Any]:
-        return {
-            "index": self.index, "kind": self.kind, "address": f"{self.address:#x}", "stale": self.stale,
-            "length": self.length, "linear_length": self.linear_length,
-            "protocol": self.protocol, "vlan_tci": self.vlan_tci, "queue_mapping": self.queue_mapping,
-            "tstamp_ns": self.tstamp_ns, "dev": f"{self.dev:#x}" if self.dev else None,
-            "data": self.data.hex(), "sha256": self.sha256, "digest_complete": self.digest_complete,
-            "headers": self.headers, "error": self.error,
-        }  # fmt: skip
+        """The entry as :data:`ENTRY_JSON` describes it."""
+        return {f.key: _JSON_VALUE[f.form](getattr(self, f.key)) for f in ENTRY_JSON}
 
 
-#: The columns of an :class:`EntryTable`, in :class:`RingEntry` constructor order.
-_COLUMNS = (
-    "index",
-    "kind",
-    "address",
-    "length",
-    "linear_length",
-    "protocol",
-    "vlan_tci",
-    "queue_mapping",
-    "tstamp_ns",
-    "dev",
-    "data",
-    "stale",
-    "error",
-    "l2",
-)
+#: The columns of an :class:`EntryTable`: the :class:`RingEntry` fields, in constructor order.
+_COLUMNS = tuple(f.name for f in fields(RingEntry) if f.init)
 
 
 class EntryTable(Sequence[RingEntry]):
@@ -221,7 +224,13 @@ class EntryTable(Sequence[RingEntry]):
         assert self._cols is not None
         return len(self._cols["index"])
 
-    def __getitem__(self, i):  # type: ignore[no-untyped-def,override]
+    @overload
+    def __getitem__(self, i: int) -> RingEntry: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> "EntryTable": ...
+
+    def __getitem__(self, i: Union[int, slice]) -> Union[RingEntry, "EntryTable"]:
         self._load()
         if isinstance(i, slice):
             if self._items is None:
@@ -254,6 +263,10 @@ def _table(n: int, **cols: Any) -> EntryTable:
     """A table from columns; a scalar is repeated ``n`` times."""
     return EntryTable({k: (v if isinstance(v, list) else [v] * n) for k, v in cols.items()})
 
+
+#: ``bytes[slice]`` for ``map``: ``operator.getitem`` (faster than ``bytes.__getitem__``), typed as it acts on
+#: bytes (typeshed types it on sequences).
+_slice = cast(Callable[[bytes, slice], bytes], getitem)
 
 #: Entries read at a time: a chunk's windows, slices and columns stay in the CPU cache (65,536 entries read
 #: in chunks of 4,096 take about 3/4 of the time of one pass over all of them).
@@ -302,25 +315,24 @@ def read_entries(
     # tun rings may mix skbs and XDP frames (tagged with bit 0): read each kind, keep the ring's order
     skb_pos = [k for k, p in enumerate(ptrs) if not p & TUN_XDP_FLAG]
     xdp_pos = [k for k, p in enumerate(ptrs) if p & TUN_XDP_FLAG]
-    out: List[Optional[RingEntry]] = [None] * len(ptrs)
-    skbs = _read_skbs(prog, [indices[k] for k in skb_pos], [ptrs[k] for k in skb_pos], l2, stale)
-    for k, e in zip(skb_pos, skbs):
-        out[k] = e
+    at: Dict[int, RingEntry] = {}
+    at.update(
+        zip(skb_pos, _read_skbs(prog, [indices[k] for k in skb_pos], [ptrs[k] for k in skb_pos], l2, stale))
+    )
     xdps = _read_xdp_frames(
         prog, [indices[k] for k in xdp_pos], [ptrs[k] & ~TUN_XDP_FLAG for k in xdp_pos], l2, stale
     )
-    for k, e in zip(xdp_pos, xdps):
-        out[k] = e
-    return EntryTable.of(out)  # type: ignore[arg-type]
+    at.update(zip(xdp_pos, xdps))
+    return EntryTable.of([at[k] for k in range(len(ptrs))])
 
 
 def _concat(tables: List[EntryTable]) -> EntryTable:
     """One table of the entries of ``tables``, in order (columns kept when every table has them)."""
     if not tables:
         return EntryTable.of([])
-    cols = [t.columns() for t in tables]
-    if all(c is not None for c in cols) and all(c.keys() == cols[0].keys() for c in cols):  # type: ignore[union-attr]
-        return EntryTable({k: list(chain.from_iterable(c[k] for c in cols)) for k in cols[0]})  # type: ignore[index]
+    cols = [c for c in (t.columns() for t in tables) if c is not None]
+    if len(cols) == len(tables) and all(c.keys() == cols[0].keys() for c in cols):
+        return EntryTable({k: list(chain.from_iterable(c[k] for c in cols)) for k in cols[0]})
     return EntryTable.of(list(chain.from_iterable(t.items() for t in tables)))
 
 
@@ -366,7 +378,7 @@ def _read_skbs(prog: drgn.Program, indices: List[int], addrs: List[int], l2: boo
         else:
             bad = []
         # the structs back to back, then one column per member (see StructLayout.columns)
-        rows = b"".join(map(getitem, bufs, map(slice, offs, map(add, offs, repeat(size)))))
+        rows = b"".join(map(_slice, cast(List[bytes], bufs), map(slice, offs, map(add, offs, repeat(size)))))
         cols = lay.columns(rows, n, SKB_FIELDS)
         del rows, bufs
 
@@ -438,7 +450,8 @@ def _read_skbs(prog: drgn.Program, indices: List[int], addrs: List[int], l2: boo
                     data_at[k] = mac
             # An accelerated VLAN tag lives in skb->vlan_tci/vlan_proto; tun_put_user() and tap_put_user()
             # insert it after the MAC addresses when a reader copies the frame out, so do the same.
-            # Presence: the vlan_present bit up to 6.1; vlan_all != 0 since 6.2 (354259fa73e2).
+            # Presence: the vlan_present bit, or vlan_all != 0 (vlan_tci or vlan_proto) without it:
+            # Linux kernel commit 354259fa73e2 ("net: remove skb->vlan_present") (in v6.2)
             if vtci is not None and vproto is not None:
                 if vpres is not None:
                     present = vpres[k]
@@ -488,7 +501,9 @@ def _read_data(
             if b is None:
                 errors[want[j]] = f"packet data unreadable at {at[j]:#x}"
                 bufs[j], offs[j], sizes[j] = b"", 0, 0
-    datas = list(map(getitem, bufs, map(slice, offs, map(add, offs, sizes))))
+    datas = list(
+        map(_slice, cast(List[bytes], bufs), map(slice, offs, map(add, offs, sizes)))
+    )  # no None left
     if len(want) == n:
         c["data"] = datas
     else:
@@ -518,82 +533,147 @@ def _gc_paused() -> Iterator[None]:
 
 # ---- JSON ---------------------------------------------------------------------------------------------
 
+
+class JsonField(NamedTuple):
+    """One member of an entry's JSON.
+
+    ``key`` is also the :class:`RingEntry` attribute (a field or a property) that gives the value of one
+    entry; ``form`` says how a value is written (:data:`_JSON_VALUE`, :func:`_json_column`).  The columnar
+    renderer reads the :class:`EntryTable` column ``key``, or, for a property, computes the values of all
+    the entries at once with ``columns(cols)`` (the same values as the property, faster; for ``form``
+    ``"json"``, their JSON text).
+    """
+
+    key: str
+    form: str
+    columns: Optional[Callable[[Dict[str, List[Any]]], Sequence[Any]]] = None
+
+
+def _sha256_column(c: Dict[str, List[Any]]) -> List[Optional[str]]:
+    datas, errors = c["data"], c["error"]
+    if errors.count(None) == len(errors):  # no errors: the digests alone, without a call per entry
+        sha = hashlib.sha256
+        return [sha(d).hexdigest() for d in datas]
+    return list(map(_sha256, datas, errors))
+
+
+def _digest_complete_column(c: Dict[str, List[Any]]) -> List[bool]:
+    return list(map(eq, map(len, c["data"]), c["length"]))
+
+
+def _headers_column(c: Dict[str, List[Any]]) -> List[str]:
+    """The JSON text of each entry's ``headers``: frames decoded many at once (:func:`layers_json_many`),
+    ``[]`` for an entry with an error."""
+    datas, l2s, protos, errors = c["data"], c["l2"], c["protocol"], c["error"]
+    n = len(datas)
+    if errors.count(None) == n and l2s.count(l2s[0]) == n:  # the common case
+        return layers_json_many(datas, l2s[0], protos)
+    out = ["[]"] * n
+    for l2 in (True, False):
+        pos = [k for k in range(n) if errors[k] is None and l2s[k] == l2]
+        if pos:
+            texts = layers_json_many(
+                list(map(datas.__getitem__, pos)), l2, list(map(protos.__getitem__, pos))
+            )
+            for k, t in zip(pos, texts):
+                out[k] = t
+    return out
+
+
+#: The JSON of a ring entry, member by member, in order: the one description that both
+#: :meth:`RingEntry.to_json` and the columnar renderer (:func:`entries_json`) follow.  Forms: ``int`` (an
+#: int or None), ``str`` (a string or None), ``bool``, ``addr`` (an address as a hex string), ``dev`` (an
+#: address as a hex string, 0 or None as null), ``hex`` (bytes as hex), ``digest`` (a string that needs no
+#: escaping, or None), ``json`` (a JSON value; its text in columns).
+ENTRY_JSON: Tuple[JsonField, ...] = (
+    JsonField("index", "int"),
+    JsonField("kind", "str"),
+    JsonField("address", "addr"),
+    JsonField("stale", "bool"),
+    JsonField("length", "int"),
+    JsonField("linear_length", "int"),
+    JsonField("protocol", "int"),
+    JsonField("vlan_tci", "int"),
+    JsonField("queue_mapping", "int"),
+    JsonField("tstamp_ns", "int"),
+    JsonField("dev", "dev"),
+    JsonField("data", "hex"),
+    JsonField("sha256", "digest", _sha256_column),
+    JsonField("digest_complete", "bool", _digest_complete_column),
+    JsonField("headers", "json", _headers_column),
+    JsonField("error", "str"),
+)
+
+
+def _same(v: Any) -> Any:
+    return v
+
+
+#: How one value of each form becomes its JSON value (for ``json.dumps``).
+_JSON_VALUE: Dict[str, Callable[[Any], Any]] = {
+    "int": _same,
+    "str": _same,
+    "bool": _same,
+    "addr": lambda v: f"{v:#x}",
+    "dev": lambda v: f"{v:#x}" if v else None,
+    "hex": bytes.hex,
+    "digest": _same,
+    "json": _same,
+}
 _JBOOL = {True: "true", False: "false"}
+_NULL = {None: "null"}  # _NULL.get(v, text): "null" for None, else the text (at C speed in map)
 
 
-def _json_column(values: Sequence[Any], how: str) -> Tuple[str, Any]:
+def _json_column(values: Sequence[Any], form: str) -> Tuple[str, Any]:
     """One column for a ``%`` format: ``(text, None)`` when every value renders the same (``text`` is the
-    JSON, ``%`` escaped), else ``(spec, column)``: a ``%`` conversion and the values it takes.  ``how``:
-    ``int`` (int or None), ``bool``, ``str`` (plain ASCII names), ``addr`` (hex with quotes), ``dev`` (hex
-    with quotes, 0/None as null)."""
+    JSON, ``%`` escaped), else ``(spec, column)``: a ``%`` conversion and the values it takes, written as
+    :data:`_JSON_VALUE` and ``json.dumps`` would write them."""
     n = len(values)
     first = values[0]
-    if values.count(first) == n:
-        if how == "addr":
-            text = f'"{first:#x}"'
-        elif how == "dev":
-            text = f'"{first:#x}"' if first else "null"
-        else:
-            text = json.dumps(first)
+    if values[-1] == first and values.count(first) == n:
+        text = first if form == "json" else json.dumps(_JSON_VALUE[form](first))
         return text.replace("%", "%%"), None
-    if how == "int":
+    if form == "int":
         if None in values:
-            return "%s", ["null" if v is None else str(v) for v in values]
+            return "%s", map(_NULL.get, values, map(str, values))
         return "%d", values
-    if how == "bool":
+    if form == "bool":
         return "%s", map(_JBOOL.__getitem__, values)
-    if how == "addr":
+    if form == "addr":
         return '"%#x"', values
-    if how == "dev":
+    if form == "dev":
         return "%s", [f'"{v:#x}"' if v else "null" for v in values]
-    return "%s", map(json.dumps, values)
+    if form == "hex":
+        return '"%s"', map(bytes.hex, values)
+    if form == "digest":
+        return (
+            ("%s", map(_NULL.get, values, map('"{}"'.format, values))) if None in values else ('"%s"', values)
+        )
+    if form == "json":
+        return "%s", values
+    texts = {v: json.dumps(v) for v in set(values)}  # a few distinct strings (errors, kinds)
+    return "%s", map(texts.__getitem__, values)
 
 
-def _fast_rows(c: Dict[str, Sequence[Any]], whole: bool) -> Any:
-    """JSON of entries without error: one string of the whole array (``whole``) or a list of row strings.
+def _rows(c: Dict[str, List[Any]], whole: bool) -> Any:
+    """JSON of the entries of columns ``c``: one string of the whole array's contents (``whole``) or a list
+    of row strings.
 
-    Each row is one ``%`` format: the constant text (keys, and fields with one value in the whole chunk)
-    is baked into the format, the other fields are columns converted by ``%d``, ``%#x`` or ``%s``.
+    Each row is one ``%`` format built from :data:`ENTRY_JSON`: the constant text (keys, and members with
+    one value in the whole chunk) is baked into the format, the other members are columns converted by
+    ``%d``, ``%#x`` or ``%s``.
     """
-    datas = c["data"]
-    n = len(datas)
-    lengths = c["length"]
-    sha = hashlib.sha256
-    l2s = c["l2"]
-    if l2s.count(l2s[0]) == n:
-        headers = layers_json_many(datas, l2s[0], c["protocol"])
-    else:
-        headers = [layers_json_many([d], l2, [p])[0] for d, l2, p in zip(datas, l2s, c["protocol"])]
     fmt: List[str] = []
     cols: List[Any] = []
-    for key, how in (
-        ("index", "int"),
-        ("kind", "str"),
-        ("address", "addr"),
-        ("stale", "bool"),
-        ("length", "int"),
-        ("linear_length", "int"),
-        ("protocol", "int"),
-        ("vlan_tci", "int"),
-        ("queue_mapping", "int"),
-        ("tstamp_ns", "int"),
-        ("dev", "dev"),
-    ):
-        fmt.append(f',"{key}":' if fmt else f'{{"{key}":')
-        text, col = _json_column(c[key], how)
+    for f in ENTRY_JSON:
+        fmt.append(f",{json.dumps(f.key)}:" if fmt else f"{{{json.dumps(f.key)}:")
+        text, col = _json_column(c[f.key] if f.columns is None else f.columns(c), f.form)
         fmt.append(text)
         if col is not None:
             cols.append(col)
-    fmt.append(',"data":"%s","sha256":"%s","digest_complete":')
-    cols.append(map(bytes.hex, datas))
-    cols.append([sha(d).hexdigest() for d in datas])
-    text, col = _json_column(list(map(eq, map(len, datas), lengths)), "bool")
-    fmt.append(text)
-    if col is not None:
-        cols.append(col)
-    fmt.append(',"headers":%s,"error":null}')
-    cols.append(headers)
-    rows = map("".join(fmt).__mod__, zip(*cols))
+    fmt.append("}")
+    line = "".join(fmt)
+    rows: Any = map(line.__mod__, zip(*cols)) if cols else repeat(line % (), len(c["index"]))
     return ",".join(rows) if whole else list(rows)
 
 
@@ -607,6 +687,15 @@ def entries_json(entries: Sequence[RingEntry]) -> str:
     return "".join(entries_json_chunks(entries))
 
 
+def _columns_of(entries: Sequence[RingEntry], names: Sequence[str] = _COLUMNS) -> Dict[str, List[Any]]:
+    """The columns ``names`` of ``entries``: an :class:`EntryTable`'s own, else gathered from the objects."""
+    cols = entries.columns() if isinstance(entries, EntryTable) else None
+    if cols is None:
+        items = list(entries)
+        cols = {k: list(map(attrgetter(k), items)) for k in names}
+    return cols
+
+
 def entries_json_chunks(entries: Sequence[RingEntry]) -> Iterator[str]:
     """:func:`entries_json` in pieces, :data:`JSON_CHUNK` entries at a time, to write as they come."""
     n = len(entries)
@@ -614,97 +703,94 @@ def entries_json_chunks(entries: Sequence[RingEntry]) -> Iterator[str]:
         yield "[]"
         return
     chunks = entries.chunks() if isinstance(entries, EntryTable) else None
+    yield "["
     if chunks is not None:
         # read on first use: each chunk read, rendered and dropped while in the CPU cache
-        yield "["
-        for k, chunk in enumerate(chunks):
+        for k, table in enumerate(chunks):
             if k:
                 yield ","
             with _gc_paused():
-                cols = chunk.columns()
-                if cols is None:
-                    items = chunk.items()
-                    cols = {name: list(map(attrgetter(name), items)) for name in _COLUMNS}
-                text = _chunk_json(cols) if len(chunk) else ""
+                text = _rows(_columns_of(table), True) if len(table) else ""
             yield text
-        yield "]"
-        return
-    cols = entries.columns() if isinstance(entries, EntryTable) else None
-    if cols is None:
-        items = list(entries)
-        cols = {k: list(map(attrgetter(k), items)) for k in _COLUMNS}
-    yield "["
-    for start in range(0, n, JSON_CHUNK):
-        if start:
-            yield ","
-        with _gc_paused():
-            chunk = {k: v[start : start + JSON_CHUNK] for k, v in cols.items()}
-            text = _chunk_json(chunk)
-        yield text
+    else:
+        cols = _columns_of(entries)
+        for start in range(0, n, JSON_CHUNK):
+            if start:
+                yield ","
+            with _gc_paused():
+                text = _rows({k: v[start : start + JSON_CHUNK] for k, v in cols.items()}, True)
+            yield text
     yield "]"
-
-
-def _chunk_json(cols: Dict[str, List[Any]]) -> str:
-    """The entries of ``cols`` as JSON objects separated by commas."""
-    errors = cols["error"]
-    n = len(errors)
-    if errors.count(None) == n:
-        return _fast_rows(cols, True)
-    rows: List[str] = [""] * n
-    ok = list(compress(range(n), map(is_, errors, repeat(None))))
-    if ok:
-        sub_cols = {k: list(map(v.__getitem__, ok)) for k, v in cols.items()}
-        for k, s in zip(ok, _fast_rows(sub_cols, False)):
-            rows[k] = s
-    dumps = json.JSONEncoder(separators=(",", ":")).encode
-    for k in compress(range(n), errors):
-        rows[k] = dumps(RingEntry(*(cols[name][k] for name in _COLUMNS)).to_json())
-    return ",".join(rows)
 
 
 # ---- contents summary ---------------------------------------------------------------------------------
 
 
+class _Tally:
+    """Counts of a ring's entries by innermost protocol and by flow, with each one's first position, for
+    :func:`entries_summary` and :func:`entries_summary_slow` alike."""
+
+    def __init__(self) -> None:
+        self.protocols: Dict[str, List[int]] = {}  # name: [count, first position]
+        self.flow_positions: List[int] = []
+        self.flow_keys: List[FlowKey] = []
+
+    def count(self, part: Dict[str, List[int]]) -> None:
+        """Add ``{name: [count, first position]}``."""
+        for key, (n, first) in part.items():
+            t = self.protocols.get(key)
+            if t is None:
+                self.protocols[key] = [n, first]
+            else:
+                t[0] += n
+                t[1] = min(t[1], first)
+
+    def result(self) -> Dict[str, Any]:
+        """``{"protocols": {name: count}, "top_flows": [(flow text, count)]}``: the protocols by count and
+        the 5 commonest flows; ties in order of first occurrence, as a walk in order counts them."""
+        pos = self.flow_positions
+        flows = collections.Counter(
+            map(self.flow_keys.__getitem__, sorted(range(len(pos)), key=pos.__getitem__))
+        )
+        top = [(flow_key_text(k), n) for k, n in flows.most_common(5)]
+        by_first = sorted(self.protocols.items(), key=lambda kv: kv[1][1])
+        ordered = collections.Counter({k: v[0] for k, v in by_first})
+        return {"protocols": dict(ordered.most_common()), "top_flows": top}
+
+
+#: The protocol an entry with an error is counted as.
+UNREADABLE = "unreadable"
+
+
 def entries_summary(entries: Sequence[RingEntry]) -> Dict[str, Any]:
-    """Counts by innermost protocol (``"unreadable"`` for entries with an error) and the top 5 flows,
-    exactly :func:`entries_summary_slow`, from the columns (frames grouped by header structure, flows
-    counted on their raw bytes; ties ordered by first occurrence, as a walk in order counts them).
-    A table read on first use is summarised a chunk at a time, without keeping the entries."""
+    """Counts by innermost protocol (``"unreadable"`` for entries with an error, ``"?"`` when nothing
+    decodes) and the top 5 flows (see :meth:`_Tally.result`), from the columns: frames grouped by header
+    structure, flows counted on their raw bytes (:func:`summarize_many`).  The same as
+    :func:`entries_summary_slow`.  A table read on first use is summarised a chunk at a time, without
+    keeping the entries."""
+    tally = _Tally()
     if not len(entries):
-        return {"protocols": {}, "top_flows": []}
+        return tally.result()
     chunks = entries.chunks() if isinstance(entries, EntryTable) else None
-    protos: Dict[str, List[int]] = {}
-    fpos: List[int] = []
-    fkeys: List[Any] = []
     base = 0
     with _gc_paused():
         for table in chunks if chunks is not None else (entries,):
-            cols = table.columns() if isinstance(table, EntryTable) else None
-            if cols is None:
-                items = list(table)
-                cols = {k: list(map(attrgetter(k), items)) for k in ("data", "l2", "protocol", "error")}
-            _summary_part(cols, base, protos, fpos, fkeys)
+            cols = _columns_of(table, ("data", "l2", "protocol", "error"))
+            _summary_part(cols, base, tally)
             base += len(cols["error"])
-        # counted in ring order, so that ties keep the order of first occurrence
-        flows = collections.Counter(map(fkeys.__getitem__, sorted(range(len(fpos)), key=fpos.__getitem__)))
-        top = [(flow_key_text(k), c) for k, c in flows.most_common(5)]
-    ordered = collections.Counter({k: v[0] for k, v in sorted(protos.items(), key=lambda kv: kv[1][1])})
-    return {"protocols": dict(ordered.most_common()), "top_flows": top}
+        return tally.result()
 
 
-def _summary_part(
-    cols: Dict[str, List[Any]], base: int, protos: Dict[str, List[int]], fpos: List[int], fkeys: List[Any]
-) -> None:
-    """Add the entries of ``cols`` (positions from ``base``) to the tallies of :func:`entries_summary`."""
+def _summary_part(cols: Dict[str, List[Any]], base: int, tally: _Tally) -> None:
+    """Add the entries of ``cols`` (positions from ``base``) to ``tally``."""
     errors = cols["error"]
     n = len(errors)
     if not n:
         return
-    found: List[Tuple[Dict[str, List[int]]]] = []
     ok = list(compress(range(n), map(is_, errors, repeat(None))))
     if len(ok) < n:
         bad = [k for k in range(n) if errors[k] is not None]
-        found.append(({"unreadable": [len(bad), base + bad[0]]},))
+        tally.count({UNREADABLE: [len(bad), base + bad[0]]})
     l2s = cols["l2"]
     if l2s.count(l2s[0]) == n:
         parts = [(bool(l2s[0]), ok)]
@@ -713,33 +799,25 @@ def _summary_part(
     for l2, pos in parts:
         if not pos:
             continue
-        p, fp, fk = summarize_many(
+        protocols, fpos, fkeys = summarize_many(
             list(map(cols["data"].__getitem__, pos)),
             l2,
             list(map(cols["protocol"].__getitem__, pos)),
             list(map(base.__add__, pos)),
         )
-        found.append((p,))
-        fpos += fp
-        fkeys += fk
-    for (part,) in found:
-        for key, (count, first) in part.items():
-            t = protos.get(key)
-            if t is None:
-                protos[key] = [count, first]
-            else:
-                t[0] += count
-                t[1] = min(t[1], first)
+        tally.count(protocols)
+        tally.flow_positions += fpos
+        tally.flow_keys += fkeys
 
 
 def entries_summary_slow(entries: Sequence[RingEntry]) -> Dict[str, Any]:
-    """The reference of :func:`entries_summary`: each entry's headers decoded on its own."""
-    protos: collections.Counter = collections.Counter()
-    flows: collections.Counter = collections.Counter()
-    for e in entries:
-        inner = e.headers[-1]["proto"] if e.headers else ("unreadable" if e.error else "?")
-        protos[inner] += 1
-        f = flow_text(e.headers)
-        if f is not None:
-            flows[f] += 1
-    return {"protocols": dict(protos.most_common()), "top_flows": flows.most_common(5)}
+    """The reference of :func:`entries_summary`: each entry's headers decoded on their own
+    (:attr:`RingEntry.headers`), counted with the same rules."""
+    tally = _Tally()
+    for k, e in enumerate(entries):
+        tally.count({UNREADABLE if e.error is not None else e.decoded().protocol: [1, k]})
+        key = flow_key(e.headers)
+        if key is not None:
+            tally.flow_positions.append(k)
+            tally.flow_keys.append(key)
+    return tally.result()

@@ -1,7 +1,9 @@
 """``struct ptr_ring`` (include/linux/ptr_ring.h): reading one in bulk, and the kernel's rules for it.
 
 The layout is the same in 5.10, 6.1, 6.12 and 7.x: ``producer``, ``consumer_head``, ``consumer_tail``,
-``size``, ``batch`` and ``queue`` (a ``void **`` array of ``size`` slots, NULL meaning free).
+``size``, ``batch`` and ``queue`` (a ``void **`` array of ``size`` slots, NULL meaning free); offsets come
+from the target's DWARF (:func:`~skbinspect.memory.layout.struct_layout`).  The ring's semantics are in
+docs/kernel/tuntap.md.
 
 The analysis (:func:`analyze_ring`) works on plain integers and a sequence of slot values, so it is
 testable without drgn:
@@ -15,12 +17,14 @@ testable without drgn:
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from itertools import compress
 from typing import Dict, List, Optional, Sequence
 
 import drgn
+
+from skbinspect.memory.faults import READ_FAULTS
+from skbinspect.memory.layout import StructLayout, struct_layout
 
 __all__ = [
     "MAX_RING_SIZE",
@@ -125,42 +129,30 @@ class RingSnapshot:
     error: Optional[str] = None  # why the slots could not be read
 
 
-@dataclass
-class _RingLayout:
-    size: int  # sizeof(struct ptr_ring)
-    offsets: Dict[str, int]
-    lock_offsets: Dict[str, int]
+#: The ``struct ptr_ring`` members read (the same in 5.10 .. 7.1).
+RING_MEMBERS = ("producer", "consumer_head", "consumer_tail", "size", "batch", "queue")
+#: The lock word of each spinlock_t: a qspinlock's ``val`` (x86-64, arm64), not 0 while the lock is held.
+#: Left out (the lock state unknown) where spinlock_t is built otherwise.
+LOCK_WORDS = {
+    "producer_lock": "producer_lock.rlock.raw_lock.val.counter",
+    "consumer_lock": "consumer_lock.rlock.raw_lock.val.counter",
+}
 
 
-def _layout(prog: drgn.Program) -> _RingLayout:
-    key = "skbinspect.ptr_ring_layout"
-    lay = prog.cache.get(key)
-    if lay is None:
-        t = prog.type("struct ptr_ring")
-        offsets = {
-            m: drgn.offsetof(t, m)
-            for m in ("producer", "consumer_head", "consumer_tail", "size", "batch", "queue")
-        }
-        locks = {}
-        for m in ("producer_lock", "consumer_lock"):
-            try:
-                locks[m] = drgn.offsetof(t, m)
-            except LookupError:
-                pass
-        lay = prog.cache[key] = _RingLayout(drgn.sizeof(t), offsets, locks)
+def _layout(prog: drgn.Program) -> StructLayout:
+    lay = struct_layout(prog, "struct ptr_ring", RING_MEMBERS + tuple(LOCK_WORDS.values()))
+    missing = [m for m in RING_MEMBERS if not lay.has(m)]
+    if missing:
+        raise LookupError(f"struct ptr_ring has no member {', '.join(missing)}")
     return lay
 
 
-def _header(raw: bytes, lay: _RingLayout) -> Dict[str, int]:
-    o = lay.offsets
-    h = {
-        k: struct.unpack_from("<i", raw, o[k])[0]
-        for k in ("producer", "consumer_head", "consumer_tail", "size", "batch")
-    }
-    h["queue"] = struct.unpack_from("<Q", raw, o["queue"])[0]
-    for name, off in lay.lock_offsets.items():
-        # spinlock_t starts with the arch lock word (qspinlock val / raw lock); non-zero means held.
-        h[name] = struct.unpack_from("<I", raw, off)[0]
+def _header(raw: bytes, lay: StructLayout) -> Dict[str, int]:
+    """The ring's header fields, and ``producer_lock`` / ``consumer_lock`` (their lock words) when known."""
+    h = lay.decode(raw)
+    for name, word in LOCK_WORDS.items():
+        if word in h:
+            h[name] = h.pop(word)
     return h
 
 
@@ -179,7 +171,7 @@ def read_ptr_ring(prog: drgn.Program, address: int, live: Optional[bool] = None)
     while True:
         try:
             raw = prog.read(address, lay.size)
-        except drgn.FaultError as e:
+        except READ_FAULTS as e:
             return RingSnapshot(
                 address,
                 0,
@@ -223,7 +215,7 @@ def read_ptr_ring(prog: drgn.Program, address: int, live: Optional[bool] = None)
             return snap
         try:
             arr = prog.read(h["queue"], size * 8)
-        except drgn.FaultError as e:
+        except READ_FAULTS as e:
             snap.error = f"queue array of {size} slots unreadable at {h['queue']:#x}: {e}"
             snap.analysis = RingAnalysis([], [], 0, False, [snap.error])
             return snap
@@ -231,7 +223,7 @@ def read_ptr_ring(prog: drgn.Program, address: int, live: Optional[bool] = None)
         if live:
             try:
                 again = _header(prog.read(address, lay.size), lay)
-            except drgn.FaultError:
+            except READ_FAULTS:
                 again = None
             if again != h:
                 retries += 1
@@ -253,5 +245,5 @@ def read_ring_indices(prog: drgn.Program, address: int) -> Optional[Dict[str, in
     lay = _layout(prog)
     try:
         return _header(prog.read(address, lay.size), lay)
-    except drgn.FaultError:
+    except READ_FAULTS:
         return None

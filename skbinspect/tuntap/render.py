@@ -113,7 +113,7 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
                     "snapshot may be torn"
                 )
             if entries:
-                rows = (q.stale_entries if stale else []) + q.entries
+                rows = [*(q.stale_entries if stale else ()), *q.entries]
                 if rows:
                     et = Table(
                         title=f"{d.name} {label}: {len(q.entries)} live entries, oldest first"

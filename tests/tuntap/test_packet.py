@@ -1,5 +1,6 @@
-"""Pure packet decoders: the grouped JSON renderer (layers_json_many) must give exactly what json.dumps of
-the per-frame decoders gives, for well-formed, truncated and malformed frames alike."""
+"""skbinspect.tuntap.packet: both decoders read the same header descriptions (Header), and must apply them
+the same way: the grouped JSON renderer (layers_json_many) must give exactly what json.dumps of the per-frame
+decoders (decode_ethernet, decode_l3) gives, for well-formed, truncated and malformed frames alike."""
 
 import json
 import random
@@ -156,3 +157,27 @@ def test_layers_json_many_edge_cases() -> None:
     frames = [b"", b"\x01" * 13, bytes(14), bytes(12) + b"\x08\x00" + bytes(19)]
     got = layers_json_many(frames, True, [None] * 4)
     assert got == [_dumps(decode_ethernet(f).layers) for f in frames]
+
+
+def test_fragment_is_a_bool_in_both_paths() -> None:
+    """IPv4 ``fragment``: true for any part of a fragmented datagram (More Fragments, or an offset: then
+    no L4 header follows), false otherwise; the same in the per-frame and the grouped decoder."""
+    eth = bytes(12) + b"\x08\x00"
+    frames = []
+    for frag in (0, 0x4000, 0x2000, 0x00B9, 0x20B9):
+        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 28, 1, frag, 64, 17, 0, bytes(4), bytes(4))
+        frames.append(eth + ip + struct.pack(">HHHH", 53, 5000, 8, 0))
+    layers = [decode_ethernet(f).layers for f in frames]
+    assert [ls[1]["fragment"] for ls in layers] == [False, False, True, True, True]
+    assert [ls[-1]["proto"] for ls in layers] == ["UDP", "UDP", "UDP", "IPv4", "IPv4"]
+    assert layers_json_many(frames, True, [None] * len(frames)) == [_dumps(ls) for ls in layers]
+
+
+def test_name_only_vlan_layer_summary() -> None:
+    """A fifth stacked tag (and a tun frame whose protocol is 802.1Q) is a layer of its name only: the
+    summary shows the name."""
+    frame = bytes(12) + b"\x81\x00" + b"\x00\x05\x81\x00" * 5 + bytes(20)
+    pkt = decode_ethernet(frame)
+    assert [layer["proto"] for layer in pkt.layers] == ["Ethernet"] + ["802.1Q"] * 5
+    assert pkt.summary().endswith("vlan 5, 802.1Q")
+    assert decode_l3(0x8100, bytes(20)).summary() == "802.1Q"

@@ -1,22 +1,24 @@
-"""Ring entries rendered from columns (entries_json, entries_summary) must give exactly what the per-entry
-path gives (RingEntry.to_json and json.dumps; headers decoded frame by frame): on random frames, and on
-every ring of the lab vmcores of the four kernels."""
+"""skbinspect.tuntap.entries: ring entries rendered from columns (entries_json, entries_summary) must give
+exactly what the per-entry path gives (RingEntry.to_json and json.dumps, headers decoded frame by frame;
+entries_summary_slow): both follow the one field table ENTRY_JSON and the one tally.  On random frames here;
+on every ring of the lab vmcores in tests/vmcores/test_entries.py."""
 
+import collections
 import json
 import random
 from typing import Any, Dict, List
 
-import skbinspect.tuntap.entries as skb
-from skbinspect.target.opener import open_target
-from skbinspect.tuntap.devices import read_tap_devices
 from skbinspect.tuntap.entries import (
     _COLUMNS,
+    ENTRY_JSON,
     EntryTable,
+    RingEntry,
     entries_json,
     entries_summary,
     entries_summary_slow,
 )
-from tests.test_packet import _frames
+from skbinspect.tuntap.packet import flow_text
+from tests.tuntap.test_packet import _frames
 
 
 def _dumps(obj: object) -> str:
@@ -63,7 +65,9 @@ def _deferred(table: EntryTable, size: int) -> EntryTable:
     )
 
 
-def _check(table: EntryTable) -> None:
+def check_columns_equal_per_entry(table: EntryTable) -> None:
+    """The columnar JSON and summary of ``table`` (whole, and read on first use in chunks) equal the
+    per-entry ones."""
     slow = EntryTable.of(list(EntryTable(dict(table.columns() or {}))))
     want_json = _dumps([e.to_json() for e in slow])
     want_summary = entries_summary_slow(slow)
@@ -79,37 +83,39 @@ def _check(table: EntryTable) -> None:
 
 def test_columns_equal_per_entry_random() -> None:
     for seed in range(4):
-        _check(_random_table(seed, 3000, l2_mix=seed % 2 == 1))
-    _check(_random_table(9, 1, False))
+        check_columns_equal_per_entry(_random_table(seed, 3000, l2_mix=seed % 2 == 1))
+    check_columns_equal_per_entry(_random_table(9, 1, False))
+
+
+def test_entry_json_follows_the_table() -> None:
+    """to_json has the members of ENTRY_JSON in order, and a member computed from other columns gives,
+    column-wise, what the RingEntry property gives entry by entry."""
+    table = _random_table(3, 500, l2_mix=True)
+    cols = table.columns()
+    assert cols is not None
+    entries = list(EntryTable(dict(cols)))
+    assert all(list(e.to_json()) == [f.key for f in ENTRY_JSON] for e in entries)
+    for f in ENTRY_JSON:
+        if f.columns is None:
+            assert f.key in _COLUMNS
+            continue
+        got = list(f.columns(cols))
+        want = [getattr(e, f.key) for e in entries]
+        assert got == ([_dumps(w) for w in want] if f.form == "json" else want), f.key
 
 
 def test_summary_ties_in_order_of_first_occurrence() -> None:
-    t = _random_table(5, 400, False)
-    s = entries_summary(t)
-    assert sum(s["protocols"].values()) == len(t)
-    assert s == entries_summary_slow(EntryTable.of(list(_random_table(5, 400, False))))
-
-
-def test_columns_equal_per_entry_lab(lab_vmcore, monkeypatch) -> None:
-    target = open_target(core=lab_vmcore.vmcore, symbols=lab_vmcore.symbols)
-    devs = read_tap_devices(target.prog, entries=True, stale=True, holders=True)
-    seen = 0
-    for d in devs:
-        for q in d.queues:
-            for entries in [q.entries, q.stale_entries] + [v.entries for v in q.vhost]:
-                if not isinstance(entries, EntryTable) or entries.columns() is None:
-                    continue
-                seen += len(entries)
-                _check(entries)
-    assert seen > 0
-    # small chunks, so that the lab's rings are read on first use, a chunk at a time, like a big ring
-    monkeypatch.setattr(skb, "READ_CHUNK", 50)
-    chunked = read_tap_devices(target.prog, entries=True, stale=True, holders=False)
-    assert any(q.entries.chunks() is not None for d in chunked for q in d.queues)
-    for d, c in zip(devs, chunked):
-        for q, qc in zip(d.queues, c.queues):
-            for e, ec in ((q.entries, qc.entries), (q.stale_entries, qc.stale_entries)):
-                want = _dumps([x.to_json() for x in EntryTable.of(list(e))])
-                assert entries_json(ec) == want
-                assert entries_summary(ec) == entries_summary_slow(EntryTable.of(list(e)))
-                assert [x.to_json() for x in ec] == [x.to_json() for x in e]
+    """Against a plain count in ring order (collections.Counter keeps first occurrences first)."""
+    for seed, l2_mix in ((5, False), (6, True)):
+        entries: List[RingEntry] = list(_random_table(seed, 400, l2_mix))
+        protos: collections.Counter = collections.Counter()
+        flows: collections.Counter = collections.Counter()
+        for e in entries:
+            protos[e.headers[-1]["proto"] if e.headers else ("unreadable" if e.error else "?")] += 1
+            f = flow_text(e.headers)
+            if f is not None:
+                flows[f] += 1
+        want = {"protocols": dict(protos.most_common()), "top_flows": flows.most_common(5)}
+        assert entries_summary(_random_table(seed, 400, l2_mix)) == want
+        assert entries_summary_slow(entries) == want
+        assert sum(want["protocols"].values()) == len(entries)
