@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import drgn
 
@@ -25,6 +25,7 @@ __all__ = ["DropGroup", "DropsReport", "drops_report", "TIMELINE_BUCKETS"]
 
 TIMELINE_BUCKETS = 48
 _PID = struct.Struct("<i")  # struct trace_entry.pid, at offset 4
+_U32 = struct.Struct("<I")
 #: net events that name the device of an skb (fields ``skbaddr`` and ``name``).
 DEVICE_EVENTS = (
     "net_dev_queue",
@@ -199,19 +200,6 @@ class DropsReport:
         }
 
 
-def _keys(
-    windows: Iterable[Tuple[List[int], Dict[int, bytes]]], cshift: int, cmask: int
-) -> Iterator[Tuple[int, bytes]]:
-    for keys, pages in windows:
-        if len(pages) == 1:
-            (page,) = pages.values()
-            for k in keys:
-                yield k, page
-        else:
-            for k in keys:
-                yield k, pages[(k >> cshift) & cmask]
-
-
 def drops_report(
     prog: drgn.Program,
     instance: Optional[str] = None,
@@ -263,14 +251,15 @@ def drops_report(
 
     i_reason, i_loc, i_proto, i_skb = idx("reason"), idx("location"), idx("protocol"), idx("skbaddr")
     cmdlines = r.cmdlines
-    stacks_of = r._stacks
-    pmask = r.codec.pos_mask
-    shift = r.codec.shift
-    unpack = struct.unpack_from
-    cshift, cmask = r.codec.cpu_shift, r.codec.cpu_mask
-    for k, page in _keys(r.grouped_windows(types), cshift, cmask):
-        t = k & 0xFFFF
-        srec = stacks_of.pop((k, id(page)), None) if stacks_of else None
+    stacks_of = r.attached_stacks
+    pop_stacks = stacks_of.pop
+    codec = r.codec
+    # the key's fields, read inline in the loop below (see KeyCodec)
+    ts_shift, pshift, pmask, tmask = codec.ts_shift, codec.POS_SHIFT, codec.pos_mask, codec.TYPE_MASK
+    u32 = _U32.unpack_from
+    for k, page, pid in r.grouped_keys(types):
+        t = k & tmask
+        srec = pop_stacks((k, pid), None) if stacks_of else None
         if t in dev_ids:
             ev = TraceEvent(r, k, page)
             f = ev.fields
@@ -284,13 +273,14 @@ def drops_report(
         if t != kid:
             continue
         kfree_total += 1
-        w = (k >> 16) & pmask
-        (h,) = unpack("<I", page, w * 4)
+        # the payload (ringbuf.payload_span inlined): type_len * 4 bytes, or a length word first
+        w = (k >> pshift) & pmask
+        (h,) = u32(page, w * 4)
         if h & 31:
             off, length = (w + 1) * 4, (h & 31) * 4
         else:
             off = (w + 2) * 4
-            length = unpack("<I", page, w * 4 + 4)[0] - 4
+            length = u32(page, w * 4 + 4)[0] - 4
         if length < 8:  # no room for struct trace_entry: not a real event
             continue
         if length >= kmin:
@@ -324,23 +314,17 @@ def drops_report(
             groups[gk] = g
             tsl = group_ts[gk] = []
         # the hot path: a time stamp appended, one counter for (group, protocol, task); the rest after
-        tsl.append(k >> shift)
+        ts = k >> ts_shift
+        tsl.append(ts)
         ck = (gk, proto, pid)
         per[ck] = per.get(ck, 0) + 1
         if srec:
             sp, sk = srec[0]
-            sw = (sk >> 16) & pmask
-            (sh,) = unpack("<I", sp, sw * 4)
-            soff, slen = (
-                ((sw + 1) * 4, (sh & 31) * 4)
-                if sh & 31
-                else ((sw + 2) * 4, unpack("<I", sp, sw * 4 + 4)[0] - 4)
-            )
-            st = tuple(decode_stack(sp, soff, slen))
+            st = tuple(decode_stack(sp, *codec.payload(sp, sk)))
             g = groups[gk]
             g.stacks[st] += 1  # type: ignore[union-attr]
             span = g.stack_spans.get(st)  # type: ignore[union-attr]
-            g.stack_spans[st] = (k >> shift, k >> shift) if span is None else (span[0], k >> shift)  # type: ignore[union-attr]
+            g.stack_spans[st] = (ts, ts) if span is None else (span[0], ts)  # type: ignore[union-attr]
         if last_dev:
             d = last_dev.get(skbaddr)
             if d is not None:

@@ -848,8 +848,6 @@ def cpu_pages(prog: drgn.Program, tr: TraceArray, cb: CpuBuffer) -> CpuPages:
 
 
 _DROPPED = object()
-_U32 = struct.Struct("<I")
-_U16 = struct.Struct("<H")
 
 
 class TraceReader:
@@ -885,8 +883,11 @@ class TraceReader:
         self._pages: Optional[List[CpuPages]] = None
         self._pages_done = 0
         self._decoders: Dict[int, Any] = {}  # event id -> FieldDecoder (None: unknown event)
-        # (key, id(page)) of an event -> [(page, stack record key)]
-        self._stacks: Dict[Tuple[int, int], List[Tuple[bytes, int]]] = {}
+        #: The kernel stack records :meth:`grouped_windows` took out of the stream, by the event they
+        #: follow: ``(key, id(page))`` of the event -> ``[(page, key of a stack record)]``.  Whoever handles
+        #: an event takes its stacks out (:meth:`pop_stacks`, or ``attached_stacks.pop`` in a hot loop), so
+        #: the dict only holds the stacks of events not handled yet.
+        self.attached_stacks: Dict[Tuple[int, int], List[Tuple[bytes, int]]] = {}
 
     @property
     def pages(self) -> List[CpuPages]:
@@ -956,10 +957,15 @@ class TraceReader:
 
     def raw_events(self) -> Iterator["TraceEvent"]:
         """:class:`TraceEvent` per record, in the trace file's order (stack records separate)."""
+        cpu_of = self.codec.cpu
         for keys, pages in self.windows():
-            cmask, cshift = self.codec.cpu_mask, self.codec.cpu_shift
             for k in keys:
-                yield TraceEvent(self, k, pages[(k >> cshift) & cmask])
+                yield TraceEvent(self, k, pages[cpu_of(k)])
+
+    def pop_stacks(self, key: int, page: bytes) -> Optional[List[Tuple[bytes, int]]]:
+        """Take the stack records attached to the event of ``key`` in ``page`` (see
+        :attr:`attached_stacks`): ``[(page, key of a stack record)]``, or None."""
+        return self.attached_stacks.pop((key, id(page)), None)
 
     def events(self, types: Optional[Iterable[int]] = None) -> Iterator["TraceEvent"]:
         """Decoded events, oldest first, each kernel stack record attached to the event it follows on the
@@ -969,15 +975,15 @@ class TraceReader:
         :param types: event ids to keep (default all); the stacks of the others are dropped with them
             (orphan stack records are kept when ``types`` includes ``TRACE_STACK``).
         """
-        stacks = self._stacks
-        for k, page, _ in self.grouped_keys(types):
+        pop = self.attached_stacks.pop
+        for k, page, pid in self.grouped_keys(types):
             ev = TraceEvent(self, k, page)
-            ev.stack_records = stacks.pop((k, id(page)), None)
+            ev.stack_records = pop((k, pid), None)
             yield ev
 
     def grouped_keys(self, types: Optional[Iterable[int]] = None) -> Iterator[Tuple[int, bytes, int]]:
         """The fast path under :meth:`events`: ``(key, page, id(page))`` per event in time order, filtered
-        by ``types``; an event's stack records are in ``self._stacks[(key, id(page))]`` (pop them)."""
+        by ``types``; an event's stack records are in ``attached_stacks[(key, id(page))]`` (pop them)."""
         cmask, cshift = self.codec.cpu_mask, self.codec.cpu_shift
         for keys, pages in self.grouped_windows(types):
             if len(pages) == 1:
@@ -993,41 +999,42 @@ class TraceReader:
     def grouped_windows(
         self, types: Optional[Iterable[int]] = None
     ) -> Iterator[Tuple[List[int], Dict[int, bytes]]]:
-        """Like :meth:`windows`, with stack records taken out and attached (``self._stacks``) and the events
+        """Like :meth:`windows`, with stack records taken out and attached (:attr:`attached_stacks`) and the events
         not in ``types`` left out."""
         want = frozenset(types) if types is not None else None
         return merge_windows([self._grouped(cp, want) for cp in self.pages], self.codec)
 
     def _grouped(self, cp: CpuPages, want: Optional[frozenset] = None) -> Iterator[Batch]:
         """One CPU's batches with the stack records that follow an event taken out (and remembered in
-        ``self._stacks`` for that event: one from ``options/stacktrace``, one more per ``stacktrace``
+        :attr:`attached_stacks` for that event: one from ``options/stacktrace``, one more per ``stacktrace``
         trigger), and the events not in ``want`` left out with their stacks.  A batch is held back until
         the next one is known, since an event's stack can start the next sub-buffer."""
         st = self.stack_type
-        stacks = self._stacks
+        stacks = self.attached_stacks
+        tmask = self.codec.TYPE_MASK
         orphans = want is None or st in want
         held: Optional[Batch] = None
         # (key, id(page)) of the last event, whose stacks follow; DROPPED after an event not wanted
         owner: Any = None
         for page, keys, mono in self._cpu_batches(cp):
             pid = id(page)
-            types = {k & 0xFFFF for k in keys}
+            types = {k & tmask for k in keys}
             if st not in types:  # no stack record in this sub-buffer: filter at C speed
                 if want is None:
                     kept = keys
                 elif types <= want:
                     kept = keys
                 else:
-                    kept = [k for k in keys if k & 0xFFFF in want]
+                    kept = [k for k in keys if k & tmask in want]
                 last = keys[-1]
-                owner = (last, pid) if want is None or last & 0xFFFF in want else _DROPPED
+                owner = (last, pid) if want is None or last & tmask in want else _DROPPED
                 if held is not None:
                     yield held
                 held = (page, kept, mono)
                 continue
             kept = []
             for k in keys:
-                t = k & 0xFFFF
+                t = k & tmask
                 if t == st:
                     if owner is _DROPPED:
                         continue
@@ -1068,19 +1075,11 @@ class TraceEvent:
         c = reader.codec
         self.reader = reader
         self.key = key
-        self.ts = key >> c.shift
-        self.cpu = (key >> c.cpu_shift) & c.cpu_mask
+        self.ts = c.ts(key)
+        self.cpu = c.cpu(key)
         self.page = page
-        self.type = key & 0xFFFF
-        w = (key >> 16) & c.pos_mask
-        h = _U32.unpack_from(page, w * 4)[0]
-        tl = h & 31
-        if tl:
-            self.off = (w + 1) * 4
-            self.length = tl * 4
-        else:
-            self.off = (w + 2) * 4
-            self.length = _U32.unpack_from(page, w * 4 + 4)[0] - 4
+        self.type = c.type(key)
+        self.off, self.length = c.payload(page, key)
         self.stack_records: Optional[List[Tuple[bytes, int]]] = None
         self._fields: Optional[Dict[str, Any]] = None
 

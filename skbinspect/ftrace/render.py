@@ -9,6 +9,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
 from skbinspect.ftrace.formats import decode_stack, format_irq_flags, format_timestamp
 from skbinspect.ftrace.reader import TraceArray, TraceEvent, TraceReader
+from skbinspect.ftrace.ringbuf import KeyCodec
 from skbinspect.ftrace.skb_events import Symbolizer, reason_names
 
 __all__ = [
@@ -232,12 +233,8 @@ _U32 = struct.Struct("<I")
 _MISSING = object()
 
 
-def _stack_frames(page: bytes, k: int, codec: Any) -> List[int]:
-    w = (k >> 16) & codec.pos_mask
-    h = _U32.unpack_from(page, w * 4)[0]
-    if h & 31:
-        return decode_stack(page, (w + 1) * 4, (h & 31) * 4)
-    return decode_stack(page, (w + 2) * 4, _U32.unpack_from(page, w * 4 + 4)[0] - 4)
+def _stack_frames(page: bytes, k: int, codec: KeyCodec) -> List[int]:
+    return decode_stack(page, *codec.payload(page, k))
 
 
 class JsonLines:
@@ -303,19 +300,13 @@ class JsonLines:
         ev: Optional[TraceEvent] = None,
     ) -> str:
         """The line of the event of key ``k`` (see :meth:`TraceReader.grouped_keys`)."""
-        t = k & 0xFFFF
+        codec = self.codec
+        t = codec.type(k)
         try:
             c = self._tpl[t]
         except KeyError:
             c = self._tpl[t] = self._compile(t)
-        codec = self.codec
-        w = (k >> 16) & codec.pos_mask
-        h = _U32.unpack_from(page, w * 4)[0]
-        if h & 31:
-            off, length = (w + 1) * 4, (h & 31) * 4
-        else:
-            off = (w + 2) * 4
-            length = _U32.unpack_from(page, w * 4 + 4)[0] - 4
+        off, length = codec.payload(page, k)
         if c is None or length < c[2]:
             if ev is None:
                 ev = TraceEvent(self.reader, k, page)
@@ -324,7 +315,7 @@ class JsonLines:
         tpl, st, _, iloc, irea, others, f = c
         _, fl, pc, pid = _HDR.unpack_from(page, off)
         vals = st.unpack_from(page, off)
-        ts = k >> codec.shift
+        ts = codec.ts(k)
         if self.in_ns:
             us = (ts + 500) // 1000
             tm = "%d.%06d" % (us // 1000000, us % 1000000)
@@ -365,7 +356,7 @@ class JsonLines:
             extra += ', "stack": ' + self._frames(frames[0])
             if any(x != frames[0] for x in frames[1:]):
                 extra += ', "stacks": [' + ", ".join(self._frames(x) for x in frames) + "]"
-        return tpl % ((ts, tm, (k >> codec.cpu_shift) & codec.cpu_mask, ctx) + vals + (more, extra))
+        return tpl % ((ts, tm, codec.cpu(k), ctx) + vals + (more, extra))
 
     def write_all(
         self,
@@ -379,7 +370,9 @@ class JsonLines:
         :meth:`line_key` inlined for the common case (a small fixed-size event without stacks or
         variable fields).  Returns the number of lines."""
         codec = self.codec
-        shift, cshift, cmask, pmask = codec.shift, codec.cpu_shift, codec.cpu_mask, codec.pos_mask
+        # the key's fields, read inline (see KeyCodec)
+        ts_shift, cshift, cmask = codec.ts_shift, codec.cpu_shift, codec.cpu_mask
+        pshift, pmask, tmask = codec.POS_SHIFT, codec.pos_mask, codec.TYPE_MASK
         u32 = _U32.unpack_from
         hdr = _HDR.unpack_from
         tpls = self._tpl
@@ -394,14 +387,14 @@ class JsonLines:
             for k in keys:
                 page = single if single is not None else pages[(k >> cshift) & cmask]
                 srec = pop((k, id(page)), None) if stacks_of else None
-                t = k & 0xFFFF
+                t = k & tmask
                 if t == skip_type:
                     continue
-                ts = k >> shift
+                ts = k >> ts_shift
                 if threshold is not None and ts < threshold:
                     continue
                 c = tpls.get(t, _MISSING)
-                w = (k >> 16) & pmask
+                w = (k >> pshift) & pmask
                 h = u32(page, w * 4)[0]
                 if (
                     c is _MISSING

@@ -40,11 +40,11 @@ def event_ids(reader: Any, events: Sequence[str]) -> Optional[set]:
 
 
 def last_timestamp(reader: Any) -> Optional[int]:
-    shift = reader.codec.shift
+    ts_of = reader.codec.ts
     end = None
     for keys, _ in reader.windows():
         if keys:
-            t = max(keys) >> shift
+            t = ts_of(max(keys))
             if end is None or t > end:
                 end = t
     return end
@@ -122,8 +122,8 @@ def write_json(
     if want is not None:
         types = set(want)
     skip_orphans = want is None and not stacks  # stack records whose event was overwritten: --stacks only
-    shift = reader.codec.shift
-    stacks_of = reader._stacks
+    codec = reader.codec
+    stacks_of = reader.attached_stacks
     if last is None:  # the streamed common case
         lines.write_all(
             reader.grouped_windows(types), out, stacks_of, st if skip_orphans else None, threshold
@@ -133,9 +133,9 @@ def write_json(
     tail: Deque[Any] = deque(maxlen=last)
     for k, page, pid in reader.grouped_keys(types):
         srec = pop((k, pid), None) if stacks_of else None
-        if skip_orphans and k & 0xFFFF == st:
+        if skip_orphans and codec.type(k) == st:
             continue
-        if threshold is not None and k >> shift < threshold:
+        if threshold is not None and codec.ts(k) < threshold:
             continue
         tail.append((k, page, srec))
     buf = [line(k, page, srec) for k, page, srec in tail]
