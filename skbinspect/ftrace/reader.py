@@ -1,6 +1,7 @@
-"""The kernel's ftrace ring buffers, read from memory with drgn (decoding lives in :mod:`.ftrace_decode`).
+"""The kernel's ftrace ring buffers, read from memory with drgn (the byte decoding is in
+:mod:`skbinspect.ftrace.ringbuf`, the payloads in :mod:`skbinspect.ftrace.formats`).
 
-What is read, and from where (kernel reference sections 6 and 7):
+What is read, and from where (docs/kernel/ftrace.md):
 
 * trace arrays: ``LIST_HEAD(ftrace_trace_arrays)`` of ``struct trace_array`` (the top level, whose
   ``name`` is NULL, and every instance); each one's ``array_buffer.buffer`` (``struct trace_buffer``) and
@@ -8,21 +9,21 @@ What is read, and from where (kernel reference sections 6 and 7):
 * per CPU, the sub-buffers in the kernel's reading order: the reader page (outside the ring) from its
   ``read`` offset, then from the head page (the one the ring link flagged ``RB_PAGE_HEAD`` points to,
   ``cpu_buffer->head_page`` can lag) to the commit page, stopping at its ``commit``.  Sub-buffers are
-  ``PAGE_SIZE << order`` bytes (``trace_buffer.subbuf_order`` / ``buffer_page.order``, 6.8+);
+  ``PAGE_SIZE << order`` bytes (``trace_buffer.subbuf_order`` / ``buffer_page.order``, v6.8);
 * event formats: ``LIST_HEAD(ftrace_events)`` of ``struct trace_event_call`` with each class's fields
   and ``ftrace_common_fields``; ``print_fmt`` as the tracefs ``format`` file shows it;
 * task names: ``savedcmd`` (``struct saved_cmdlines_buffer``); clocks: ``trace_clocks[tr->clock_id]``;
   option bits: ``enum trace_iterator_bits``; the line flags: ``enum trace_flag_type``.
 
 Memory is read in bulk (one ``prog.read`` per sub-buffer); no drgn Object is built per event.  Every walk
-is bounded, and unreadable or inconsistent memory is reported as :class:`~.ftrace_decode.Damage`.
+is bounded, and unreadable or inconsistent memory is reported as :class:`~skbinspect.ftrace.ringbuf.Damage`.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import drgn
 
@@ -40,6 +41,7 @@ from skbinspect.ftrace.ringbuf import (
     walk_ring,
 )
 from skbinspect.memory.cache import per_program
+from skbinspect.memory.layout import StructLayout, struct_layout
 from skbinspect.target.opener import kernel_version
 
 __all__ = [
@@ -73,20 +75,6 @@ class TraceError(SkbinspectError):
     """The trace buffers cannot be read (no tracing in this kernel, instance not found, ...)."""
 
 
-def _offsetof(prog: drgn.Program, type_name: str, member: str) -> Optional[int]:
-    try:
-        return drgn.offsetof(prog.type(type_name), member)
-    except (LookupError, ValueError):
-        return None
-
-
-def _sizeof(prog: drgn.Program, type_name: str) -> Optional[int]:
-    try:
-        return drgn.sizeof(prog.type(type_name))
-    except (LookupError, ValueError):
-        return None
-
-
 def _const(prog: drgn.Program, name: str) -> Optional[int]:
     try:
         return prog[name].value_()
@@ -114,47 +102,41 @@ def read_cstr(prog: drgn.Program, addr: int, maxlen: int = 256) -> Optional[str]
 
 # ---- layouts -----------------------------------------------------------------------------------------
 
+#: The members of ``struct buffer_page`` read for the page walk (``order`` only on v6.8 and later).
+_BPAGE_MEMBERS = ("list.next", "list.prev", "read", "page", "order")
 
-@dataclass(frozen=True)
-class _PageLayout:
-    """Offsets in ``struct buffer_page`` and the ring buffer encoding, from the target's DWARF."""
 
-    size: int
-    next: int
-    read: int
-    write: int
-    entries: int
-    real_end: int
-    page: int
-    order: Optional[int]  # 6.8+
+class _PageLayout(NamedTuple):
+    """How this kernel's ring buffer pages are laid out: ``struct buffer_page`` and the encoding of the
+    sub-buffers (from DWARF where it says, else the defaults of :class:`RingBufferLayout`)."""
+
+    bpage: StructLayout
     rb: RingBufferLayout
 
 
 def _page_layout(prog: drgn.Program) -> _PageLayout:
-    key = "skbinspect.ftrace.page_layout"
-    cached = prog.cache.get(key)
-    if cached is not None:
-        return cached
-    t = "struct buffer_page"
-    size = _sizeof(prog, t)
-    if size is None:
+    return per_program(prog, "skbinspect.ftrace.page_layout", _read_page_layout)
+
+
+def _read_page_layout(prog: drgn.Program) -> _PageLayout:
+    try:
+        bpage = struct_layout(prog, "struct buffer_page", _BPAGE_MEMBERS)
+    except LookupError:
         raise TraceError(
             "this kernel's debug info has no struct buffer_page (kernel/trace/ring_buffer.c): cannot read "
             "the ftrace ring buffer (is CONFIG_RING_BUFFER off, or the vmlinux debug info incomplete?)."
         )
-    hdr = _offsetof(prog, "struct buffer_data_page", "data")
-    commit = _offsetof(prog, "struct buffer_data_page", "commit")
-    commit_size = 8
-    try:
-        commit_size = drgn.sizeof(prog.type("struct buffer_data_page").member("commit").type)
-    except (LookupError, ValueError):
-        pass
     rb_kw: Dict[str, int] = {}
-    if hdr is not None:
-        rb_kw["header_size"] = hdr
-    if commit is not None:
-        rb_kw["commit_offset"] = commit
-        rb_kw["commit_size"] = commit_size
+    try:
+        data_page = struct_layout(prog, "struct buffer_data_page", ("commit",))
+    except LookupError:
+        pass
+    else:
+        # BUF_PAGE_HDR_SIZE is offsetof(struct buffer_data_page, data); data[] is the struct's last member
+        # (a flexible array, aligned), so that is the struct's size
+        rb_kw["header_size"] = data_page.size
+        if data_page.has("commit"):
+            rb_kw["commit_offset"], rb_kw["commit_size"] = data_page.fields["commit"][:2]
     for attr, name in (
         ("type_len_max", "RINGBUF_TYPE_DATA_TYPE_LEN_MAX"),
         ("type_padding", "RINGBUF_TYPE_PADDING"),
@@ -164,25 +146,7 @@ def _page_layout(prog: drgn.Program) -> _PageLayout:
         v = _const(prog, name)
         if v is not None:
             rb_kw[attr] = v
-    order = None
-    try:
-        prog.type(t).member("order")
-        order = _offsetof(prog, t, "order")
-    except LookupError:
-        pass
-    lay = _PageLayout(
-        size=size,
-        next=_offsetof(prog, t, "list.next") or 0,
-        read=_offsetof(prog, t, "read") or 0,
-        write=_offsetof(prog, t, "write") or 0,
-        entries=_offsetof(prog, t, "entries") or 0,
-        real_end=_offsetof(prog, t, "real_end") or 0,
-        page=_offsetof(prog, t, "page") or 0,
-        order=order,
-        rb=RingBufferLayout(**rb_kw),
-    )
-    prog.cache[key] = lay
-    return lay
+    return _PageLayout(bpage, RingBufferLayout(**rb_kw))
 
 
 # ---- trace arrays ------------------------------------------------------------------------------------
@@ -380,7 +344,9 @@ def _trace_array(prog: drgn.Program, tr: drgn.Object) -> TraceArray:
     order = 0
     if buf_addr:
         try:
-            order = int(buf.subbuf_order.value_())  # 6.8+
+            # Linux kernel commit 2808e31ec12e ("ring-buffer: Add interface for configuring trace sub
+            # buffer size") (in v6.8)
+            order = int(buf.subbuf_order.value_())
         except AttributeError:
             order = 0
     if order > 10:
@@ -399,7 +365,10 @@ def _trace_array(prog: drgn.Program, tr: drgn.Object) -> TraceArray:
     flags = int(tr.trace_flags.value_())
     text_delta = 0
     try:
-        text_delta = int(tr.text_delta.value_())  # 6.12+: persistent (boot-mapped) buffers
+        # persistent (boot-mapped) buffers: addresses of the previous boot are shifted by text_delta.
+        # Linux kernel commit 07714b4bb3f9 ("tracing: Handle old buffer mappings for event strings and
+        # functions") (in v6.11)
+        text_delta = int(tr.text_delta.value_())
     except AttributeError:
         pass
     cpus: List[CpuBuffer] = []
@@ -455,7 +424,7 @@ def trace_arrays(prog: drgn.Program) -> List[TraceArray]:
     seen = set()
     try:
         pos = head.next.value_()
-        off = _offsetof(prog, "struct trace_array", "list") or 0
+        off = struct_layout(prog, "struct trace_array", ("list",)).offset("list") or 0
         while pos != head.value_() and len(out) < MAX_TRACE_ARRAYS:
             if pos in seen or not pos:
                 break
@@ -505,6 +474,9 @@ def find_trace_array(prog: drgn.Program, instance: Optional[str] = None) -> Trac
 
 # ---- event formats ------------------------------------------------------------------------------------
 
+#: The members of ``struct trace_event_call`` read (``name`` is in a union with ``tp``).
+_CALL_MEMBERS = ("list.next", "class", "name", "event.type", "print_fmt", "flags")
+
 
 class EventFormats:
     """The target's event types by id, read from ``ftrace_events`` (fields are read on first use)."""
@@ -526,18 +498,15 @@ class EventFormats:
         except LookupError:
             self.warnings.append("no ftrace_events list in this kernel: events cannot be named")
             return
-        t = "struct trace_event_call"
-        o_class = _offsetof(prog, t, "class")
-        o_name = _offsetof(prog, t, "name")
-        o_type = _offsetof(prog, t, "event.type")
-        o_fmt = _offsetof(prog, t, "print_fmt")
-        o_flags = _offsetof(prog, t, "flags")
-        o_list = _offsetof(prog, t, "list") or 0
-        o_system = _offsetof(prog, "struct trace_event_class", "system") or 0
-        size = _sizeof(prog, t) or 0
-        if None in (o_class, o_name, o_type, o_fmt, o_flags) or not size:
+        try:
+            calls = struct_layout(prog, "struct trace_event_call", _CALL_MEMBERS)
+            o_system = struct_layout(prog, "struct trace_event_class", ("system",)).offset("system") or 0
+        except LookupError:
+            calls = None
+        if calls is None or not all(calls.has(m) for m in _CALL_MEMBERS):
             self.warnings.append("struct trace_event_call not in the debug info: events cannot be named")
             return
+        o_list = calls.offset("list.next") or 0
         fl_tp = _const(prog, "TRACE_EVENT_FL_TRACEPOINT")
         systems: Dict[int, str] = {}
         seen = set()
@@ -556,16 +525,11 @@ class EventFormats:
             n += 1
             call = pos - o_list
             try:
-                raw = prog.read(call, size)
+                c = calls.decode(prog.read(call, calls.size))
             except drgn.FaultError:
                 self.warnings.append(f"trace_event_call at {call:#x} unreadable; the list walk stopped")
                 break
-            nxt = struct.unpack_from("<Q", raw, o_list)[0]
-            cls = struct.unpack_from("<Q", raw, o_class)[0]
-            name_ptr = struct.unpack_from("<Q", raw, o_name)[0]
-            ev_id = struct.unpack_from("<i", raw, o_type)[0]
-            fmt_ptr = struct.unpack_from("<Q", raw, o_fmt)[0]
-            flags = struct.unpack_from("<i", raw, o_flags)[0]
+            nxt, cls, name_ptr, ev_id, fmt_ptr, flags = (c[m] for m in _CALL_MEMBERS)
             if fl_tp is not None and flags & fl_tp:
                 # trace_event_name(): a TRACE_EVENT's name is its tracepoint's (struct tracepoint .name first)
                 try:
@@ -647,8 +611,9 @@ def _fields_head(prog: drgn.Program, call: int, cls: int) -> Optional[int]:
     """``trace_get_fields()``: ``class->get_fields(call)`` for syscalls, else ``&class->fields``."""
     if not cls:
         return None
-    o_get = _offsetof(prog, "struct trace_event_class", "get_fields")
-    o_fields = _offsetof(prog, "struct trace_event_class", "fields")
+    cls_layout = struct_layout(prog, "struct trace_event_class", ("get_fields", "fields"))
+    o_get = cls_layout.offset("get_fields")
+    o_fields = cls_layout.offset("fields")
     if o_fields is None:
         return None
     if o_get is not None:
@@ -671,29 +636,29 @@ def _fields_head(prog: drgn.Program, call: int, cls: int) -> Optional[int]:
     return cls + o_fields
 
 
+#: The members of ``struct ftrace_event_field`` read (decoded by StructLayout whatever their shape):
+#: ``len`` (an array's length; absent: read it from the type) came with Linux kernel commit b6c7abd1c28a
+#: ("tracing: Fix TASK_COMM_LEN in trace event format file") (in v6.2, and 6.1 stable); ``is_signed``, an
+#: int before, is a 1-bit field since Linux kernel commit afd2627f727b ("tracing: Check "%s" dereference
+#: via the field and not the TP_printk format") (in v6.13, and 6.12 stable).
+_FIELD_MEMBERS = (
+    "link.next",
+    "link.prev",
+    "name",
+    "type",
+    "offset",
+    "size",
+    "is_signed",
+    "len",
+    "filter_type",
+)
+
+
 def _read_fields(prog: drgn.Program, head: int, warnings: List[str]) -> List[EventField]:
     """Fields of a ``list_head`` of ``struct ftrace_event_field``, in declaration order (the list is built
     with ``list_add()``, newest first, so it is walked through ``prev`` as the format file does)."""
-    t = "struct ftrace_event_field"
-    ftype = prog.type(t)
-    size = drgn.sizeof(ftype)
-    o_link = drgn.offsetof(ftype, "link")
-    o_prev = o_link + 8
-    o_name = drgn.offsetof(ftype, "name")
-    o_type = drgn.offsetof(ftype, "type")
-    o_off = drgn.offsetof(ftype, "offset")
-    o_size = drgn.offsetof(ftype, "size")
-    o_ftype = drgn.offsetof(ftype, "filter_type")
-    o_len = None
-    try:
-        ftype.member("len")
-        o_len = drgn.offsetof(ftype, "len")
-    except LookupError:
-        pass
-    # is_signed: int (5.10, 6.1) or a 1-bit field (6.x: unsigned int is_signed:1, needs_test:1)
-    sm = ftype.member("is_signed")
-    s_bits = sm.bit_field_size
-    s_bit_off = sm.bit_offset
+    lay = struct_layout(prog, "struct ftrace_event_field", _FIELD_MEMBERS)
+    o_link = lay.offset("link.next") or 0
     out: List[EventField] = []
     seen = set()
     try:
@@ -708,22 +673,22 @@ def _read_fields(prog: drgn.Program, head: int, warnings: List[str]) -> List[Eve
         seen.add(pos)
         base = pos - o_link
         try:
-            raw = prog.read(base, size)
+            f = lay.decode(prog.read(base, lay.size))
         except drgn.FaultError:
             warnings.append(f"event field at {base:#x} unreadable")
             break
-        name = read_cstr(prog, struct.unpack_from("<Q", raw, o_name)[0], 128) or "?"
-        typ = read_cstr(prog, struct.unpack_from("<Q", raw, o_type)[0], 256) or "?"
-        off = struct.unpack_from("<i", raw, o_off)[0]
-        fsz = struct.unpack_from("<i", raw, o_size)[0]
-        if s_bits:
-            word = int.from_bytes(raw[s_bit_off // 8 : s_bit_off // 8 + 4], "little")
-            signed = bool(word >> (s_bit_off % 8) & 1)
-        else:
-            signed = bool(struct.unpack_from("<i", raw, s_bit_off // 8)[0])
-        ln = struct.unpack_from("<i", raw, o_len)[0] if o_len is not None else 0
-        out.append(EventField(name, typ, off, fsz, signed, ln, struct.unpack_from("<i", raw, o_ftype)[0]))
-        pos = struct.unpack_from("<Q", raw, o_prev)[0]
+        out.append(
+            EventField(
+                read_cstr(prog, f.get("name", 0), 128) or "?",
+                read_cstr(prog, f.get("type", 0), 256) or "?",
+                f.get("offset", 0),
+                f.get("size", 0),
+                bool(f.get("is_signed", 0)),
+                f.get("len", 0),
+                f.get("filter_type", 0),
+            )
+        )
+        pos = f.get("link.prev", 0)
     return out
 
 
@@ -736,41 +701,41 @@ def event_formats(prog: drgn.Program) -> EventFormats:
 
 
 def saved_cmdlines(prog: drgn.Program, warnings: Optional[List[str]] = None) -> SavedCmdlines:
-    """The kernel's saved comms (``savedcmd``: trace.c up to 6.6, trace_sched_switch.c later), bulk-read."""
-    key = "skbinspect.ftrace.cmdlines"
-    c = prog.cache.get(key)
-    if c is not None:
-        return c
-    c = SavedCmdlines.empty()
+    """The kernel's saved comms (``savedcmd``), bulk-read once per program; what makes them unreadable is
+    added to ``warnings`` (on the first call)."""
+    return per_program(prog, "skbinspect.ftrace.cmdlines", lambda p: _read_saved_cmdlines(p, warnings))
+
+
+def _read_saved_cmdlines(prog: drgn.Program, warnings: Optional[List[str]]) -> SavedCmdlines:
     try:
         sc = prog["savedcmd"]
-        if sc.value_():
-            t = sc.type_.type
-            m_map = t.member("map_pid_to_cmdline")
-            n_map = m_map.type.length or 0
-            base = sc.value_()
-            pid_map = prog.read(base + drgn.offsetof(t, "map_pid_to_cmdline"), 4 * n_map)
-            num = int(sc.cmdline_num.value_())
-            num = max(0, min(num, 1 << 20))
-            to_pid = prog.read(sc.map_cmdline_to_pid.value_(), 4 * num) if num else b""
-            try:
-                comm_len = drgn.sizeof(prog.type("struct task_struct").member("comm").type)
-            except LookupError:
-                comm_len = 16
-            names_obj = sc.saved_cmdlines
-            if names_obj.type_.kind == drgn.TypeKind.POINTER:  # older kernels: char *saved_cmdlines
-                names_addr = names_obj.value_()
-            else:
-                names_addr = names_obj.address_
-            names = prog.read(names_addr, num * comm_len) if num else b""
-            c = SavedCmdlines(
-                struct.unpack("<%dI" % n_map, pid_map), struct.unpack("<%dI" % num, to_pid), names, comm_len
-            )
+        if not sc.value_():
+            return SavedCmdlines.empty()
+        pid_map_obj = sc.map_pid_to_cmdline
+        n_map = pid_map_obj.type_.length or 0
+        pid_map = prog.read(pid_map_obj.address_, 4 * n_map)
+        num = int(sc.cmdline_num.value_())
+        num = max(0, min(num, 1 << 20))
+        to_pid = prog.read(sc.map_cmdline_to_pid.value_(), 4 * num) if num else b""
+        try:
+            comm_len = struct_layout(prog, "struct task_struct", ("comm",)).fields["comm"][1]
+        except (LookupError, KeyError):
+            comm_len = 16  # TASK_COMM_LEN
+        names_obj = sc.saved_cmdlines
+        # Linux kernel commit 44dc5c41b5b1 ("tracing: Fix wasted memory in saved_cmdlines logic") (in
+        # v6.8, and stable kernels) made char *saved_cmdlines an array at the end of the struct
+        if names_obj.type_.kind == drgn.TypeKind.POINTER:
+            names_addr = names_obj.value_()
+        else:
+            names_addr = names_obj.address_
+        names = prog.read(names_addr, num * comm_len) if num else b""
+        return SavedCmdlines(
+            struct.unpack("<%dI" % n_map, pid_map), struct.unpack("<%dI" % num, to_pid), names, comm_len
+        )
     except (LookupError, AttributeError, drgn.FaultError, struct.error) as e:
         if warnings is not None:
             warnings.append(f"saved task names (savedcmd) unreadable ({e}); tasks show as <...>")
-    prog.cache[key] = c
-    return c
+        return SavedCmdlines.empty()
 
 
 def irq_flag_bits(prog: drgn.Program) -> IrqFlagBits:
@@ -780,8 +745,10 @@ def irq_flag_bits(prog: drgn.Program) -> IrqFlagBits:
         x = _const(prog, name)
         return x if x is not None else 0
 
-    # The fifth column (migrate-disable depth) came with 54357f0c9149 "tracing: Add migrate-disabled
-    # counter to tracing output" (Linux 5.13; tracing_gen_ctx_irq_test() arrived in the same series).
+    # The fifth column (migrate-disable depth): Linux kernel commit 54357f0c9149 ("tracing: Add
+    # migrate-disabled counter to tracing output.") (in v5.15).  It is assumed where
+    # tracing_gen_ctx_irq_test() exists, which is older (v5.12): 5.12 .. 5.14 kernels get a column their
+    # trace file does not have (see docs/kernel/ftrace.md).
     migrate = True
     try:
         prog["tracing_gen_ctx_irq_test"]
@@ -804,14 +771,9 @@ def irq_flag_bits(prog: drgn.Program) -> IrqFlagBits:
 # ---- pages and records --------------------------------------------------------------------------------
 
 
-def _read_bpage(prog: drgn.Program, lay: _PageLayout, addr: int) -> Tuple[int, int, int, int, int]:
-    """``(next, read, page, order, prev)`` of a ``struct buffer_page``."""
-    raw = prog.read(addr, lay.size)
-    nxt, prev = struct.unpack_from("<QQ", raw, lay.next)
-    rd = struct.unpack_from("<I", raw, lay.read)[0]
-    page = struct.unpack_from("<Q", raw, lay.page)[0]
-    order = struct.unpack_from("<I", raw, lay.order)[0] if lay.order is not None else 0
-    return nxt, rd, page, order, prev
+def _read_bpage(prog: drgn.Program, bpage: StructLayout, addr: int) -> Dict[str, int]:
+    """The members of a ``struct buffer_page`` read for the walk (:data:`_BPAGE_MEMBERS`)."""
+    return bpage.decode(prog.read(addr, bpage.size))
 
 
 @dataclass
@@ -825,13 +787,16 @@ class CpuPages:
 
 
 def cpu_pages(prog: drgn.Program, tr: TraceArray, cb: CpuBuffer) -> CpuPages:
-    """The sub-buffers of ``cb`` in the kernel's reading order (see :func:`.ftrace_decode.walk_ring`)."""
-    lay = _page_layout(prog)
+    """The sub-buffers of ``cb`` in the kernel's reading order (see :func:`.ringbuf.walk_ring`)."""
+    bpage = _page_layout(prog).bpage
     order_default = tr.subbuf_order
 
     def read_bpage(addr: int) -> Tuple[int, int, int, int, int]:
-        nxt, rd, page, order, prev = _read_bpage(prog, lay, addr)
-        return nxt, rd, page, order if lay.order is not None else order_default, prev
+        b = _read_bpage(prog, bpage, addr)
+        # Linux kernel commit f9b94daa542a ("ring-buffer: Set new size of the ring buffer sub page")
+        # (in v6.8): each page's own order; before, every sub-buffer is one page
+        order = b.get("order", order_default)
+        return b.get("list.next", 0), b.get("read", 0), b.get("page", 0), order, b.get("list.prev", 0)
 
     pages, dmg = walk_ring(
         read_bpage,
@@ -841,7 +806,7 @@ def cpu_pages(prog: drgn.Program, tr: TraceArray, cb: CpuBuffer) -> CpuPages:
         pages=cb.pages,
         head_page=cb.head_page,
         nr_pages=cb.nr_pages,
-        list_offset=lay.next,
+        list_offset=bpage.offset("list.next") or 0,
         max_pages=MAX_PAGES,
     )
     return CpuPages(cb.cpu, pages, dmg)
@@ -854,7 +819,7 @@ class TraceReader:
     """Reads one trace array: its per-CPU sub-buffers, decoded lazily, merged by time stamp.
 
     Memory use is bounded by one sub-buffer per CPU being merged (plus the page lists), not by the number
-    of events.  :meth:`windows` is the fast path (keys, see :class:`~.ftrace_decode.KeyCodec`);
+    of events.  :meth:`windows` is the fast path (keys, see :class:`~.ringbuf.KeyCodec`);
     :meth:`records` gives tuples; :meth:`events` gives :class:`TraceEvent` objects with stacks attached.
     """
 
@@ -1066,7 +1031,7 @@ class TraceEvent:
     :ivar type: the event id (``trace_entry.type``).
     :ivar page: the sub-buffer's bytes; ``off``/``length`` locate the payload in it.
 
-    Built from a key (:class:`~.ftrace_decode.KeyCodec`) and the sub-buffer it points into.
+    Built from a key (:class:`~.ringbuf.KeyCodec`) and the sub-buffer it points into.
     """
 
     __slots__ = ("reader", "key", "ts", "cpu", "type", "page", "off", "length", "stack_records", "_fields")
