@@ -14,6 +14,7 @@ from typing import Any, BinaryIO, Dict, List, NamedTuple, Optional, Tuple
 import drgn
 
 from skbinspect.memory.cache import per_program
+from skbinspect.memory.faults import READ_FAULTS
 
 __all__ = ["ElfSection", "SymbolInfo", "Symbolizer", "elf_build_id", "elf_sections", "symbolizer"]
 
@@ -135,7 +136,7 @@ class Symbolizer:
                             ranges.append((lo, hi, m.name))
                     elif isinstance(m, drgn.MainModule):
                         self._kranges = list(m.address_ranges or ())
-            except (LookupError, drgn.FaultError, ValueError, AttributeError):
+            except (LookupError, AttributeError, *READ_FAULTS):
                 pass
             ranges.sort()
             self._modules = ranges
@@ -187,7 +188,7 @@ class Symbolizer:
         """The kernel image's symbols through drgn (slower: used when the vmlinux file cannot be read)."""
         try:
             syms = self.prog.symbols()
-        except (LookupError, drgn.FaultError, ValueError):
+        except (LookupError, *READ_FAULTS):
             syms = []
         pairs = sorted(
             ((s.address, s) for s in syms if s.name and klo <= s.address < khi), key=lambda p: p[0]

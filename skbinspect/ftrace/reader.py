@@ -41,6 +41,7 @@ from skbinspect.ftrace.ringbuf import (
     walk_ring,
 )
 from skbinspect.memory.cache import per_program
+from skbinspect.memory.faults import READ_FAULTS
 from skbinspect.memory.layout import StructLayout, struct_layout
 from skbinspect.target.opener import kernel_version
 
@@ -78,7 +79,7 @@ class TraceError(SkbinspectError):
 def _const(prog: drgn.Program, name: str) -> Optional[int]:
     try:
         return prog[name].value_()
-    except (LookupError, drgn.FaultError, ValueError, TypeError):
+    except (LookupError, TypeError, *READ_FAULTS):
         return None
 
 
@@ -91,7 +92,7 @@ def read_cstr(prog: drgn.Program, addr: int, maxlen: int = 256) -> Optional[str]
         chunk = min(64, maxlen - len(out), 4096 - ((addr + len(out)) & 4095))
         try:
             b = prog.read(addr + len(out), chunk)
-        except drgn.FaultError:
+        except READ_FAULTS:
             return out.decode("utf-8", "replace") if out else None
         i = b.find(b"\0")
         if i >= 0:
@@ -281,7 +282,7 @@ def _options(prog: drgn.Program, flags: int) -> Dict[str, bool]:
 def _nr_cpu_ids(prog: drgn.Program) -> int:
     try:
         return int(prog["nr_cpu_ids"].value_())
-    except (LookupError, drgn.FaultError):
+    except (LookupError, *READ_FAULTS):
         return 1
 
 
@@ -360,7 +361,7 @@ def _trace_array(prog: drgn.Program, tr: drgn.Object) -> TraceArray:
             c = clocks[cid]
             clock = c.name.string_().decode(errors="replace")
             in_ns = bool(c.in_ns.value_())
-    except (LookupError, AttributeError, drgn.FaultError, TypeError):
+    except (LookupError, AttributeError, TypeError, *READ_FAULTS):
         warnings.append("trace clock unknown; assuming nanoseconds")
     flags = int(tr.trace_flags.value_())
     text_delta = 0
@@ -378,7 +379,7 @@ def _trace_array(prog: drgn.Program, tr: drgn.Object) -> TraceArray:
             bufs_ptr = buf.buffers.value_()
             raw = prog.read(bufs_ptr, 8 * n) if bufs_ptr else b""
             ptrs = struct.unpack_from("<%dQ" % (len(raw) // 8), raw)
-        except drgn.FaultError as e:
+        except READ_FAULTS as e:
             warnings.append(f"per-CPU buffer array unreadable ({e})")
             ptrs = ()
         for cpu, p in enumerate(ptrs):
@@ -386,7 +387,7 @@ def _trace_array(prog: drgn.Program, tr: drgn.Object) -> TraceArray:
                 continue
             try:
                 cpus.append(_cpu_buffer(prog, p, cpu))
-            except drgn.FaultError as e:
+            except READ_FAULTS as e:
                 warnings.append(f"CPU {cpu}: ring_buffer_per_cpu at {p:#x} unreadable ({e})")
     else:
         warnings.append("this trace array has no buffer")
@@ -432,7 +433,7 @@ def trace_arrays(prog: drgn.Program) -> List[TraceArray]:
             tr = drgn.Object(prog, "struct trace_array *", pos - off)
             try:
                 out.append(_trace_array(prog, tr))
-            except drgn.FaultError as e:
+            except READ_FAULTS as e:
                 out.append(
                     TraceArray(
                         "?",
@@ -451,7 +452,7 @@ def trace_arrays(prog: drgn.Program) -> List[TraceArray]:
                     )
                 )
             pos = drgn.Object(prog, "struct list_head *", pos).next.value_()
-    except drgn.FaultError as e:
+    except READ_FAULTS as e:
         if not out:
             raise TraceError(f"the list of trace arrays (ftrace_trace_arrays) is unreadable: {e}.")
     out.sort(key=lambda t: (not t.is_top, t.name))
@@ -513,7 +514,7 @@ class EventFormats:
         pos = head
         try:
             pos = struct.unpack("<Q", prog.read(head, 8))[0]
-        except drgn.FaultError as e:
+        except READ_FAULTS as e:
             self.warnings.append(f"ftrace_events unreadable ({e})")
             return
         n = 0
@@ -526,7 +527,7 @@ class EventFormats:
             call = pos - o_list
             try:
                 c = calls.decode(prog.read(call, calls.size))
-            except drgn.FaultError:
+            except READ_FAULTS:
                 self.warnings.append(f"trace_event_call at {call:#x} unreadable; the list walk stopped")
                 break
             nxt, cls, name_ptr, ev_id, fmt_ptr, flags = (c[m] for m in _CALL_MEMBERS)
@@ -534,7 +535,7 @@ class EventFormats:
                 # trace_event_name(): a TRACE_EVENT's name is its tracepoint's (struct tracepoint .name first)
                 try:
                     name_ptr = struct.unpack("<Q", prog.read(name_ptr, 8))[0]
-                except drgn.FaultError:
+                except READ_FAULTS:
                     name_ptr = 0
             name = read_cstr(prog, name_ptr, 128) or f"event{ev_id}"
             system = "?"
@@ -542,7 +543,7 @@ class EventFormats:
                 if cls not in systems:
                     try:
                         sp = struct.unpack("<Q", prog.read(cls + o_system, 8))[0]
-                    except drgn.FaultError:
+                    except READ_FAULTS:
                         sp = 0
                     systems[cls] = read_cstr(prog, sp, 128) or "?"
                 system = systems[cls]
@@ -563,7 +564,7 @@ class EventFormats:
             obj = self.prog[name]
             if obj.type_.kind in (drgn.TypeKind.ENUM, drgn.TypeKind.INT) and obj.address_ is None:
                 v = int(obj.value_())
-        except (LookupError, drgn.FaultError, ValueError, TypeError):
+        except (LookupError, TypeError, *READ_FAULTS):
             v = None
         self._constants[name] = v
         return v
@@ -619,7 +620,7 @@ def _fields_head(prog: drgn.Program, call: int, cls: int) -> Optional[int]:
     if o_get is not None:
         try:
             fn = struct.unpack("<Q", prog.read(cls + o_get, 8))[0]
-        except drgn.FaultError:
+        except READ_FAULTS:
             fn = 0
         if fn:
             try:
@@ -631,7 +632,7 @@ def _fields_head(prog: drgn.Program, call: int, cls: int) -> Optional[int]:
                     data = drgn.Object(prog, "struct trace_event_call *", call).data.value_()
                     meta = drgn.Object(prog, "struct syscall_metadata *", data)
                     return meta.enter_fields.address_of_().value_()
-                except (LookupError, AttributeError, drgn.FaultError):
+                except (LookupError, AttributeError, *READ_FAULTS):
                     return None
     return cls + o_fields
 
@@ -663,7 +664,7 @@ def _read_fields(prog: drgn.Program, head: int, warnings: List[str]) -> List[Eve
     seen = set()
     try:
         pos = struct.unpack("<Q", prog.read(head + 8, 8))[0]  # head->prev
-    except drgn.FaultError:
+    except READ_FAULTS:
         warnings.append(f"event field list at {head:#x} unreadable")
         return out
     while pos != head and len(out) < MAX_FIELDS:
@@ -674,7 +675,7 @@ def _read_fields(prog: drgn.Program, head: int, warnings: List[str]) -> List[Eve
         base = pos - o_link
         try:
             f = lay.decode(prog.read(base, lay.size))
-        except drgn.FaultError:
+        except READ_FAULTS:
             warnings.append(f"event field at {base:#x} unreadable")
             break
         out.append(
@@ -732,7 +733,7 @@ def _read_saved_cmdlines(prog: drgn.Program, warnings: Optional[List[str]]) -> S
         return SavedCmdlines(
             struct.unpack("<%dI" % n_map, pid_map), struct.unpack("<%dI" % num, to_pid), names, comm_len
         )
-    except (LookupError, AttributeError, drgn.FaultError, struct.error) as e:
+    except (LookupError, AttributeError, struct.error, *READ_FAULTS) as e:
         if warnings is not None:
             warnings.append(f"saved task names (savedcmd) unreadable ({e}); tasks show as <...>")
         return SavedCmdlines.empty()
@@ -890,7 +891,7 @@ class TraceReader:
                 size = cap
             try:
                 page = read(page_addr, size)
-            except drgn.FaultError as e:
+            except READ_FAULTS as e:
                 damage.append(
                     Damage(
                         cp.cpu,
