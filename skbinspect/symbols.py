@@ -1,6 +1,7 @@
 """Kernel symbols for people: addresses as ``function+0xoff/0xsize [module]``, the way the kernel's
 ``%pS`` prints them, and the small ELF reading that needs (section headers, ``.symtab``, the GNU build-ID
-note).  No kernel memory is read here beyond drgn's symbol lookups.
+note).  No kernel memory is read here beyond drgn's symbol lookups (and the modules' own kallsyms); how
+skb events' locations are printed is in docs/kernel/ftrace.md.
 """
 
 from __future__ import annotations

@@ -547,8 +547,7 @@ class EventFormats:
                         sp = 0
                     systems[cls] = read_cstr(prog, sp, 128) or "?"
                 system = systems[cls]
-            ef = EventFormat(ev_id, system, name, [], print_fmt=None)
-            ef._lazy = (call, cls, fmt_ptr)  # type: ignore[attr-defined]
+            ef = EventFormat(ev_id, system, name, [], print_fmt=None, _lazy=(call, cls, fmt_ptr))
             if ev_id > 0 and ev_id not in self.by_id:
                 self.by_id[ev_id] = ef
                 self._calls[ev_id] = call
@@ -579,10 +578,10 @@ class EventFormats:
         return self._common
 
     def _complete(self, ef: EventFormat) -> EventFormat:
-        lazy = getattr(ef, "_lazy", None)
+        lazy = ef._lazy
         if lazy is None:
             return ef
-        ef._lazy = None  # type: ignore[attr-defined]
+        ef._lazy = None
         call, cls, fmt_ptr = lazy
         ef.print_fmt = read_cstr(self.prog, fmt_ptr, 1 << 16) if fmt_ptr else None
         ef.common_fields = self.common_fields()
@@ -942,9 +941,9 @@ class TraceReader:
             (orphan stack records are kept when ``types`` includes ``TRACE_STACK``).
         """
         pop = self.attached_stacks.pop
-        for k, page, pid in self.grouped_keys(types):
+        for k, page, page_id in self.grouped_keys(types):
             ev = TraceEvent(self, k, page)
-            ev.stack_records = pop((k, pid), None)
+            ev.stack_records = pop((k, page_id), None)
             yield ev
 
     def grouped_keys(self, types: Optional[Iterable[int]] = None) -> Iterator[Tuple[int, bytes, int]]:

@@ -1,5 +1,6 @@
 """Rendering for ``skbinspect trace`` and ``skbinspect drops``: the tracefs ``trace`` line format, JSON
-objects, and the drops tables and timelines.  No kernel access here beyond the decoded events."""
+objects, and the drops tables and timelines.  No kernel access here beyond the decoded events (the trace
+file's columns are described in docs/kernel/ftrace.md)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ __all__ = [
     "histogram_line",
 ]
 
-#: FTRACE_TRAMPOLINE_MARKER (kernel/trace/trace.h, 6.13+: (unsigned long)INT_MAX) in a stack.
+#: FTRACE_TRAMPOLINE_MARKER (kernel/trace/trace.h: (unsigned long)INT_MAX) in a stack: Linux kernel commit
+#: 6ce5a6f0a07d ("tracing: Fix function name for trampoline") (in v6.13).
 FTRACE_TRAMPOLINE_MARKER = 0x7FFFFFFF
 
 

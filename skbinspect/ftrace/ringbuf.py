@@ -1,12 +1,12 @@
 """Pure byte-level decoding of the kernel's ftrace ring buffer (no drgn here).
 
 Everything in this module works on ``bytes`` handed to it: sub-buffers ("pages") of a ring buffer, event
-payloads, and the facts read elsewhere from the target's DWARF (:class:`RingBufferLayout`,
-:class:`EventFormat`).  :mod:`skbinspect.ftrace` does the drgn side (finding the trace arrays, reading the
+payloads, and the facts read elsewhere from the target's DWARF (:class:`RingBufferLayout`).
+:mod:`skbinspect.ftrace.reader` does the drgn side (finding the trace arrays, reading the
 pages in the kernel's order, reading the event formats); this module can be unit-tested on bytes and
 reused on a live target or on raw ``trace_pipe_raw`` pages.
 
-Encoding (kernel/trace/ring_buffer.c, stable 5.10 .. 7.x; see the kernel reference section 7.3)::
+Encoding (kernel/trace/ring_buffer.c, the same 5.10 .. 7.x; see docs/kernel/ftrace.md)::
 
     struct buffer_data_page { u64 time_stamp; local_t commit; unsigned char data[]; };
     struct ring_buffer_event { u32 type_len:5, time_delta:27; u32 array[]; };
@@ -15,8 +15,8 @@ Encoding (kernel/trace/ring_buffer.c, stable 5.10 .. 7.x; see the kernel referen
 length is ``array[0]`` (counting itself) with the payload at ``array[1]``; 29 (``RINGBUF_TYPE_PADDING``):
 the rest of the page is unused when ``time_delta == 0``, else a discarded event of ``array[0] + 4`` bytes;
 30 (``TIME_EXTEND``): add ``array[0] << 27 | time_delta`` to the running time; 31 (``TIME_STAMP``): an
-absolute time (59 bits stored on 6.x, the top bits restored from the page's time stamp as
-``rb_fix_abs_ts()`` does).
+absolute time (59 bits stored, the top bits restored from the page's time stamp as ``rb_fix_abs_ts()``
+does).
 
 Decoding never raises on bad bytes: what cannot be decoded is skipped and reported as a :class:`Damage`.
 """
@@ -50,8 +50,8 @@ __all__ = [
 class RingBufferLayout:
     """Facts about one target's ring buffer encoding.
 
-    The defaults are the x86-64 values of every kernel from 5.10 to 7.x; :mod:`skbinspect.ftrace` fills
-    in what the target's DWARF tells (``enum ring_buffer_type``, ``struct buffer_data_page``).
+    The defaults are the x86-64 values of every kernel from 5.10 to 7.x; :mod:`skbinspect.ftrace.reader`
+    fills in what the target's DWARF tells (``enum ring_buffer_type``, ``struct buffer_data_page``).
     ``TS_SHIFT`` (27) and the ``RB_MISSED_*`` bits are ``#define``s of ring_buffer.c, not in DWARF.
 
     :ivar header_size: ``offsetof(struct buffer_data_page, data)`` (``BUF_PAGE_HDR_SIZE``).
@@ -77,7 +77,9 @@ class RingBufferLayout:
 
 DEFAULT_LAYOUT = RingBufferLayout()
 
-#: TS_MSB of ring_buffer.c (6.x): the top 5 bits a TIME_STAMP event does not store.
+#: TS_MSB of ring_buffer.c: the top 5 bits a TIME_STAMP event does not store.  Linux kernel commit
+#: 6695da58f944 ("ring-buffer: Have absolute time stamps handle large numbers") (in v5.19); restoring them
+#: is a no-op on older kernels, whose time stamps never use those bits.
 _TS_MSB = 0xF8 << 56
 _U64 = (1 << 64) - 1
 
