@@ -813,6 +813,8 @@ def cpu_pages(prog: drgn.Program, tr: TraceArray, cb: CpuBuffer) -> CpuPages:
 
 
 _DROPPED = object()
+_U32 = struct.Struct("<I").unpack_from
+_TYPE_MASK, _POS_SHIFT = KeyCodec.TYPE_MASK, KeyCodec.POS_SHIFT  # fixed in every codec
 
 
 class TraceReader:
@@ -1037,14 +1039,20 @@ class TraceEvent:
     __slots__ = ("reader", "key", "ts", "cpu", "type", "page", "off", "length", "stack_records", "_fields")
 
     def __init__(self, reader: TraceReader, key: int, page: bytes) -> None:
+        # KeyCodec.unpack() and payload() inlined: this runs once per event
         c = reader.codec
         self.reader = reader
         self.key = key
-        self.ts = c.ts(key)
-        self.cpu = c.cpu(key)
+        self.ts = key >> c.ts_shift
+        self.cpu = (key >> c.cpu_shift) & c.cpu_mask
         self.page = page
-        self.type = c.type(key)
-        self.off, self.length = c.payload(page, key)
+        self.type = key & _TYPE_MASK
+        w = (key >> _POS_SHIFT) & c.pos_mask
+        h = _U32(page, w * 4)[0]
+        if h & 31:
+            self.off, self.length = (w + 1) * 4, (h & 31) * 4
+        else:
+            self.off, self.length = (w + 2) * 4, _U32(page, w * 4 + 4)[0] - 4
         self.stack_records: Optional[List[Tuple[bytes, int]]] = None
         self._fields: Optional[Dict[str, Any]] = None
 
