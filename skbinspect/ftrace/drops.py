@@ -242,7 +242,7 @@ def drops_report(
     cid = consume.id if consume else -1
     kdec = kfree.decoder if kfree else None
     knames = list(kdec.scalar_names) if kdec else []
-    kstruct = None
+    kstruct = struct.Struct("<")  # used only for payloads of at least kmin bytes: none unless set below
     kmin = 1 << 30
     if kdec is not None and kdec.scalar_struct.format[1:9] == "x" * 8:
         # the pid (trace_entry at offset 4) and the event's fixed fields in one struct
@@ -285,7 +285,7 @@ def drops_report(
             length = u32(page, w * 4 + 4)[0] - 4
         if length < 8:  # no room for struct trace_entry: not a real event
             continue
-        if kstruct is not None and length >= kmin:
+        if length >= kmin:
             vals = kstruct.unpack_from(page, off)  # one struct call: the pid and the fixed fields
             pid = vals[0]
             rv = vals[i_reason] if i_reason is not None else None

@@ -122,6 +122,8 @@ def _page_layout(prog: drgn.Program) -> _PageLayout:
 def _read_page_layout(prog: drgn.Program) -> _PageLayout:
     try:
         bpage = struct_layout(prog, "struct buffer_page", _BPAGE_MEMBERS)
+        if not all(bpage.has(m) for m in _BPAGE_MEMBERS[:4]):
+            raise LookupError("struct buffer_page without list, read or page")
     except LookupError:
         raise TraceError(
             "this kernel's debug info has no struct buffer_page (kernel/trace/ring_buffer.c): cannot read "
@@ -771,11 +773,6 @@ def irq_flag_bits(prog: drgn.Program) -> IrqFlagBits:
 # ---- pages and records --------------------------------------------------------------------------------
 
 
-def _read_bpage(prog: drgn.Program, bpage: StructLayout, addr: int) -> Dict[str, int]:
-    """The members of a ``struct buffer_page`` read for the walk (:data:`_BPAGE_MEMBERS`)."""
-    return bpage.decode(prog.read(addr, bpage.size))
-
-
 @dataclass
 class CpuPages:
     """The sub-buffers of one CPU in reading order: ``(buffer_page address, data page address, order,
@@ -790,13 +787,17 @@ def cpu_pages(prog: drgn.Program, tr: TraceArray, cb: CpuBuffer) -> CpuPages:
     """The sub-buffers of ``cb`` in the kernel's reading order (see :func:`.ringbuf.walk_ring`)."""
     bpage = _page_layout(prog).bpage
     order_default = tr.subbuf_order
+    read, size = prog.read, bpage.size
+    unpack, pos, _ = bpage.unpacker(_BPAGE_MEMBERS)  # one struct call per buffer_page
+    i_next, i_prev, i_read, i_page = (pos[m] for m in _BPAGE_MEMBERS[:4])
+    # Linux kernel commit f9b94daa542a ("ring-buffer: Set new size of the ring buffer sub page") (in
+    # v6.8): each page's own order; before, every sub-buffer is one page
+    i_order = pos.get("order")
 
     def read_bpage(addr: int) -> Tuple[int, int, int, int, int]:
-        b = _read_bpage(prog, bpage, addr)
-        # Linux kernel commit f9b94daa542a ("ring-buffer: Set new size of the ring buffer sub page")
-        # (in v6.8): each page's own order; before, every sub-buffer is one page
-        order = b.get("order", order_default)
-        return b.get("list.next", 0), b.get("read", 0), b.get("page", 0), order, b.get("list.prev", 0)
+        v = unpack(read(addr, size))
+        order = v[i_order] if i_order is not None else order_default
+        return v[i_next], v[i_read], v[i_page], order, v[i_prev]
 
     pages, dmg = walk_ring(
         read_bpage,
