@@ -455,6 +455,7 @@ def event_json(
 
 _HDR = struct.Struct("<HBBi")  # struct trace_entry: type, flags, preempt_count, pid
 _U32 = struct.Struct("<I")
+_TYPE_MASK, _POS_SHIFT = KeyCodec.TYPE_MASK, KeyCodec.POS_SHIFT  # fixed in every codec
 
 
 def _stack_frames(page: bytes, k: int, codec: KeyCodec) -> List[int]:
@@ -566,13 +567,19 @@ class JsonLines:
         ev: Optional[TraceEvent] = None,
     ) -> str:
         """The line of the event of key ``k`` (see :meth:`TraceReader.grouped_keys`)."""
+        # KeyCodec.unpack() and payload() inlined: this runs for every event with variable fields
         codec = self.codec
-        t = codec.type(k)
+        t = k & _TYPE_MASK
         try:
             c = self._tpl[t]
         except KeyError:
             c = self._tpl[t] = self._compile(t)
-        off, length = codec.payload(page, k)
+        w = (k >> _POS_SHIFT) & codec.pos_mask
+        h = _U32.unpack_from(page, w * 4)[0]
+        if h & 31:
+            off, length = (w + 1) * 4, (h & 31) * 4
+        else:
+            off, length = (w + 2) * 4, _U32.unpack_from(page, w * 4 + 4)[0] - 4
         if c is None or length < c.min_len:
             if ev is None:
                 ev = TraceEvent(self.reader, k, page)
@@ -580,8 +587,12 @@ class JsonLines:
             return json.dumps(self.ctx.as_dict(ev, self.stacks))
         _, fl, pc, pid = _HDR.unpack_from(page, off)
         vals = c.scalars.unpack_from(page, off)
-        ts = codec.ts(k)
-        tm = format_timestamp(ts, self.in_ns).strip()
+        ts = k >> codec.ts_shift
+        if self.in_ns:  # the "time" member: format_timestamp() inlined
+            us = (ts + 500) // 1000
+            tm = "%d.%06d" % (us // 1000000, us % 1000000)
+        else:
+            tm = "%d" % ts
         ck = pid << 16 | fl << 8 | pc
         task = self._task.get(ck)
         if task is None:
@@ -602,7 +613,9 @@ class JsonLines:
             frames = [_stack_frames(sp, sk, codec) for sp, sk in stack_records]
             x = _LineFacts(self.ctx, t, c.format, frames=frames)
             stack = "".join(", " + p for p in _json_pairs(_STACK, x))
-        return c.text % ((ts, tm, codec.cpu(k), task) + vals + (more, extra, stack))
+        return c.text % (
+            (ts, tm, (k >> codec.cpu_shift) & codec.cpu_mask, task) + vals + (more, extra, stack)
+        )
 
     def write_all(
         self,
