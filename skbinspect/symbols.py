@@ -1,6 +1,7 @@
 """Kernel symbols for people: addresses as ``function+0xoff/0xsize [module]``, the way the kernel's
 ``%pS`` prints them, and the small ELF reading that needs (section headers, ``.symtab``, the GNU build-ID
-note).  No kernel memory is read here beyond drgn's symbol lookups.
+note).  No kernel memory is read here beyond drgn's symbol lookups (and the modules' own kallsyms); how
+skb events' locations are printed is in docs/kernel/ftrace.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, BinaryIO, Dict, List, NamedTuple, Optional, Tuple
 import drgn
 
 from skbinspect.memory.cache import per_program
+from skbinspect.memory.faults import READ_FAULTS
 
 __all__ = ["ElfSection", "SymbolInfo", "Symbolizer", "elf_build_id", "elf_sections", "symbolizer"]
 
@@ -135,7 +137,7 @@ class Symbolizer:
                             ranges.append((lo, hi, m.name))
                     elif isinstance(m, drgn.MainModule):
                         self._kranges = list(m.address_ranges or ())
-            except (LookupError, drgn.FaultError, ValueError, AttributeError):
+            except (LookupError, AttributeError, *READ_FAULTS):
                 pass
             ranges.sort()
             self._modules = ranges
@@ -187,7 +189,7 @@ class Symbolizer:
         """The kernel image's symbols through drgn (slower: used when the vmlinux file cannot be read)."""
         try:
             syms = self.prog.symbols()
-        except (LookupError, drgn.FaultError, ValueError):
+        except (LookupError, *READ_FAULTS):
             syms = []
         pairs = sorted(
             ((s.address, s) for s in syms if s.name and klo <= s.address < khi), key=lambda p: p[0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import drgn
 
@@ -24,7 +24,10 @@ from skbinspect.ftrace.skb_events import Symbolizer, reason_names, symbolizer
 __all__ = ["DropGroup", "DropsReport", "drops_report", "TIMELINE_BUCKETS"]
 
 TIMELINE_BUCKETS = 48
+#: A group of drops: ``(reason value, location)`` (either None when the event lacks it).
+GroupKey = Tuple[Optional[int], Optional[int]]
 _PID = struct.Struct("<i")  # struct trace_entry.pid, at offset 4
+_U32 = struct.Struct("<I")
 #: net events that name the device of an skb (fields ``skbaddr`` and ``name``).
 DEVICE_EVENTS = (
     "net_dev_queue",
@@ -199,19 +202,6 @@ class DropsReport:
         }
 
 
-def _keys(
-    windows: Iterable[Tuple[List[int], Dict[int, bytes]]], cshift: int, cmask: int
-) -> Iterator[Tuple[int, bytes]]:
-    for keys, pages in windows:
-        if len(pages) == 1:
-            (page,) = pages.values()
-            for k in keys:
-                yield k, page
-        else:
-            for k in keys:
-                yield k, pages[(k >> cshift) & cmask]
-
-
 def drops_report(
     prog: drgn.Program,
     instance: Optional[str] = None,
@@ -232,16 +222,17 @@ def drops_report(
     consume = r.formats.lookup("skb:consume_skb")
     dev_ids = set()
     for n in DEVICE_EVENTS:
-        f = r.formats.lookup("net:" + n)
-        if f is not None and f.field("skbaddr") is not None and f.field("name") is not None:
-            dev_ids.add(f.id)
+        dev_fmt = r.formats.lookup("net:" + n)
+        if dev_fmt is not None and dev_fmt.field("skbaddr") is not None and dev_fmt.field("name") is not None:
+            dev_ids.add(dev_fmt.id)
     notes: List[str] = []
     if kfree is None:
         notes.append("this kernel has no skb:kfree_skb event")
     want = {x.upper() for x in reasons}
     types = {f.id for f in (kfree, consume) if f is not None} | dev_ids
-    groups: Dict[Tuple[Optional[int], Optional[int]], Optional[DropGroup]] = {}  # None: filtered out
-    group_ts: Dict[Tuple[Optional[int], Optional[int]], List[int]] = {}  # each group's time stamps, in order
+    groups: Dict[GroupKey, DropGroup] = {}
+    filtered: Set[GroupKey] = set()  # groups left out by the reason filter
+    group_ts: Dict[GroupKey, List[int]] = {}  # each group's time stamps, in order
     per: Dict[Tuple[Any, int, int], int] = {}
     last_dev: Dict[int, str] = {}
     times: Dict[str, List[int]] = {}
@@ -251,7 +242,7 @@ def drops_report(
     cid = consume.id if consume else -1
     kdec = kfree.decoder if kfree else None
     knames = list(kdec.scalar_names) if kdec else []
-    kstruct = None
+    kstruct = struct.Struct("<")  # used only for payloads of at least kmin bytes: none unless set below
     kmin = 1 << 30
     if kdec is not None and kdec.scalar_struct.format[1:9] == "x" * 8:
         # the pid (trace_entry at offset 4) and the event's fixed fields in one struct
@@ -263,20 +254,20 @@ def drops_report(
 
     i_reason, i_loc, i_proto, i_skb = idx("reason"), idx("location"), idx("protocol"), idx("skbaddr")
     cmdlines = r.cmdlines
-    stacks_of = r._stacks
-    pmask = r.codec.pos_mask
-    shift = r.codec.shift
-    unpack = struct.unpack_from
-    cshift, cmask = r.codec.cpu_shift, r.codec.cpu_mask
-    for k, page in _keys(r.grouped_windows(types), cshift, cmask):
-        t = k & 0xFFFF
-        srec = stacks_of.pop((k, id(page)), None) if stacks_of else None
+    stacks_of = r.attached_stacks
+    pop_stacks = stacks_of.pop
+    codec = r.codec
+    # the key's fields, read inline in the loop below (see KeyCodec)
+    ts_shift, pshift, pmask, tmask = codec.ts_shift, codec.POS_SHIFT, codec.pos_mask, codec.TYPE_MASK
+    u32 = _U32.unpack_from
+    for k, page, page_id in r.grouped_keys(types):
+        t = k & tmask
+        srec = pop_stacks((k, page_id), None) if stacks_of else None
         if t in dev_ids:
-            ev = TraceEvent(r, k, page)
-            f = ev.fields
-            dev = f.get("name") or "?"
-            q = f.get("queue_mapping")
-            last_dev[f.get("skbaddr", 0)] = f"{dev} queue {q}" if q is not None else dev
+            fields = TraceEvent(r, k, page).fields
+            dev = fields.get("name") or "?"
+            q = fields.get("queue_mapping")
+            last_dev[fields.get("skbaddr", 0)] = f"{dev} queue {q}" if q is not None else dev
             continue
         if t == cid:
             consumed += 1
@@ -284,13 +275,14 @@ def drops_report(
         if t != kid:
             continue
         kfree_total += 1
-        w = (k >> 16) & pmask
-        (h,) = unpack("<I", page, w * 4)
+        # the payload (ringbuf.payload_span inlined): type_len * 4 bytes, or a length word first
+        w = (k >> pshift) & pmask
+        (h,) = u32(page, w * 4)
         if h & 31:
             off, length = (w + 1) * 4, (h & 31) * 4
         else:
             off = (w + 2) * 4
-            length = unpack("<I", page, w * 4 + 4)[0] - 4
+            length = u32(page, w * 4 + 4)[0] - 4
         if length < 8:  # no room for struct trace_entry: not a real event
             continue
         if length >= kmin:
@@ -302,61 +294,55 @@ def drops_report(
             skbaddr = vals[i_skb] if i_skb is not None else 0
         else:
             pid = _PID.unpack_from(page, off + 4)[0]
-            f = TraceEvent(r, k, page).fields
+            fields = TraceEvent(r, k, page).fields
             rv, loc, proto, skbaddr = (
-                f.get("reason"),
-                f.get("location"),
-                f.get("protocol", 0),
-                f.get("skbaddr", 0),
+                fields.get("reason"),
+                fields.get("location"),
+                fields.get("protocol", 0),
+                fields.get("skbaddr", 0),
             )
         gk = (rv, loc)
         tsl = group_ts.get(gk)
         if tsl is None:
-            if gk in groups:
-                continue  # filtered out by reason
+            if gk in filtered:
+                continue
             rname = names.name(rv) if rv is not None else None
             g = DropGroup(
                 rname, rv, loc, syms.format(loc) if loc is not None else None, in_ns=tr.in_ns, _syms=syms
             )
             if want and g.reason_label.upper() not in want:
-                groups[gk] = None
+                filtered.add(gk)
                 continue
             groups[gk] = g
             tsl = group_ts[gk] = []
         # the hot path: a time stamp appended, one counter for (group, protocol, task); the rest after
-        tsl.append(k >> shift)
+        ts = k >> ts_shift
+        tsl.append(ts)
         ck = (gk, proto, pid)
         per[ck] = per.get(ck, 0) + 1
         if srec:
             sp, sk = srec[0]
-            sw = (sk >> 16) & pmask
-            (sh,) = unpack("<I", sp, sw * 4)
-            soff, slen = (
-                ((sw + 1) * 4, (sh & 31) * 4)
-                if sh & 31
-                else ((sw + 2) * 4, unpack("<I", sp, sw * 4 + 4)[0] - 4)
-            )
-            st = tuple(decode_stack(sp, soff, slen))
+            st = tuple(decode_stack(sp, *codec.payload(sp, sk)))
             g = groups[gk]
-            g.stacks[st] += 1  # type: ignore[union-attr]
-            span = g.stack_spans.get(st)  # type: ignore[union-attr]
-            g.stack_spans[st] = (k >> shift, k >> shift) if span is None else (span[0], k >> shift)  # type: ignore[union-attr]
+            g.stacks[st] += 1
+            span = g.stack_spans.get(st)
+            g.stack_spans[st] = (ts, ts) if span is None else (span[0], ts)
         if last_dev:
-            d = last_dev.get(skbaddr)
-            if d is not None:
-                groups[gk].devices[d] += 1  # type: ignore[union-attr]
-    for (gk, proto, pid), n in per.items():
+            device = last_dev.get(skbaddr)
+            if device is not None:
+                groups[gk].devices[device] += 1
+    for (gk, proto, pid), count in per.items():
         g = groups[gk]
-        g.protocols[proto] += n  # type: ignore[union-attr]
-        g.tasks[cmdlines.find(pid)] += n  # type: ignore[union-attr]
+        g.protocols[proto] += count
+        g.tasks[cmdlines.find(pid)] += count
     for gk, tsl in group_ts.items():
         g = groups[gk]
-        g.count = len(tsl)  # type: ignore[union-attr]
-        g.first_ts, g.last_ts = tsl[0], tsl[-1]  # type: ignore[union-attr]
+        g.count = len(tsl)
+        g.first_ts, g.last_ts = tsl[0], tsl[-1]
         total += len(tsl)
         first = tsl[0] if first is None else min(first, tsl[0])
         last = tsl[-1] if last is None else max(last, tsl[-1])
-        times.setdefault(g.reason_label, []).extend(tsl)  # type: ignore[union-attr]
+        times.setdefault(g.reason_label, []).extend(tsl)
     if not names.has_reasons and kfree is not None and kfree.field("reason") is None:
         has_reasons = False
     else:
@@ -366,21 +352,17 @@ def drops_report(
     if first is not None and last is not None and last > first and total >= 2:
         width = last - first
         top = buckets - 1
-        for name, ts_list in sorted(times.items(), key=lambda kv: -len(kv[1])):
+        for label, ts_list in sorted(times.items(), key=lambda kv: -len(kv[1])):
             counts = [0] * buckets
             for ts in ts_list:
                 b = (ts - first) * buckets // width
                 counts[b if b < top else top] += 1
-            timelines[name] = counts
+            timelines[label] = counts
         bucket_s = width / buckets / (1e9 if tr.in_ns else 1)
     if tr.lost:
         notes.append(f"the buffer lost {tr.lost} older events (it wrapped): earlier drops are not counted")
-    for d in r.damage:
-        notes.append(f"skipped: {d}")
-    ordered = sorted(
-        (g for g in groups.values() if g is not None),
-        key=lambda g: (-g.count, g.reason_label, g.location_symbol or ""),
-    )
+    notes += [f"skipped: {d}" for d in r.damage]
+    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.reason_label, g.location_symbol or ""))
     return DropsReport(
         tr,
         ordered,

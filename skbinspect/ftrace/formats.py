@@ -1,12 +1,16 @@
 """Pure decoding of event payloads (no drgn here): event formats and their fields, stack records, saved
-command lines, and the tracefs ``trace`` file's line format (irq flags, timestamps)."""
+command lines, and the tracefs ``trace`` file's line format (irq flags, timestamps).  The kernel's
+structs and encodings behind them are in docs/kernel/ftrace.md."""
 
 from __future__ import annotations
 
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from skbinspect.ftrace.printfmt import PrintFmt
 
 __all__ = [
     "EventField",
@@ -33,7 +37,7 @@ class EventField:
     offset: int
     size: int
     is_signed: bool
-    len: int = 0  # array length (6.1+; 0 when not an array or unknown)
+    len: int = 0  # array length (``ftrace_event_field.len``, v6.2; 0 when not an array or unknown)
     filter_type: int = 0
 
     @property
@@ -69,6 +73,9 @@ class EventFormat:
     print_fmt: Optional[str] = None
     _decoder: Any = field(default=None, repr=False, compare=False)
     _printer: Any = field(default=None, repr=False, compare=False)
+    #: ``(trace_event_call, trace_event_class, print_fmt)`` addresses while fields and ``print_fmt`` are not
+    #: read yet (see :meth:`skbinspect.ftrace.reader.EventFormats.get`)
+    _lazy: Optional[Tuple[int, int, int]] = field(default=None, repr=False, compare=False)
     constant: Optional[Callable[[str], Optional[int]]] = field(default=None, repr=False, compare=False)
 
     @property
@@ -90,7 +97,7 @@ class EventFormat:
             self._decoder = FieldDecoder(self.fields)
         return self._decoder
 
-    def printer(self) -> Optional["PrintFmt"]:  # noqa: F821
+    def printer(self) -> Optional[PrintFmt]:
         """The compiled ``print_fmt`` (None if it has none or uses something :class:`PrintFmt` cannot do)."""
         if self._printer is None:
             from skbinspect.ftrace.printfmt import PrintFmt, PrintFmtError  # printfmt imports this module
@@ -295,9 +302,9 @@ class IrqFlagBits:
     softirq: int = 0x10
     preempt_resched: int = 0x20
     nmi: int = 0x40
-    bh_off: int = 0  # 5.17+ (0x80)
-    need_resched_lazy: int = 0  # 6.13+ (0x02, replacing IRQS_NOSUPPORT)
-    migrate_column: bool = True  # 5.14+: a fifth column for the migrate-disable depth
+    bh_off: int = 0  # TRACE_FLAG_BH_OFF (0x80, v5.17)
+    need_resched_lazy: int = 0  # TRACE_FLAG_NEED_RESCHED_LAZY (0x02, v6.13, replacing IRQS_NOSUPPORT)
+    migrate_column: bool = True  # a fifth column for the migrate-disable depth (v5.15)
 
 
 def format_irq_flags(flags: int, preempt_count: int, bits: IrqFlagBits) -> str:

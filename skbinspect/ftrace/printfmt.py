@@ -49,7 +49,9 @@ def _tokenize(text: str) -> List[Tuple[str, str]]:
         if not m or m.end() == pos:
             raise PrintFmtError(f"cannot tokenize print_fmt at {text[pos : pos + 20]!r}")
         kind = m.lastgroup
-        toks.append((kind, m.group(kind)))  # type: ignore[arg-type]
+        if kind is None:  # only whitespace left: excluded above
+            break
+        toks.append((kind, m.group(kind)))
         pos = m.end()
     return toks
 
@@ -213,9 +215,9 @@ class _Parser:
             if self.peek()[1] == "(":
                 return self.call(val)
             if self.constant is not None:
-                c = self.constant(val)
-                if c is not None:
-                    return lambda r, c=c: c
+                const = self.constant(val)
+                if const is not None:
+                    return lambda r, c=const: c
             raise PrintFmtError(f"unknown identifier {val}")
         raise PrintFmtError(f"unexpected {val!r}")
 
@@ -417,6 +419,10 @@ class _FmtRecord:
         return self.values.get(name)
 
 
+#: One compiled piece of a print_fmt: ``(literal, argument, fast formatter, conversion spec)``.
+_Piece = Tuple[str, Optional[Callable[[Any], Any]], Optional[Callable[[Any], str]], Tuple[str, ...]]
+
+
 class PrintFmt:
     """A compiled ``print_fmt``: ``render(fields, symbolize)`` gives the text after ``name: `` in the trace
     file.  Raises :class:`PrintFmtError` at compile time for constructs it does not implement.
@@ -495,14 +501,15 @@ class PrintFmt:
         if nargs != len(self.args):
             raise PrintFmtError(f"{nargs} conversions for {len(self.args)} arguments")
 
-    def _compiled(self) -> List[Tuple[str, Callable, Optional[Callable], Tuple[str, ...]]]:
-        """``(literal, argument, fast formatter or None, spec)`` per conversion: the common conversions of a
-        plain field (``%p``, ``%u``, ``%d``, ``%x``, ``%s``) get a specialised formatter."""
-        out = []
+    def _compiled(self) -> List[_Piece]:
+        """``(literal, argument, fast formatter or None, spec)`` per conversion (argument None: the
+        literal alone): the common conversions of a plain field (``%p``, ``%u``, ``%d``, ``%x``, ``%s``)
+        get a specialised formatter."""
+        out: List[_Piece] = []
         ai = 0
         for lit, spec in self.pieces:
             if spec is None:
-                out.append((lit, None, None, ()))  # type: ignore[arg-type]
+                out.append((lit, None, None, ()))
                 continue
             flags, width, prec, conv, ext, length = spec
             fast: Optional[Callable] = None

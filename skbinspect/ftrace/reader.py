@@ -1,6 +1,7 @@
-"""The kernel's ftrace ring buffers, read from memory with drgn (decoding lives in :mod:`.ftrace_decode`).
+"""The kernel's ftrace ring buffers, read from memory with drgn (the byte decoding is in
+:mod:`skbinspect.ftrace.ringbuf`, the payloads in :mod:`skbinspect.ftrace.formats`).
 
-What is read, and from where (kernel reference sections 6 and 7):
+What is read, and from where (docs/kernel/ftrace.md):
 
 * trace arrays: ``LIST_HEAD(ftrace_trace_arrays)`` of ``struct trace_array`` (the top level, whose
   ``name`` is NULL, and every instance); each one's ``array_buffer.buffer`` (``struct trace_buffer``) and
@@ -8,21 +9,21 @@ What is read, and from where (kernel reference sections 6 and 7):
 * per CPU, the sub-buffers in the kernel's reading order: the reader page (outside the ring) from its
   ``read`` offset, then from the head page (the one the ring link flagged ``RB_PAGE_HEAD`` points to,
   ``cpu_buffer->head_page`` can lag) to the commit page, stopping at its ``commit``.  Sub-buffers are
-  ``PAGE_SIZE << order`` bytes (``trace_buffer.subbuf_order`` / ``buffer_page.order``, 6.8+);
+  ``PAGE_SIZE << order`` bytes (``trace_buffer.subbuf_order`` / ``buffer_page.order``, v6.8);
 * event formats: ``LIST_HEAD(ftrace_events)`` of ``struct trace_event_call`` with each class's fields
   and ``ftrace_common_fields``; ``print_fmt`` as the tracefs ``format`` file shows it;
 * task names: ``savedcmd`` (``struct saved_cmdlines_buffer``); clocks: ``trace_clocks[tr->clock_id]``;
   option bits: ``enum trace_iterator_bits``; the line flags: ``enum trace_flag_type``.
 
 Memory is read in bulk (one ``prog.read`` per sub-buffer); no drgn Object is built per event.  Every walk
-is bounded, and unreadable or inconsistent memory is reported as :class:`~.ftrace_decode.Damage`.
+is bounded, and unreadable or inconsistent memory is reported as :class:`~skbinspect.ftrace.ringbuf.Damage`.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import drgn
 
@@ -40,6 +41,8 @@ from skbinspect.ftrace.ringbuf import (
     walk_ring,
 )
 from skbinspect.memory.cache import per_program
+from skbinspect.memory.faults import READ_FAULTS
+from skbinspect.memory.layout import StructLayout, struct_layout
 from skbinspect.target.opener import kernel_version
 
 __all__ = [
@@ -73,24 +76,10 @@ class TraceError(SkbinspectError):
     """The trace buffers cannot be read (no tracing in this kernel, instance not found, ...)."""
 
 
-def _offsetof(prog: drgn.Program, type_name: str, member: str) -> Optional[int]:
-    try:
-        return drgn.offsetof(prog.type(type_name), member)
-    except (LookupError, ValueError):
-        return None
-
-
-def _sizeof(prog: drgn.Program, type_name: str) -> Optional[int]:
-    try:
-        return drgn.sizeof(prog.type(type_name))
-    except (LookupError, ValueError):
-        return None
-
-
 def _const(prog: drgn.Program, name: str) -> Optional[int]:
     try:
         return prog[name].value_()
-    except (LookupError, drgn.FaultError, ValueError, TypeError):
+    except (LookupError, TypeError, *READ_FAULTS):
         return None
 
 
@@ -103,7 +92,7 @@ def read_cstr(prog: drgn.Program, addr: int, maxlen: int = 256) -> Optional[str]
         chunk = min(64, maxlen - len(out), 4096 - ((addr + len(out)) & 4095))
         try:
             b = prog.read(addr + len(out), chunk)
-        except drgn.FaultError:
+        except READ_FAULTS:
             return out.decode("utf-8", "replace") if out else None
         i = b.find(b"\0")
         if i >= 0:
@@ -114,47 +103,43 @@ def read_cstr(prog: drgn.Program, addr: int, maxlen: int = 256) -> Optional[str]
 
 # ---- layouts -----------------------------------------------------------------------------------------
 
+#: The members of ``struct buffer_page`` read for the page walk (``order`` only on v6.8 and later).
+_BPAGE_MEMBERS = ("list.next", "list.prev", "read", "page", "order")
 
-@dataclass(frozen=True)
-class _PageLayout:
-    """Offsets in ``struct buffer_page`` and the ring buffer encoding, from the target's DWARF."""
 
-    size: int
-    next: int
-    read: int
-    write: int
-    entries: int
-    real_end: int
-    page: int
-    order: Optional[int]  # 6.8+
+class _PageLayout(NamedTuple):
+    """How this kernel's ring buffer pages are laid out: ``struct buffer_page`` and the encoding of the
+    sub-buffers (from DWARF where it says, else the defaults of :class:`RingBufferLayout`)."""
+
+    bpage: StructLayout
     rb: RingBufferLayout
 
 
 def _page_layout(prog: drgn.Program) -> _PageLayout:
-    key = "skbinspect.ftrace.page_layout"
-    cached = prog.cache.get(key)
-    if cached is not None:
-        return cached
-    t = "struct buffer_page"
-    size = _sizeof(prog, t)
-    if size is None:
+    return per_program(prog, "skbinspect.ftrace.page_layout", _read_page_layout)
+
+
+def _read_page_layout(prog: drgn.Program) -> _PageLayout:
+    try:
+        bpage = struct_layout(prog, "struct buffer_page", _BPAGE_MEMBERS)
+        if not all(bpage.has(m) for m in _BPAGE_MEMBERS[:4]):
+            raise LookupError("struct buffer_page without list, read or page")
+    except LookupError:
         raise TraceError(
             "this kernel's debug info has no struct buffer_page (kernel/trace/ring_buffer.c): cannot read "
             "the ftrace ring buffer (is CONFIG_RING_BUFFER off, or the vmlinux debug info incomplete?)."
         )
-    hdr = _offsetof(prog, "struct buffer_data_page", "data")
-    commit = _offsetof(prog, "struct buffer_data_page", "commit")
-    commit_size = 8
-    try:
-        commit_size = drgn.sizeof(prog.type("struct buffer_data_page").member("commit").type)
-    except (LookupError, ValueError):
-        pass
     rb_kw: Dict[str, int] = {}
-    if hdr is not None:
-        rb_kw["header_size"] = hdr
-    if commit is not None:
-        rb_kw["commit_offset"] = commit
-        rb_kw["commit_size"] = commit_size
+    try:
+        data_page = struct_layout(prog, "struct buffer_data_page", ("commit",))
+    except LookupError:
+        pass
+    else:
+        # BUF_PAGE_HDR_SIZE is offsetof(struct buffer_data_page, data); data[] is the struct's last member
+        # (a flexible array, aligned), so that is the struct's size
+        rb_kw["header_size"] = data_page.size
+        if data_page.has("commit"):
+            rb_kw["commit_offset"], rb_kw["commit_size"] = data_page.fields["commit"][:2]
     for attr, name in (
         ("type_len_max", "RINGBUF_TYPE_DATA_TYPE_LEN_MAX"),
         ("type_padding", "RINGBUF_TYPE_PADDING"),
@@ -164,25 +149,7 @@ def _page_layout(prog: drgn.Program) -> _PageLayout:
         v = _const(prog, name)
         if v is not None:
             rb_kw[attr] = v
-    order = None
-    try:
-        prog.type(t).member("order")
-        order = _offsetof(prog, t, "order")
-    except LookupError:
-        pass
-    lay = _PageLayout(
-        size=size,
-        next=_offsetof(prog, t, "list.next") or 0,
-        read=_offsetof(prog, t, "read") or 0,
-        write=_offsetof(prog, t, "write") or 0,
-        entries=_offsetof(prog, t, "entries") or 0,
-        real_end=_offsetof(prog, t, "real_end") or 0,
-        page=_offsetof(prog, t, "page") or 0,
-        order=order,
-        rb=RingBufferLayout(**rb_kw),
-    )
-    prog.cache[key] = lay
-    return lay
+    return _PageLayout(bpage, RingBufferLayout(**rb_kw))
 
 
 # ---- trace arrays ------------------------------------------------------------------------------------
@@ -317,7 +284,7 @@ def _options(prog: drgn.Program, flags: int) -> Dict[str, bool]:
 def _nr_cpu_ids(prog: drgn.Program) -> int:
     try:
         return int(prog["nr_cpu_ids"].value_())
-    except (LookupError, drgn.FaultError):
+    except (LookupError, *READ_FAULTS):
         return 1
 
 
@@ -380,7 +347,9 @@ def _trace_array(prog: drgn.Program, tr: drgn.Object) -> TraceArray:
     order = 0
     if buf_addr:
         try:
-            order = int(buf.subbuf_order.value_())  # 6.8+
+            # Linux kernel commit 2808e31ec12e ("ring-buffer: Add interface for configuring trace sub
+            # buffer size") (in v6.8)
+            order = int(buf.subbuf_order.value_())
         except AttributeError:
             order = 0
     if order > 10:
@@ -394,12 +363,15 @@ def _trace_array(prog: drgn.Program, tr: drgn.Object) -> TraceArray:
             c = clocks[cid]
             clock = c.name.string_().decode(errors="replace")
             in_ns = bool(c.in_ns.value_())
-    except (LookupError, AttributeError, drgn.FaultError, TypeError):
+    except (LookupError, AttributeError, TypeError, *READ_FAULTS):
         warnings.append("trace clock unknown; assuming nanoseconds")
     flags = int(tr.trace_flags.value_())
     text_delta = 0
     try:
-        text_delta = int(tr.text_delta.value_())  # 6.12+: persistent (boot-mapped) buffers
+        # persistent (boot-mapped) buffers: addresses of the previous boot are shifted by text_delta.
+        # Linux kernel commit 07714b4bb3f9 ("tracing: Handle old buffer mappings for event strings and
+        # functions") (in v6.11)
+        text_delta = int(tr.text_delta.value_())
     except AttributeError:
         pass
     cpus: List[CpuBuffer] = []
@@ -409,7 +381,7 @@ def _trace_array(prog: drgn.Program, tr: drgn.Object) -> TraceArray:
             bufs_ptr = buf.buffers.value_()
             raw = prog.read(bufs_ptr, 8 * n) if bufs_ptr else b""
             ptrs = struct.unpack_from("<%dQ" % (len(raw) // 8), raw)
-        except drgn.FaultError as e:
+        except READ_FAULTS as e:
             warnings.append(f"per-CPU buffer array unreadable ({e})")
             ptrs = ()
         for cpu, p in enumerate(ptrs):
@@ -417,7 +389,7 @@ def _trace_array(prog: drgn.Program, tr: drgn.Object) -> TraceArray:
                 continue
             try:
                 cpus.append(_cpu_buffer(prog, p, cpu))
-            except drgn.FaultError as e:
+            except READ_FAULTS as e:
                 warnings.append(f"CPU {cpu}: ring_buffer_per_cpu at {p:#x} unreadable ({e})")
     else:
         warnings.append("this trace array has no buffer")
@@ -455,7 +427,7 @@ def trace_arrays(prog: drgn.Program) -> List[TraceArray]:
     seen = set()
     try:
         pos = head.next.value_()
-        off = _offsetof(prog, "struct trace_array", "list") or 0
+        off = struct_layout(prog, "struct trace_array", ("list",)).offset("list") or 0
         while pos != head.value_() and len(out) < MAX_TRACE_ARRAYS:
             if pos in seen or not pos:
                 break
@@ -463,7 +435,7 @@ def trace_arrays(prog: drgn.Program) -> List[TraceArray]:
             tr = drgn.Object(prog, "struct trace_array *", pos - off)
             try:
                 out.append(_trace_array(prog, tr))
-            except drgn.FaultError as e:
+            except READ_FAULTS as e:
                 out.append(
                     TraceArray(
                         "?",
@@ -482,7 +454,7 @@ def trace_arrays(prog: drgn.Program) -> List[TraceArray]:
                     )
                 )
             pos = drgn.Object(prog, "struct list_head *", pos).next.value_()
-    except drgn.FaultError as e:
+    except READ_FAULTS as e:
         if not out:
             raise TraceError(f"the list of trace arrays (ftrace_trace_arrays) is unreadable: {e}.")
     out.sort(key=lambda t: (not t.is_top, t.name))
@@ -505,6 +477,9 @@ def find_trace_array(prog: drgn.Program, instance: Optional[str] = None) -> Trac
 
 # ---- event formats ------------------------------------------------------------------------------------
 
+#: The members of ``struct trace_event_call`` read (``name`` is in a union with ``tp``).
+_CALL_MEMBERS = ("list.next", "class", "name", "event.type", "print_fmt", "flags")
+
 
 class EventFormats:
     """The target's event types by id, read from ``ftrace_events`` (fields are read on first use)."""
@@ -526,25 +501,22 @@ class EventFormats:
         except LookupError:
             self.warnings.append("no ftrace_events list in this kernel: events cannot be named")
             return
-        t = "struct trace_event_call"
-        o_class = _offsetof(prog, t, "class")
-        o_name = _offsetof(prog, t, "name")
-        o_type = _offsetof(prog, t, "event.type")
-        o_fmt = _offsetof(prog, t, "print_fmt")
-        o_flags = _offsetof(prog, t, "flags")
-        o_list = _offsetof(prog, t, "list") or 0
-        o_system = _offsetof(prog, "struct trace_event_class", "system") or 0
-        size = _sizeof(prog, t) or 0
-        if None in (o_class, o_name, o_type, o_fmt, o_flags) or not size:
+        try:
+            calls = struct_layout(prog, "struct trace_event_call", _CALL_MEMBERS)
+            o_system = struct_layout(prog, "struct trace_event_class", ("system",)).offset("system") or 0
+        except LookupError:
+            calls = None
+        if calls is None or not all(calls.has(m) for m in _CALL_MEMBERS):
             self.warnings.append("struct trace_event_call not in the debug info: events cannot be named")
             return
+        o_list = calls.offset("list.next") or 0
         fl_tp = _const(prog, "TRACE_EVENT_FL_TRACEPOINT")
         systems: Dict[int, str] = {}
         seen = set()
         pos = head
         try:
             pos = struct.unpack("<Q", prog.read(head, 8))[0]
-        except drgn.FaultError as e:
+        except READ_FAULTS as e:
             self.warnings.append(f"ftrace_events unreadable ({e})")
             return
         n = 0
@@ -556,21 +528,16 @@ class EventFormats:
             n += 1
             call = pos - o_list
             try:
-                raw = prog.read(call, size)
-            except drgn.FaultError:
+                c = calls.decode(prog.read(call, calls.size))
+            except READ_FAULTS:
                 self.warnings.append(f"trace_event_call at {call:#x} unreadable; the list walk stopped")
                 break
-            nxt = struct.unpack_from("<Q", raw, o_list)[0]
-            cls = struct.unpack_from("<Q", raw, o_class)[0]
-            name_ptr = struct.unpack_from("<Q", raw, o_name)[0]
-            ev_id = struct.unpack_from("<i", raw, o_type)[0]
-            fmt_ptr = struct.unpack_from("<Q", raw, o_fmt)[0]
-            flags = struct.unpack_from("<i", raw, o_flags)[0]
+            nxt, cls, name_ptr, ev_id, fmt_ptr, flags = (c[m] for m in _CALL_MEMBERS)
             if fl_tp is not None and flags & fl_tp:
                 # trace_event_name(): a TRACE_EVENT's name is its tracepoint's (struct tracepoint .name first)
                 try:
                     name_ptr = struct.unpack("<Q", prog.read(name_ptr, 8))[0]
-                except drgn.FaultError:
+                except READ_FAULTS:
                     name_ptr = 0
             name = read_cstr(prog, name_ptr, 128) or f"event{ev_id}"
             system = "?"
@@ -578,12 +545,11 @@ class EventFormats:
                 if cls not in systems:
                     try:
                         sp = struct.unpack("<Q", prog.read(cls + o_system, 8))[0]
-                    except drgn.FaultError:
+                    except READ_FAULTS:
                         sp = 0
                     systems[cls] = read_cstr(prog, sp, 128) or "?"
                 system = systems[cls]
-            ef = EventFormat(ev_id, system, name, [], print_fmt=None)
-            ef._lazy = (call, cls, fmt_ptr)  # type: ignore[attr-defined]
+            ef = EventFormat(ev_id, system, name, [], print_fmt=None, _lazy=(call, cls, fmt_ptr))
             if ev_id > 0 and ev_id not in self.by_id:
                 self.by_id[ev_id] = ef
                 self._calls[ev_id] = call
@@ -599,7 +565,7 @@ class EventFormats:
             obj = self.prog[name]
             if obj.type_.kind in (drgn.TypeKind.ENUM, drgn.TypeKind.INT) and obj.address_ is None:
                 v = int(obj.value_())
-        except (LookupError, drgn.FaultError, ValueError, TypeError):
+        except (LookupError, TypeError, *READ_FAULTS):
             v = None
         self._constants[name] = v
         return v
@@ -614,10 +580,10 @@ class EventFormats:
         return self._common
 
     def _complete(self, ef: EventFormat) -> EventFormat:
-        lazy = getattr(ef, "_lazy", None)
+        lazy = ef._lazy
         if lazy is None:
             return ef
-        ef._lazy = None  # type: ignore[attr-defined]
+        ef._lazy = None
         call, cls, fmt_ptr = lazy
         ef.print_fmt = read_cstr(self.prog, fmt_ptr, 1 << 16) if fmt_ptr else None
         ef.common_fields = self.common_fields()
@@ -647,14 +613,15 @@ def _fields_head(prog: drgn.Program, call: int, cls: int) -> Optional[int]:
     """``trace_get_fields()``: ``class->get_fields(call)`` for syscalls, else ``&class->fields``."""
     if not cls:
         return None
-    o_get = _offsetof(prog, "struct trace_event_class", "get_fields")
-    o_fields = _offsetof(prog, "struct trace_event_class", "fields")
+    cls_layout = struct_layout(prog, "struct trace_event_class", ("get_fields", "fields"))
+    o_get = cls_layout.offset("get_fields")
+    o_fields = cls_layout.offset("fields")
     if o_fields is None:
         return None
     if o_get is not None:
         try:
             fn = struct.unpack("<Q", prog.read(cls + o_get, 8))[0]
-        except drgn.FaultError:
+        except READ_FAULTS:
             fn = 0
         if fn:
             try:
@@ -666,39 +633,39 @@ def _fields_head(prog: drgn.Program, call: int, cls: int) -> Optional[int]:
                     data = drgn.Object(prog, "struct trace_event_call *", call).data.value_()
                     meta = drgn.Object(prog, "struct syscall_metadata *", data)
                     return meta.enter_fields.address_of_().value_()
-                except (LookupError, AttributeError, drgn.FaultError):
+                except (LookupError, AttributeError, *READ_FAULTS):
                     return None
     return cls + o_fields
+
+
+#: The members of ``struct ftrace_event_field`` read (decoded by StructLayout whatever their shape):
+#: ``len`` (an array's length; absent: read it from the type) came with Linux kernel commit b6c7abd1c28a
+#: ("tracing: Fix TASK_COMM_LEN in trace event format file") (in v6.2, and 6.1 stable); ``is_signed``, an
+#: int before, is a 1-bit field since Linux kernel commit afd2627f727b ("tracing: Check "%s" dereference
+#: via the field and not the TP_printk format") (in v6.13, and 6.12 stable).
+_FIELD_MEMBERS = (
+    "link.next",
+    "link.prev",
+    "name",
+    "type",
+    "offset",
+    "size",
+    "is_signed",
+    "len",
+    "filter_type",
+)
 
 
 def _read_fields(prog: drgn.Program, head: int, warnings: List[str]) -> List[EventField]:
     """Fields of a ``list_head`` of ``struct ftrace_event_field``, in declaration order (the list is built
     with ``list_add()``, newest first, so it is walked through ``prev`` as the format file does)."""
-    t = "struct ftrace_event_field"
-    ftype = prog.type(t)
-    size = drgn.sizeof(ftype)
-    o_link = drgn.offsetof(ftype, "link")
-    o_prev = o_link + 8
-    o_name = drgn.offsetof(ftype, "name")
-    o_type = drgn.offsetof(ftype, "type")
-    o_off = drgn.offsetof(ftype, "offset")
-    o_size = drgn.offsetof(ftype, "size")
-    o_ftype = drgn.offsetof(ftype, "filter_type")
-    o_len = None
-    try:
-        ftype.member("len")
-        o_len = drgn.offsetof(ftype, "len")
-    except LookupError:
-        pass
-    # is_signed: int (5.10, 6.1) or a 1-bit field (6.x: unsigned int is_signed:1, needs_test:1)
-    sm = ftype.member("is_signed")
-    s_bits = sm.bit_field_size
-    s_bit_off = sm.bit_offset
+    lay = struct_layout(prog, "struct ftrace_event_field", _FIELD_MEMBERS)
+    o_link = lay.offset("link.next") or 0
     out: List[EventField] = []
     seen = set()
     try:
         pos = struct.unpack("<Q", prog.read(head + 8, 8))[0]  # head->prev
-    except drgn.FaultError:
+    except READ_FAULTS:
         warnings.append(f"event field list at {head:#x} unreadable")
         return out
     while pos != head and len(out) < MAX_FIELDS:
@@ -708,22 +675,22 @@ def _read_fields(prog: drgn.Program, head: int, warnings: List[str]) -> List[Eve
         seen.add(pos)
         base = pos - o_link
         try:
-            raw = prog.read(base, size)
-        except drgn.FaultError:
+            f = lay.decode(prog.read(base, lay.size))
+        except READ_FAULTS:
             warnings.append(f"event field at {base:#x} unreadable")
             break
-        name = read_cstr(prog, struct.unpack_from("<Q", raw, o_name)[0], 128) or "?"
-        typ = read_cstr(prog, struct.unpack_from("<Q", raw, o_type)[0], 256) or "?"
-        off = struct.unpack_from("<i", raw, o_off)[0]
-        fsz = struct.unpack_from("<i", raw, o_size)[0]
-        if s_bits:
-            word = int.from_bytes(raw[s_bit_off // 8 : s_bit_off // 8 + 4], "little")
-            signed = bool(word >> (s_bit_off % 8) & 1)
-        else:
-            signed = bool(struct.unpack_from("<i", raw, s_bit_off // 8)[0])
-        ln = struct.unpack_from("<i", raw, o_len)[0] if o_len is not None else 0
-        out.append(EventField(name, typ, off, fsz, signed, ln, struct.unpack_from("<i", raw, o_ftype)[0]))
-        pos = struct.unpack_from("<Q", raw, o_prev)[0]
+        out.append(
+            EventField(
+                read_cstr(prog, f.get("name", 0), 128) or "?",
+                read_cstr(prog, f.get("type", 0), 256) or "?",
+                f.get("offset", 0),
+                f.get("size", 0),
+                bool(f.get("is_signed", 0)),
+                f.get("len", 0),
+                f.get("filter_type", 0),
+            )
+        )
+        pos = f.get("link.prev", 0)
     return out
 
 
@@ -736,41 +703,41 @@ def event_formats(prog: drgn.Program) -> EventFormats:
 
 
 def saved_cmdlines(prog: drgn.Program, warnings: Optional[List[str]] = None) -> SavedCmdlines:
-    """The kernel's saved comms (``savedcmd``: trace.c up to 6.6, trace_sched_switch.c later), bulk-read."""
-    key = "skbinspect.ftrace.cmdlines"
-    c = prog.cache.get(key)
-    if c is not None:
-        return c
-    c = SavedCmdlines.empty()
+    """The kernel's saved comms (``savedcmd``), bulk-read once per program; what makes them unreadable is
+    added to ``warnings`` (on the first call)."""
+    return per_program(prog, "skbinspect.ftrace.cmdlines", lambda p: _read_saved_cmdlines(p, warnings))
+
+
+def _read_saved_cmdlines(prog: drgn.Program, warnings: Optional[List[str]]) -> SavedCmdlines:
     try:
         sc = prog["savedcmd"]
-        if sc.value_():
-            t = sc.type_.type
-            m_map = t.member("map_pid_to_cmdline")
-            n_map = m_map.type.length or 0
-            base = sc.value_()
-            pid_map = prog.read(base + drgn.offsetof(t, "map_pid_to_cmdline"), 4 * n_map)
-            num = int(sc.cmdline_num.value_())
-            num = max(0, min(num, 1 << 20))
-            to_pid = prog.read(sc.map_cmdline_to_pid.value_(), 4 * num) if num else b""
-            try:
-                comm_len = drgn.sizeof(prog.type("struct task_struct").member("comm").type)
-            except LookupError:
-                comm_len = 16
-            names_obj = sc.saved_cmdlines
-            if names_obj.type_.kind == drgn.TypeKind.POINTER:  # older kernels: char *saved_cmdlines
-                names_addr = names_obj.value_()
-            else:
-                names_addr = names_obj.address_
-            names = prog.read(names_addr, num * comm_len) if num else b""
-            c = SavedCmdlines(
-                struct.unpack("<%dI" % n_map, pid_map), struct.unpack("<%dI" % num, to_pid), names, comm_len
-            )
-    except (LookupError, AttributeError, drgn.FaultError, struct.error) as e:
+        if not sc.value_():
+            return SavedCmdlines.empty()
+        pid_map_obj = sc.map_pid_to_cmdline
+        n_map = pid_map_obj.type_.length or 0
+        pid_map = prog.read(pid_map_obj.address_, 4 * n_map)
+        num = int(sc.cmdline_num.value_())
+        num = max(0, min(num, 1 << 20))
+        to_pid = prog.read(sc.map_cmdline_to_pid.value_(), 4 * num) if num else b""
+        try:
+            comm_len = struct_layout(prog, "struct task_struct", ("comm",)).fields["comm"][1]
+        except (LookupError, KeyError):
+            comm_len = 16  # TASK_COMM_LEN
+        names_obj = sc.saved_cmdlines
+        # Linux kernel commit 44dc5c41b5b1 ("tracing: Fix wasted memory in saved_cmdlines logic") (in
+        # v6.8, and stable kernels) made char *saved_cmdlines an array at the end of the struct
+        if names_obj.type_.kind == drgn.TypeKind.POINTER:
+            names_addr = names_obj.value_()
+        else:
+            names_addr = names_obj.address_
+        names = prog.read(names_addr, num * comm_len) if num else b""
+        return SavedCmdlines(
+            struct.unpack("<%dI" % n_map, pid_map), struct.unpack("<%dI" % num, to_pid), names, comm_len
+        )
+    except (LookupError, AttributeError, struct.error, *READ_FAULTS) as e:
         if warnings is not None:
             warnings.append(f"saved task names (savedcmd) unreadable ({e}); tasks show as <...>")
-    prog.cache[key] = c
-    return c
+        return SavedCmdlines.empty()
 
 
 def irq_flag_bits(prog: drgn.Program) -> IrqFlagBits:
@@ -780,8 +747,10 @@ def irq_flag_bits(prog: drgn.Program) -> IrqFlagBits:
         x = _const(prog, name)
         return x if x is not None else 0
 
-    # The fifth column (migrate-disable depth) came with 54357f0c9149 "tracing: Add migrate-disabled
-    # counter to tracing output" (Linux 5.13; tracing_gen_ctx_irq_test() arrived in the same series).
+    # The fifth column (migrate-disable depth): Linux kernel commit 54357f0c9149 ("tracing: Add
+    # migrate-disabled counter to tracing output.") (in v5.15).  It is assumed where
+    # tracing_gen_ctx_irq_test() exists, which is older (v5.12): 5.12 .. 5.14 kernels get a column their
+    # trace file does not have (see docs/kernel/ftrace.md).
     migrate = True
     try:
         prog["tracing_gen_ctx_irq_test"]
@@ -804,16 +773,6 @@ def irq_flag_bits(prog: drgn.Program) -> IrqFlagBits:
 # ---- pages and records --------------------------------------------------------------------------------
 
 
-def _read_bpage(prog: drgn.Program, lay: _PageLayout, addr: int) -> Tuple[int, int, int, int, int]:
-    """``(next, read, page, order, prev)`` of a ``struct buffer_page``."""
-    raw = prog.read(addr, lay.size)
-    nxt, prev = struct.unpack_from("<QQ", raw, lay.next)
-    rd = struct.unpack_from("<I", raw, lay.read)[0]
-    page = struct.unpack_from("<Q", raw, lay.page)[0]
-    order = struct.unpack_from("<I", raw, lay.order)[0] if lay.order is not None else 0
-    return nxt, rd, page, order, prev
-
-
 @dataclass
 class CpuPages:
     """The sub-buffers of one CPU in reading order: ``(buffer_page address, data page address, order,
@@ -825,13 +784,20 @@ class CpuPages:
 
 
 def cpu_pages(prog: drgn.Program, tr: TraceArray, cb: CpuBuffer) -> CpuPages:
-    """The sub-buffers of ``cb`` in the kernel's reading order (see :func:`.ftrace_decode.walk_ring`)."""
-    lay = _page_layout(prog)
+    """The sub-buffers of ``cb`` in the kernel's reading order (see :func:`.ringbuf.walk_ring`)."""
+    bpage = _page_layout(prog).bpage
     order_default = tr.subbuf_order
+    read, size = prog.read, bpage.size
+    unpack, pos, _ = bpage.unpacker(_BPAGE_MEMBERS)  # one struct call per buffer_page
+    i_next, i_prev, i_read, i_page = (pos[m] for m in _BPAGE_MEMBERS[:4])
+    # Linux kernel commit f9b94daa542a ("ring-buffer: Set new size of the ring buffer sub page") (in
+    # v6.8): each page's own order; before, every sub-buffer is one page
+    i_order = pos.get("order")
 
     def read_bpage(addr: int) -> Tuple[int, int, int, int, int]:
-        nxt, rd, page, order, prev = _read_bpage(prog, lay, addr)
-        return nxt, rd, page, order if lay.order is not None else order_default, prev
+        v = unpack(read(addr, size))
+        order = v[i_order] if i_order is not None else order_default
+        return v[i_next], v[i_read], v[i_page], order, v[i_prev]
 
     pages, dmg = walk_ring(
         read_bpage,
@@ -841,22 +807,22 @@ def cpu_pages(prog: drgn.Program, tr: TraceArray, cb: CpuBuffer) -> CpuPages:
         pages=cb.pages,
         head_page=cb.head_page,
         nr_pages=cb.nr_pages,
-        list_offset=lay.next,
+        list_offset=bpage.offset("list.next") or 0,
         max_pages=MAX_PAGES,
     )
     return CpuPages(cb.cpu, pages, dmg)
 
 
 _DROPPED = object()
-_U32 = struct.Struct("<I")
-_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I").unpack_from
+_TYPE_MASK, _POS_SHIFT = KeyCodec.TYPE_MASK, KeyCodec.POS_SHIFT  # fixed in every codec
 
 
 class TraceReader:
     """Reads one trace array: its per-CPU sub-buffers, decoded lazily, merged by time stamp.
 
     Memory use is bounded by one sub-buffer per CPU being merged (plus the page lists), not by the number
-    of events.  :meth:`windows` is the fast path (keys, see :class:`~.ftrace_decode.KeyCodec`);
+    of events.  :meth:`windows` is the fast path (keys, see :class:`~.ringbuf.KeyCodec`);
     :meth:`records` gives tuples; :meth:`events` gives :class:`TraceEvent` objects with stacks attached.
     """
 
@@ -885,8 +851,11 @@ class TraceReader:
         self._pages: Optional[List[CpuPages]] = None
         self._pages_done = 0
         self._decoders: Dict[int, Any] = {}  # event id -> FieldDecoder (None: unknown event)
-        # (key, id(page)) of an event -> [(page, stack record key)]
-        self._stacks: Dict[Tuple[int, int], List[Tuple[bytes, int]]] = {}
+        #: The kernel stack records :meth:`grouped_windows` took out of the stream, by the event they
+        #: follow: ``(key, id(page))`` of the event -> ``[(page, key of a stack record)]``.  Whoever handles
+        #: an event takes its stacks out (:meth:`pop_stacks`, or ``attached_stacks.pop`` in a hot loop), so
+        #: the dict only holds the stacks of events not handled yet.
+        self.attached_stacks: Dict[Tuple[int, int], List[Tuple[bytes, int]]] = {}
 
     @property
     def pages(self) -> List[CpuPages]:
@@ -924,7 +893,7 @@ class TraceReader:
                 size = cap
             try:
                 page = read(page_addr, size)
-            except drgn.FaultError as e:
+            except READ_FAULTS as e:
                 damage.append(
                     Damage(
                         cp.cpu,
@@ -956,10 +925,15 @@ class TraceReader:
 
     def raw_events(self) -> Iterator["TraceEvent"]:
         """:class:`TraceEvent` per record, in the trace file's order (stack records separate)."""
+        cpu_of = self.codec.cpu
         for keys, pages in self.windows():
-            cmask, cshift = self.codec.cpu_mask, self.codec.cpu_shift
             for k in keys:
-                yield TraceEvent(self, k, pages[(k >> cshift) & cmask])
+                yield TraceEvent(self, k, pages[cpu_of(k)])
+
+    def pop_stacks(self, key: int, page: bytes) -> Optional[List[Tuple[bytes, int]]]:
+        """Take the stack records attached to the event of ``key`` in ``page`` (see
+        :attr:`attached_stacks`): ``[(page, key of a stack record)]``, or None."""
+        return self.attached_stacks.pop((key, id(page)), None)
 
     def events(self, types: Optional[Iterable[int]] = None) -> Iterator["TraceEvent"]:
         """Decoded events, oldest first, each kernel stack record attached to the event it follows on the
@@ -969,15 +943,15 @@ class TraceReader:
         :param types: event ids to keep (default all); the stacks of the others are dropped with them
             (orphan stack records are kept when ``types`` includes ``TRACE_STACK``).
         """
-        stacks = self._stacks
-        for k, page, _ in self.grouped_keys(types):
+        pop = self.attached_stacks.pop
+        for k, page, page_id in self.grouped_keys(types):
             ev = TraceEvent(self, k, page)
-            ev.stack_records = stacks.pop((k, id(page)), None)
+            ev.stack_records = pop((k, page_id), None)
             yield ev
 
     def grouped_keys(self, types: Optional[Iterable[int]] = None) -> Iterator[Tuple[int, bytes, int]]:
         """The fast path under :meth:`events`: ``(key, page, id(page))`` per event in time order, filtered
-        by ``types``; an event's stack records are in ``self._stacks[(key, id(page))]`` (pop them)."""
+        by ``types``; an event's stack records are in ``attached_stacks[(key, id(page))]`` (pop them)."""
         cmask, cshift = self.codec.cpu_mask, self.codec.cpu_shift
         for keys, pages in self.grouped_windows(types):
             if len(pages) == 1:
@@ -993,41 +967,42 @@ class TraceReader:
     def grouped_windows(
         self, types: Optional[Iterable[int]] = None
     ) -> Iterator[Tuple[List[int], Dict[int, bytes]]]:
-        """Like :meth:`windows`, with stack records taken out and attached (``self._stacks``) and the events
+        """Like :meth:`windows`, with stack records taken out and attached (:attr:`attached_stacks`) and the events
         not in ``types`` left out."""
         want = frozenset(types) if types is not None else None
         return merge_windows([self._grouped(cp, want) for cp in self.pages], self.codec)
 
     def _grouped(self, cp: CpuPages, want: Optional[frozenset] = None) -> Iterator[Batch]:
         """One CPU's batches with the stack records that follow an event taken out (and remembered in
-        ``self._stacks`` for that event: one from ``options/stacktrace``, one more per ``stacktrace``
+        :attr:`attached_stacks` for that event: one from ``options/stacktrace``, one more per ``stacktrace``
         trigger), and the events not in ``want`` left out with their stacks.  A batch is held back until
         the next one is known, since an event's stack can start the next sub-buffer."""
         st = self.stack_type
-        stacks = self._stacks
+        stacks = self.attached_stacks
+        tmask = self.codec.TYPE_MASK
         orphans = want is None or st in want
         held: Optional[Batch] = None
         # (key, id(page)) of the last event, whose stacks follow; DROPPED after an event not wanted
         owner: Any = None
         for page, keys, mono in self._cpu_batches(cp):
             pid = id(page)
-            types = {k & 0xFFFF for k in keys}
+            types = {k & tmask for k in keys}
             if st not in types:  # no stack record in this sub-buffer: filter at C speed
                 if want is None:
                     kept = keys
                 elif types <= want:
                     kept = keys
                 else:
-                    kept = [k for k in keys if k & 0xFFFF in want]
+                    kept = [k for k in keys if k & tmask in want]
                 last = keys[-1]
-                owner = (last, pid) if want is None or last & 0xFFFF in want else _DROPPED
+                owner = (last, pid) if want is None or last & tmask in want else _DROPPED
                 if held is not None:
                     yield held
                 held = (page, kept, mono)
                 continue
             kept = []
             for k in keys:
-                t = k & 0xFFFF
+                t = k & tmask
                 if t == st:
                     if owner is _DROPPED:
                         continue
@@ -1059,28 +1034,26 @@ class TraceEvent:
     :ivar type: the event id (``trace_entry.type``).
     :ivar page: the sub-buffer's bytes; ``off``/``length`` locate the payload in it.
 
-    Built from a key (:class:`~.ftrace_decode.KeyCodec`) and the sub-buffer it points into.
+    Built from a key (:class:`~.ringbuf.KeyCodec`) and the sub-buffer it points into.
     """
 
     __slots__ = ("reader", "key", "ts", "cpu", "type", "page", "off", "length", "stack_records", "_fields")
 
     def __init__(self, reader: TraceReader, key: int, page: bytes) -> None:
+        # KeyCodec.unpack() and payload() inlined: this runs once per event
         c = reader.codec
         self.reader = reader
         self.key = key
-        self.ts = key >> c.shift
+        self.ts = key >> c.ts_shift
         self.cpu = (key >> c.cpu_shift) & c.cpu_mask
         self.page = page
-        self.type = key & 0xFFFF
-        w = (key >> 16) & c.pos_mask
-        h = _U32.unpack_from(page, w * 4)[0]
-        tl = h & 31
-        if tl:
-            self.off = (w + 1) * 4
-            self.length = tl * 4
+        self.type = key & _TYPE_MASK
+        w = (key >> _POS_SHIFT) & c.pos_mask
+        h = _U32(page, w * 4)[0]
+        if h & 31:
+            self.off, self.length = (w + 1) * 4, (h & 31) * 4
         else:
-            self.off = (w + 2) * 4
-            self.length = _U32.unpack_from(page, w * 4 + 4)[0] - 4
+            self.off, self.length = (w + 2) * 4, _U32(page, w * 4 + 4)[0] - 4
         self.stack_records: Optional[List[Tuple[bytes, int]]] = None
         self._fields: Optional[Dict[str, Any]] = None
 

@@ -1,19 +1,33 @@
 """Rendering for ``skbinspect trace`` and ``skbinspect drops``: the tracefs ``trace`` line format, JSON
-objects, and the drops tables and timelines.  No kernel access here beyond the decoded events."""
+objects, and the drops tables and timelines.  No kernel access here beyond the decoded events (the trace
+file's columns are described in docs/kernel/ftrace.md)."""
 
 from __future__ import annotations
 
 import json
 import struct
-from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
+from operator import itemgetter
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, TextIO, Tuple
 
-from skbinspect.ftrace.formats import decode_stack, format_irq_flags, format_timestamp
+from skbinspect.ftrace.formats import (
+    EventField,
+    EventFormat,
+    IrqFlagBits,
+    SavedCmdlines,
+    decode_stack,
+    decode_value,
+    format_irq_flags,
+    format_timestamp,
+)
 from skbinspect.ftrace.reader import TraceArray, TraceEvent, TraceReader
-from skbinspect.ftrace.skb_events import Symbolizer, reason_names
+from skbinspect.ftrace.ringbuf import KeyCodec
+from skbinspect.ftrace.skb_events import ReasonNames, Symbolizer, reason_names
 
 __all__ = [
     "TraceTextFormatter",
     "trace_header",
+    "TRACE_JSON_LINE",
+    "JsonMember",
     "event_json",
     "JsonLines",
     "loss_lines",
@@ -22,7 +36,8 @@ __all__ = [
     "histogram_line",
 ]
 
-#: FTRACE_TRAMPOLINE_MARKER (kernel/trace/trace.h, 6.13+: (unsigned long)INT_MAX) in a stack.
+#: FTRACE_TRAMPOLINE_MARKER (kernel/trace/trace.h: (unsigned long)INT_MAX) in a stack: Linux kernel commit
+#: 6ce5a6f0a07d ("tracing: Fix function name for trampoline") (in v6.13).
 FTRACE_TRAMPOLINE_MARKER = 0x7FFFFFFF
 
 
@@ -61,9 +76,10 @@ class TraceTextFormatter:
         flags = ""
         if self.irq_info:
             fk = fl << 8 | pc
-            flags = self._flags.get(fk)
-            if flags is None:
-                flags = self._flags[fk] = format_irq_flags(fl, pc, self.bits)
+            cached = self._flags.get(fk)
+            if cached is None:
+                cached = self._flags[fk] = format_irq_flags(fl, pc, self.bits)
+            flags = cached
         ts = ev.ts
         if self.in_ns:
             us = (ts + 500) // 1000
@@ -169,81 +185,343 @@ def loss_lines(tr: TraceArray, reader: TraceReader) -> List[str]:
     return out
 
 
+# ---- trace --json lines ---------------------------------------------------------------------------------
+#
+# One description of a line, TRACE_JSON_LINE, drives every way one is built: event_json() builds the dict
+# member by member; JsonLines compiles the same members once per event type into a %-template, which
+# line_key() and the inlined loop of write_all() fill in.  Adding a member is one entry in the list.
+
+#: What a member's value depends on, which decides how a compiled template holds it:
+CONST = "const"  # the same on every line of one event type (instance, event name): literal text
+KEY = "key"  # read from the event's key (ts, time, cpu): a %-conversion, computed inline by the fast path
+TASK = "task"  # struct trace_entry's pid, flags, preempt_count: one %s, cached per (pid, flags, pc)
+FIELDS = "fields"  # the event's own fields: fixed-size scalars as %-conversions, the rest as one %s
+EXTRA = "extra"  # optional; from the event type and the fields named in ``inputs``: one cached %s
+STACK = "stack"  # optional; from the stacks attached to the event: one %s made per event
+
+#: The template's %-arguments are ``(ts, time, cpu, task) + field values + (more fields, extra, stack)``:
+#: the members that take arguments come in this order of sources (CONST members go anywhere).
+_ARGUMENT_ORDER = (KEY, TASK, FIELDS, EXTRA, STACK)
+#: The KEY members, in the order the fast path computes their values.
+_KEY_VALUES = ("ts", "time", "cpu")
+
+_OMIT = object()  # a member's value on a line that does not have it
+
+
+class _LineFacts:
+    """What the members of one line are computed from (the fast path fills in only what a source needs).
+
+    :ivar fields: the event's fields by name (None on a stack record, which has none).
+    :ivar frames: the return addresses of each stack of the line: a stack record's own, or the stacks
+        attached to an event when they are shown (else None).
+    """
+
+    __slots__ = ("out", "ts", "cpu", "pid", "flags", "pc", "type", "format", "fields", "frames")
+
+    def __init__(
+        self,
+        out: "_LineContext",
+        type: int,
+        format: Optional[EventFormat],
+        ts: int = 0,
+        cpu: int = 0,
+        pid: int = -1,
+        flags: int = 0,
+        pc: int = 0,
+        fields: Optional[Dict[str, Any]] = None,
+        frames: Optional[List[List[int]]] = None,
+    ) -> None:
+        self.out = out
+        self.type = type
+        self.format = format
+        self.ts = ts
+        self.cpu = cpu
+        self.pid = pid
+        self.flags = flags
+        self.pc = pc
+        self.fields = fields
+        self.frames = frames
+
+
+class JsonMember(NamedTuple):
+    """One member of a ``trace --json`` line.
+
+    :ivar value: the member's value as a plain JSON-able object, or ``_OMIT`` if the line has none.
+    :ivar conv: KEY members: the %-conversion of the value in a template.
+    :ivar inputs: EXTRA members: the event fields ``value`` reads (a compiled template caches the
+        member's text per event type and values of these fields).
+    :ivar text: the value as JSON text (or ``_OMIT``), when faster than ``json.dumps(value(...))``.
+    """
+
+    name: str
+    source: str
+    value: Callable[[_LineFacts], Any]
+    conv: str = ""
+    inputs: Tuple[str, ...] = ()
+    text: Optional[Callable[[_LineFacts], Any]] = None
+
+
+def _event_name(x: _LineFacts) -> str:
+    if x.format is not None:
+        return x.format.full_name
+    return "ftrace:kernel_stack" if x.type == x.out.stack_type else f"event{x.type}"
+
+
+def _field_value(v: Any, fd: Optional[EventField]) -> Any:
+    """A field's value in JSON: pointers as hex strings, bytes as hex digits."""
+    if isinstance(v, int) and fd is not None and fd.is_pointer:
+        return "0x%x" % v
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).hex()
+    return v
+
+
+def _fields(x: _LineFacts) -> Any:
+    if x.fields is None:
+        return _OMIT
+    f = x.format
+    return {k: _field_value(v, f.field(k) if f else None) for k, v in x.fields.items()}
+
+
+def _is_skb_event(f: Optional[EventFormat]) -> bool:
+    return f is not None and f.system == "skb" and f.name in ("kfree_skb", "consume_skb")
+
+
+def _location_symbol(x: _LineFacts) -> Any:
+    loc = x.fields.get("location") if x.fields is not None and _is_skb_event(x.format) else None
+    return _OMIT if loc is None else x.out.syms.format(loc)
+
+
+def _reason(x: _LineFacts) -> Any:
+    if x.fields is None or "reason" not in x.fields or not _is_skb_event(x.format):
+        return _OMIT
+    return x.out.reasons.name(x.fields["reason"])
+
+
+def _stack(x: _LineFacts) -> Any:
+    return _OMIT if x.frames is None else x.out.frames(x.frames[0])
+
+
+def _stack_text(x: _LineFacts) -> Any:
+    return _OMIT if x.frames is None else x.out.frames_text(x.frames[0])
+
+
+def _several_stacks(x: _LineFacts) -> Optional[List[List[int]]]:
+    """The stacks, if there are several and they differ (``options/stacktrace`` and a trigger)."""
+    fr = x.frames
+    return fr if fr is not None and any(s != fr[0] for s in fr[1:]) else None
+
+
+def _stacks(x: _LineFacts) -> Any:
+    fr = _several_stacks(x)
+    return _OMIT if fr is None else [x.out.frames(s) for s in fr]
+
+
+def _stacks_text(x: _LineFacts) -> Any:
+    fr = _several_stacks(x)
+    return _OMIT if fr is None else "[" + ", ".join(x.out.frames_text(s) for s in fr) + "]"
+
+
+#: The members of a ``trace --json`` line, in order.
+TRACE_JSON_LINE: Tuple[JsonMember, ...] = (
+    JsonMember("instance", CONST, lambda x: x.out.instance),
+    JsonMember("ts", KEY, lambda x: x.ts, conv="%d"),
+    JsonMember("time", KEY, lambda x: format_timestamp(x.ts, x.out.in_ns).strip(), conv='"%s"'),
+    JsonMember("cpu", KEY, lambda x: x.cpu, conv="%d"),
+    JsonMember("pid", TASK, lambda x: x.pid),
+    JsonMember("comm", TASK, lambda x: x.out.cmdlines.find(x.pid)),
+    JsonMember("flags", TASK, lambda x: format_irq_flags(x.flags, x.pc, x.out.bits)),
+    JsonMember("event", CONST, _event_name),
+    JsonMember("fields", FIELDS, _fields),
+    JsonMember("location_symbol", EXTRA, _location_symbol, inputs=("location",)),
+    JsonMember("reason", EXTRA, _reason, inputs=("reason",)),
+    JsonMember("stack", STACK, _stack, text=_stack_text),
+    JsonMember("stacks", STACK, _stacks, text=_stacks_text),
+)
+
+
+def _check_line(members: Sequence[JsonMember]) -> None:
+    """What a compiled template needs of the member list (checked at import)."""
+    sources = [m.source for m in members if m.source != CONST]
+    runs = [s for i, s in enumerate(sources) if i == 0 or sources[i - 1] != s]
+    assert runs == [s for s in _ARGUMENT_ORDER if s in runs], f"members out of template order: {runs}"
+    assert tuple(m.name for m in members if m.source == KEY) == _KEY_VALUES
+    for src in (TASK, EXTRA, STACK):  # each is one %s: no literal member among them
+        at = [i for i, m in enumerate(members) if m.source == src]
+        assert not at or at == list(range(at[0], at[-1] + 1)), f"{src} members are not contiguous"
+
+
+_check_line(TRACE_JSON_LINE)
+
+
+def _event_first(members: Sequence[JsonMember]) -> Tuple[JsonMember, ...]:
+    out = [m for m in members if m.name != "event"]
+    i = next(i for i, m in enumerate(out) if m.name == "flags")
+    return tuple(out[:i] + [m for m in members if m.name == "event"] + out[i:])
+
+
+#: Lines built member by member (event_json(): stack records, and events with no template: of an unknown
+#: type, without fixed-size fields, or cut short) have always had "event" before "flags"; kept so that
+#: the output does not change.
+_UNTEMPLATED_LINE = _event_first(TRACE_JSON_LINE)
+
+_TASK = tuple(m for m in TRACE_JSON_LINE if m.source == TASK)
+_EXTRA = tuple(m for m in TRACE_JSON_LINE if m.source == EXTRA)
+_STACK = tuple(m for m in TRACE_JSON_LINE if m.source == STACK)
+
+
+def _json_pairs(members: Sequence[JsonMember], x: _LineFacts) -> List[str]:
+    """``"name": value`` as JSON text for each member the line has."""
+    out = []
+    for m in members:
+        v = m.text(x) if m.text is not None else m.value(x)
+        if v is _OMIT:
+            continue
+        out.append(json.dumps(m.name) + ": " + (v if m.text is not None else json.dumps(v)))
+    return out
+
+
+class _LineContext:
+    """What every line of one trace array's ``--json`` output shares (and caches)."""
+
+    def __init__(self, fmt: TraceTextFormatter, instance: str) -> None:
+        self.instance: str = instance
+        self.in_ns: bool = fmt.in_ns
+        self.bits: IrqFlagBits = fmt.bits
+        self.stack_type: int = fmt.stack_type
+        self.cmdlines: SavedCmdlines = fmt.reader.cmdlines
+        self.syms: Symbolizer = fmt.syms
+        self.reasons: ReasonNames = reason_names(fmt.reader.prog)
+        self.delta: int = fmt.delta
+        self._frame_text: Dict[int, str] = {}
+
+    def frame(self, ip: int) -> Dict[str, str]:
+        """One stack frame: its address (relocated by the text delta) and symbol."""
+        a = ip + self.delta
+        sym = "[FTRACE TRAMPOLINE]" if ip == FTRACE_TRAMPOLINE_MARKER else self.syms.format(a)
+        return {"address": "0x%x" % a, "symbol": sym}
+
+    def frames(self, ips: Sequence[int]) -> List[Dict[str, str]]:
+        return [self.frame(ip) for ip in ips]
+
+    def frames_text(self, ips: Sequence[int]) -> str:
+        """``json.dumps(self.frames(ips))``, from the JSON text of each frame, cached."""
+        cache = self._frame_text
+        out = []
+        for ip in ips:
+            s = cache.get(ip)
+            if s is None:
+                s = cache[ip] = json.dumps(self.frame(ip))
+            out.append(s)
+        return "[" + ", ".join(out) + "]"
+
+    def facts(self, ev: TraceEvent, stacks: bool) -> _LineFacts:
+        is_stack = ev.type == self.stack_type
+        if is_stack:
+            frames: Optional[List[List[int]]] = [ev.stack or []]
+        else:
+            frames = ev.stacks if stacks and ev.stack_records else None
+        return _LineFacts(
+            self,
+            ev.type,
+            ev.format,
+            ev.ts,
+            ev.cpu,
+            ev.pid,
+            ev.flags,
+            ev.preempt_count,
+            None if is_stack else ev.fields,
+            frames,
+        )
+
+    def as_dict(self, ev: TraceEvent, stacks: bool) -> Dict[str, Any]:
+        x = self.facts(ev, stacks)
+        out = {}
+        for m in _UNTEMPLATED_LINE:
+            v = m.value(x)
+            if v is not _OMIT:
+                out[m.name] = v
+        return out
+
+
 def event_json(
     ev: TraceEvent, fmt: TraceTextFormatter, instance: str, stacks: bool = False
 ) -> Dict[str, Any]:
-    """One event as a JSON object: time (ns and as the trace file prints it), cpu, pid, comm, event name,
-    flags, fields (pointers as hex strings), and for skb events the symbolised location and reason name."""
-    f = ev.format
-    d: Dict[str, Any] = {
-        "instance": instance,
-        "ts": ev.ts,
-        "time": format_timestamp(ev.ts, fmt.in_ns).strip(),
-        "cpu": ev.cpu,
-        "pid": ev.pid,
-        "comm": ev.comm,
-        "event": ev.full_name
-        if f
-        else ("ftrace:kernel_stack" if ev.type == fmt.stack_type else f"event{ev.type}"),
-        "flags": format_irq_flags(ev.flags, ev.preempt_count, fmt.bits),
-    }
-    if ev.type == fmt.stack_type:
-        d["stack"] = _frames(ev.stack or [], fmt)
-        return d
-    fields: Dict[str, Any] = {}
-    for k, v in ev.fields.items():
-        fd = f.field(k) if f else None
-        if isinstance(v, int) and fd is not None and fd.is_pointer:
-            fields[k] = "0x%x" % v
-        elif isinstance(v, (bytes, bytearray)):
-            fields[k] = bytes(v).hex()
-        else:
-            fields[k] = v
-    d["fields"] = fields
-    if f is not None and f.system == "skb" and f.name in ("kfree_skb", "consume_skb"):
-        loc = ev.fields.get("location")
-        if loc is not None:
-            d["location_symbol"] = fmt.syms.format(loc)
-        if "reason" in ev.fields:
-            d["reason"] = reason_names(ev.reader.prog).name(ev.fields["reason"])
-    if stacks and ev.stack_records:
-        all_frames = ev.stacks
-        d["stack"] = _frames(all_frames[0], fmt)
-        if any(x != all_frames[0] for x in all_frames[1:]):  # e.g. options/stacktrace and a trigger
-            d["stacks"] = [_frames(x, fmt) for x in all_frames]
-    return d
-
-
-def _frames(frames: Sequence[int], fmt: TraceTextFormatter) -> List[Dict[str, Any]]:
-    out = []
-    for ip in frames:
-        a = ip + fmt.delta
-        out.append(
-            {
-                "address": "0x%x" % a,
-                "symbol": "[FTRACE TRAMPOLINE]" if ip == FTRACE_TRAMPOLINE_MARKER else fmt.syms.format(a),
-            }
-        )
-    return out
+    """One event as a JSON object (:data:`TRACE_JSON_LINE`): time (ns and as the trace file prints it),
+    cpu, pid, comm, event name, flags, fields (pointers as hex strings), for skb events the symbolised
+    location and reason name, and with ``stacks`` the stacks recorded with it."""
+    return _LineContext(fmt, instance).as_dict(ev, stacks)
 
 
 _HDR = struct.Struct("<HBBi")  # struct trace_entry: type, flags, preempt_count, pid
 _U32 = struct.Struct("<I")
-_MISSING = object()
+_TYPE_MASK, _POS_SHIFT = KeyCodec.TYPE_MASK, KeyCodec.POS_SHIFT  # fixed in every codec
 
 
-def _stack_frames(page: bytes, k: int, codec: Any) -> List[int]:
-    w = (k >> 16) & codec.pos_mask
-    h = _U32.unpack_from(page, w * 4)[0]
-    if h & 31:
-        return decode_stack(page, (w + 1) * 4, (h & 31) * 4)
-    return decode_stack(page, (w + 2) * 4, _U32.unpack_from(page, w * 4 + 4)[0] - 4)
+def _stack_frames(page: bytes, k: int, codec: KeyCodec) -> List[int]:
+    return decode_stack(page, *codec.payload(page, k))
+
+
+def _pct(text: str) -> str:
+    return text.replace("%", "%%")
+
+
+class _Template:
+    """The compiled line of one event type: :data:`TRACE_JSON_LINE` as a %-template (see
+    ``_ARGUMENT_ORDER`` for its arguments), the ``struct`` that unpacks the event's fixed-size fields, and
+    what the EXTRA members need."""
+
+    __slots__ = ("text", "scalars", "min_len", "others", "extra", "extra_names", "extra_values", "format")
+
+    def __init__(self, ctx: _LineContext, f: EventFormat) -> None:
+        dec = f.decoder
+        names = list(dec.scalar_names)
+        self.format = f
+        self.scalars = dec.scalar_struct
+        self.min_len = dec.min_len
+        #: fields that are not fixed-size scalars: ``(field, its name as JSON)``, written through ``%s``
+        self.others = [(fd, json.dumps(fd.name)) for fd in dec.others]
+        x = _LineFacts(ctx, f.id, f)
+        pieces: List[str] = []
+        done = set()
+        for m in TRACE_JSON_LINE:
+            name = _pct(json.dumps(m.name)) + ": "
+            if m.source == CONST:
+                pieces.append(name + _pct(json.dumps(m.value(x))))
+            elif m.source == KEY:
+                pieces.append(name + m.conv)
+            elif m.source == FIELDS:
+                parts = []
+                for n in names:
+                    fd = f.field(n)
+                    parts.append(
+                        _pct(json.dumps(n)) + ": " + ('"0x%x"' if fd is not None and fd.is_pointer else "%d")
+                    )
+                pieces.append(name + "{" + ", ".join(parts) + "%s}")
+            elif m.source not in done:
+                # TASK: '"pid": .., "comm": .., ...'; EXTRA and STACK: ', "name": ..' pairs, maybe none
+                if m.source == TASK:
+                    pieces.append("%s")
+                else:
+                    pieces[-1] += "%s"
+            done.add(m.source)
+        self.text = "{" + ", ".join(pieces) + "}"
+        inputs = [n for m in _EXTRA for n in m.inputs if n in names]
+        self.extra_names = tuple(dict.fromkeys(inputs))
+        #: the EXTRA members' text when it depends on no field value; else None, and ``extra_values``
+        #: picks the values of ``extra_names`` (one value, or a tuple of several) from the unpacked scalars
+        self.extra: Optional[str] = None
+        self.extra_values: Callable[[Tuple[int, ...]], Any] = tuple
+        if self.extra_names:
+            self.extra_values = itemgetter(*(names.index(n) for n in self.extra_names))
+        else:
+            self.extra = "".join(", " + p for p in _json_pairs(_EXTRA, x))
 
 
 class JsonLines:
-    """``trace --json`` lines, fast: the same objects as :func:`event_json`, written through one
-    precompiled %-template per event type (fields unpacked with one ``struct`` call; comms, flags,
-    symbols, reasons and stack frames cached)."""
+    """``trace --json`` lines, fast: the lines of :func:`event_json`, written through one template per
+    event type compiled from :data:`TRACE_JSON_LINE` (fields unpacked with one ``struct`` call; the task
+    columns, EXTRA members and stack frames cached)."""
 
     def __init__(self, fmt: TraceTextFormatter, instance: str, stacks: bool = False) -> None:
         self.fmt = fmt
@@ -251,46 +529,32 @@ class JsonLines:
         self.instance = instance
         self.stacks = stacks
         self.in_ns = fmt.in_ns
-        self._inst = json.dumps(instance).replace("%", "%%")
-        self._tpl: Dict[int, Any] = {}
-        self._ctx: Dict[int, str] = {}  # pid, flags, preempt count -> '"pid": .., "comm": .., "flags": ..'
-        self._extra: Dict[
-            Any, str
-        ] = {}  # (type, location, reason) -> ', "location_symbol": .., "reason": ..'
-        self._frame: Dict[int, str] = {}
-        self._sym: Dict[int, str] = {}
-        self._reason: Dict[Any, str] = {}
-        self._names = reason_names(self.reader.prog)
+        self.ctx = _LineContext(fmt, instance)
         self.codec = self.reader.codec
+        self._tpl: Dict[int, Optional[_Template]] = {}
+        self._task: Dict[int, str] = {}  # pid << 16 | flags << 8 | preempt_count -> the TASK members' text
+        self._extra: Dict[Any, str] = {}  # (type, values of the EXTRA inputs) -> the EXTRA members' text
 
-    def _compile(self, t: int) -> Any:
+    def _compile(self, t: int) -> Optional[_Template]:
+        """The template of event type ``t``, or None: stack records, events of an unknown type or without
+        fixed-size fields are written through :func:`event_json`."""
         if t == self.fmt.stack_type:
             return None
         f = self.reader.formats.get(t)
-        if f is None:
+        if f is None or not f.decoder.scalar_names:
             return None
-        dec = f.decoder
-        if not dec.scalar_names:
-            return None
-        parts = []
-        for name in dec.scalar_names:
-            fd = f.field(name)
-            v = '"0x%x"' if fd is not None and fd.is_pointer else "%d"
-            parts.append(json.dumps(name).replace("%", "%%") + ": " + v)
-        tpl = (
-            '{"instance": ' + self._inst + ', "ts": %d, "time": "%s", "cpu": %d, %s, '
-            '"event": '
-            + json.dumps(f.full_name).replace("%", "%%")
-            + ', "fields": {'
-            + ", ".join(parts)
-            + "%s}%s}"
-        )
-        skb = f.system == "skb" and f.name in ("kfree_skb", "consume_skb")
-        names = list(dec.scalar_names)
-        iloc = names.index("location") if skb and "location" in names else None
-        irea = names.index("reason") if skb and "reason" in names else None
-        others = [(fd, json.dumps(fd.name)) for fd in dec.others]
-        return tpl, dec.scalar_struct, dec.min_len, iloc, irea, others, f
+        return _Template(self.ctx, f)
+
+    def _task_text(self, ck: int, pid: int, fl: int, pc: int) -> str:
+        x = _LineFacts(self.ctx, 0, None, pid=pid, flags=fl, pc=pc)
+        s = self._task[ck] = ", ".join(_json_pairs(_TASK, x))
+        return s
+
+    def _extra_text(self, c: _Template, ek: Tuple[int, Any]) -> str:
+        values = ek[1] if len(c.extra_names) > 1 else (ek[1],)
+        x = _LineFacts(self.ctx, ek[0], c.format, fields=dict(zip(c.extra_names, values)))
+        s = self._extra[ek] = "".join(", " + p for p in _json_pairs(_EXTRA, x))
+        return s
 
     def line(self, ev: TraceEvent) -> str:
         return self.line_key(ev.key, ev.page, ev.stack_records, ev)
@@ -303,69 +567,55 @@ class JsonLines:
         ev: Optional[TraceEvent] = None,
     ) -> str:
         """The line of the event of key ``k`` (see :meth:`TraceReader.grouped_keys`)."""
-        t = k & 0xFFFF
+        # KeyCodec.unpack() and payload() inlined: this runs for every event with variable fields
+        codec = self.codec
+        t = k & _TYPE_MASK
         try:
             c = self._tpl[t]
         except KeyError:
             c = self._tpl[t] = self._compile(t)
-        codec = self.codec
-        w = (k >> 16) & codec.pos_mask
+        w = (k >> _POS_SHIFT) & codec.pos_mask
         h = _U32.unpack_from(page, w * 4)[0]
         if h & 31:
             off, length = (w + 1) * 4, (h & 31) * 4
         else:
-            off = (w + 2) * 4
-            length = _U32.unpack_from(page, w * 4 + 4)[0] - 4
-        if c is None or length < c[2]:
+            off, length = (w + 2) * 4, _U32.unpack_from(page, w * 4 + 4)[0] - 4
+        if c is None or length < c.min_len:
             if ev is None:
                 ev = TraceEvent(self.reader, k, page)
                 ev.stack_records = stack_records
-            return json.dumps(event_json(ev, self.fmt, self.instance, self.stacks))
-        tpl, st, _, iloc, irea, others, f = c
+            return json.dumps(self.ctx.as_dict(ev, self.stacks))
         _, fl, pc, pid = _HDR.unpack_from(page, off)
-        vals = st.unpack_from(page, off)
-        ts = k >> codec.shift
-        if self.in_ns:
+        vals = c.scalars.unpack_from(page, off)
+        ts = k >> codec.ts_shift
+        if self.in_ns:  # the "time" member: format_timestamp() inlined
             us = (ts + 500) // 1000
             tm = "%d.%06d" % (us // 1000000, us % 1000000)
         else:
             tm = "%d" % ts
         ck = pid << 16 | fl << 8 | pc
-        ctx = self._ctx.get(ck)
-        if ctx is None:
-            ctx = self._context_json(ck, pid, fl, pc)
+        task = self._task.get(ck)
+        if task is None:
+            task = self._task_text(ck, pid, fl, pc)
         more = ""
-        if others:
-            from skbinspect.ftrace.formats import decode_value
-
-            for fd, jn in others:
-                v = decode_value(page, off, length, fd)
-                if v is None:
-                    continue
-                if isinstance(v, int) and fd.is_pointer:
-                    v = "0x%x" % v
-                elif isinstance(v, (bytes, bytearray)):
-                    v = bytes(v).hex()
-                more += ", " + jn + ": " + json.dumps(v)
-        extra = ""
-        if iloc is not None:
-            loc = vals[iloc]
-            s = self._sym.get(loc)
-            if s is None:
-                s = self._sym[loc] = json.dumps(self.fmt.syms.format(loc))
-            extra += ', "location_symbol": ' + s
-        if irea is not None:
-            rv = vals[irea]
-            s = self._reason.get(rv)
-            if s is None:
-                s = self._reason[rv] = json.dumps(self._names.name(rv))
-            extra += ', "reason": ' + s
+        for fd, jn in c.others:
+            v = decode_value(page, off, length, fd)
+            if v is not None:
+                more += ", " + jn + ": " + json.dumps(_field_value(v, fd))
+        extra = c.extra
+        if extra is None:
+            ek = (t, c.extra_values(vals))
+            extra = self._extra.get(ek)
+            if extra is None:
+                extra = self._extra_text(c, ek)
+        stack = ""
         if self.stacks and stack_records:
             frames = [_stack_frames(sp, sk, codec) for sp, sk in stack_records]
-            extra += ', "stack": ' + self._frames(frames[0])
-            if any(x != frames[0] for x in frames[1:]):
-                extra += ', "stacks": [' + ", ".join(self._frames(x) for x in frames) + "]"
-        return tpl % ((ts, tm, (k >> codec.cpu_shift) & codec.cpu_mask, ctx) + vals + (more, extra))
+            x = _LineFacts(self.ctx, t, c.format, frames=frames)
+            stack = "".join(", " + p for p in _json_pairs(_STACK, x))
+        return c.text % (
+            (ts, tm, (k >> codec.cpu_shift) & codec.cpu_mask, task) + vals + (more, extra, stack)
+        )
 
     def write_all(
         self,
@@ -379,11 +629,13 @@ class JsonLines:
         :meth:`line_key` inlined for the common case (a small fixed-size event without stacks or
         variable fields).  Returns the number of lines."""
         codec = self.codec
-        shift, cshift, cmask, pmask = codec.shift, codec.cpu_shift, codec.cpu_mask, codec.pos_mask
+        # the key's fields, read inline (see KeyCodec)
+        ts_shift, cshift, cmask = codec.ts_shift, codec.cpu_shift, codec.cpu_mask
+        pshift, pmask, tmask = codec.POS_SHIFT, codec.pos_mask, codec.TYPE_MASK
         u32 = _U32.unpack_from
         hdr = _HDR.unpack_from
         tpls = self._tpl
-        ctxs, extras = self._ctx, self._extra
+        tasks, extras = self._task, self._extra
         in_ns = self.in_ns
         pop = stacks_of.pop
         line_key = self.line_key
@@ -394,50 +646,38 @@ class JsonLines:
             for k in keys:
                 page = single if single is not None else pages[(k >> cshift) & cmask]
                 srec = pop((k, id(page)), None) if stacks_of else None
-                t = k & 0xFFFF
+                t = k & tmask
                 if t == skip_type:
                     continue
-                ts = k >> shift
+                ts = k >> ts_shift
                 if threshold is not None and ts < threshold:
                     continue
-                c = tpls.get(t, _MISSING)
-                w = (k >> 16) & pmask
+                c = tpls.get(t)  # None: not compiled yet, or written through event_json()
+                w = (k >> pshift) & pmask
                 h = u32(page, w * 4)[0]
-                if (
-                    c is _MISSING
-                    or c is None
-                    or srec is not None
-                    or not h & 31
-                    or (h & 31) * 4 < c[2]
-                    or c[5]
-                ):
+                if c is None or srec is not None or not h & 31 or (h & 31) * 4 < c.min_len or c.others:
                     buf.append(line_key(k, page, srec))
+                    continue
+                # line_key() for a small event (type_len != 0: the payload follows the header word)
+                off = w * 4 + 4
+                _, fl, pc, pid = hdr(page, off)
+                vals = c.scalars.unpack_from(page, off)
+                ck = pid << 16 | fl << 8 | pc
+                task = tasks.get(ck)
+                if task is None:
+                    task = self._task_text(ck, pid, fl, pc)
+                extra = c.extra
+                if extra is None:
+                    ek = (t, c.extra_values(vals))
+                    extra = extras.get(ek)
+                    if extra is None:
+                        extra = self._extra_text(c, ek)
+                if in_ns:  # the "time" member: format_timestamp() inlined
+                    us = (ts + 500) // 1000
+                    tm = "%d.%06d" % (us // 1000000, us % 1000000)
                 else:
-                    off = w * 4 + 4
-                    _, fl, pc, pid = hdr(page, off)
-                    vals = c[1].unpack_from(page, off)
-                    ck = pid << 16 | fl << 8 | pc
-                    ctx = ctxs.get(ck)
-                    if ctx is None:
-                        ctx = self._context_json(ck, pid, fl, pc)
-                    iloc, irea = c[3], c[4]
-                    if iloc is not None or irea is not None:
-                        ek = (
-                            t,
-                            vals[iloc] if iloc is not None else None,
-                            vals[irea] if irea is not None else None,
-                        )
-                        extra = extras.get(ek)
-                        if extra is None:
-                            extra = self._extra_json(ek)
-                    else:
-                        extra = ""
-                    if in_ns:
-                        us = (ts + 500) // 1000
-                        tm = "%d.%06d" % (us // 1000000, us % 1000000)
-                    else:
-                        tm = "%d" % ts
-                    buf.append(c[0] % ((ts, tm, (k >> cshift) & cmask, ctx) + vals + ("", extra)))
+                    tm = "%d" % ts
+                buf.append(c.text % ((ts, tm, (k >> cshift) & cmask, task) + vals + ("", extra, "")))
             if len(buf) >= 512:
                 n += len(buf)
                 buf.append("")
@@ -448,36 +688,6 @@ class JsonLines:
             buf.append("")
             out.write("\n".join(buf))
         return n
-
-    def _context_json(self, ck: int, pid: int, fl: int, pc: int) -> str:
-        s = self._ctx[ck] = '"pid": %d, "comm": %s, "flags": "%s"' % (
-            pid,
-            json.dumps(self.reader.cmdlines.find(pid)),
-            format_irq_flags(fl, pc, self.fmt.bits),
-        )
-        return s
-
-    def _extra_json(self, ek: Tuple[int, Optional[int], Optional[int]]) -> str:
-        _, loc, rv = ek
-        s = ""
-        if loc is not None:
-            s += ', "location_symbol": ' + json.dumps(self.fmt.syms.format(loc))
-        if rv is not None:
-            s += ', "reason": ' + json.dumps(self._names.name(rv))
-        self._extra[ek] = s
-        return s
-
-    def _frames(self, frames: Sequence[int]) -> str:
-        out = []
-        cache = self._frame
-        for ip in frames:
-            s = cache.get(ip)
-            if s is None:
-                a = ip + self.fmt.delta
-                sym = "[FTRACE TRAMPOLINE]" if ip == FTRACE_TRAMPOLINE_MARKER else self.fmt.syms.format(a)
-                s = cache[ip] = json.dumps({"address": "0x%x" % a, "symbol": sym})
-            out.append(s)
-        return "[" + ", ".join(out) + "]"
 
 
 # ---- drops ----------------------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """Pure byte-level decoding of the kernel's ftrace ring buffer (no drgn here).
 
 Everything in this module works on ``bytes`` handed to it: sub-buffers ("pages") of a ring buffer, event
-payloads, and the facts read elsewhere from the target's DWARF (:class:`RingBufferLayout`,
-:class:`EventFormat`).  :mod:`skbinspect.ftrace` does the drgn side (finding the trace arrays, reading the
+payloads, and the facts read elsewhere from the target's DWARF (:class:`RingBufferLayout`).
+:mod:`skbinspect.ftrace.reader` does the drgn side (finding the trace arrays, reading the
 pages in the kernel's order, reading the event formats); this module can be unit-tested on bytes and
 reused on a live target or on raw ``trace_pipe_raw`` pages.
 
-Encoding (kernel/trace/ring_buffer.c, stable 5.10 .. 7.x; see the kernel reference section 7.3)::
+Encoding (kernel/trace/ring_buffer.c, the same 5.10 .. 7.x; see docs/kernel/ftrace.md)::
 
     struct buffer_data_page { u64 time_stamp; local_t commit; unsigned char data[]; };
     struct ring_buffer_event { u32 type_len:5, time_delta:27; u32 array[]; };
@@ -15,8 +15,8 @@ Encoding (kernel/trace/ring_buffer.c, stable 5.10 .. 7.x; see the kernel referen
 length is ``array[0]`` (counting itself) with the payload at ``array[1]``; 29 (``RINGBUF_TYPE_PADDING``):
 the rest of the page is unused when ``time_delta == 0``, else a discarded event of ``array[0] + 4`` bytes;
 30 (``TIME_EXTEND``): add ``array[0] << 27 | time_delta`` to the running time; 31 (``TIME_STAMP``): an
-absolute time (59 bits stored on 6.x, the top bits restored from the page's time stamp as
-``rb_fix_abs_ts()`` does).
+absolute time (59 bits stored, the top bits restored from the page's time stamp as ``rb_fix_abs_ts()``
+does).
 
 Decoding never raises on bad bytes: what cannot be decoded is skipped and reported as a :class:`Damage`.
 """
@@ -50,8 +50,8 @@ __all__ = [
 class RingBufferLayout:
     """Facts about one target's ring buffer encoding.
 
-    The defaults are the x86-64 values of every kernel from 5.10 to 7.x; :mod:`skbinspect.ftrace` fills
-    in what the target's DWARF tells (``enum ring_buffer_type``, ``struct buffer_data_page``).
+    The defaults are the x86-64 values of every kernel from 5.10 to 7.x; :mod:`skbinspect.ftrace.reader`
+    fills in what the target's DWARF tells (``enum ring_buffer_type``, ``struct buffer_data_page``).
     ``TS_SHIFT`` (27) and the ``RB_MISSED_*`` bits are ``#define``s of ring_buffer.c, not in DWARF.
 
     :ivar header_size: ``offsetof(struct buffer_data_page, data)`` (``BUF_PAGE_HDR_SIZE``).
@@ -77,7 +77,9 @@ class RingBufferLayout:
 
 DEFAULT_LAYOUT = RingBufferLayout()
 
-#: TS_MSB of ring_buffer.c (6.x): the top 5 bits a TIME_STAMP event does not store.
+#: TS_MSB of ring_buffer.c: the top 5 bits a TIME_STAMP event does not store.  Linux kernel commit
+#: 6695da58f944 ("ring-buffer: Have absolute time stamps handle large numbers") (in v5.19); restoring them
+#: is a no-op on older kernels, whose time stamps never use those bits.
 _TS_MSB = 0xF8 << 56
 _U64 = (1 << 64) - 1
 
@@ -115,46 +117,66 @@ class Damage:
 
 
 class KeyCodec:
-    """Packs a decoded event into one int,
-    ``key = ts << shift | cpu << cpu_shift | word << 16 | type``, where ``word`` is the index of the
-    event's header word in its sub-buffer and ``type`` its ``trace_entry.type`` (the event id).
+    """The one place that knows the layout of an event key: a decoded event packed into one int.
+
+    From the low bits up::
+
+        bits 0 .. 15                      type  the event's ``trace_entry.type`` (its event id)
+        POS_SHIFT .. + pos_bits           word  the index of the event's header word in its sub-buffer
+        cpu_shift .. + cpu_bits           cpu   the CPU buffer
+        ts_shift ..                       ts    the time stamp (as many bits as it needs)
 
     Keys of one CPU grow with time and buffer position, and keys of different CPUs compare on
     ``(ts, cpu)``: sorting keys orders events exactly as the kernel's trace iterator merges CPUs (the
     smallest time stamp first, ties to the lower CPU, each CPU's own order kept).  One int per event keeps
     the hot path (decoding) and the merge (a C sort of ints) fast, and filtering by event type needs no
     access to the page.
+
+    Use the accessors; a hot loop may instead read the shifts and masks once (``ts_shift``, ``cpu_shift``,
+    ``cpu_mask``, ``POS_SHIFT``, ``pos_mask``, ``TYPE_MASK``) and apply them inline.
     """
 
-    __slots__ = ("pos_bits", "cpu_bits", "shift", "pos_mask", "cpu_mask", "cpu_shift")
+    __slots__ = ("pos_bits", "cpu_bits", "ts_shift", "pos_mask", "cpu_mask", "cpu_shift")
 
-    TYPE_MASK = 0xFFFF
-    POS_SHIFT = 16
+    TYPE_BITS = 16
+    TYPE_MASK = (1 << TYPE_BITS) - 1
+    POS_SHIFT = TYPE_BITS
 
     def __init__(self, subbuf_size: int = 4096, cpu_bits: int = 13) -> None:
         self.pos_bits = max(1, (max(subbuf_size, 4) // 4).bit_length())
         self.cpu_bits = cpu_bits
-        self.cpu_shift = 16 + self.pos_bits
-        self.shift = self.cpu_shift + cpu_bits
+        self.cpu_shift = self.POS_SHIFT + self.pos_bits
+        self.ts_shift = self.cpu_shift + cpu_bits
         self.pos_mask = (1 << self.pos_bits) - 1
         self.cpu_mask = (1 << cpu_bits) - 1
 
+    def pack(self, ts: int, cpu: int, word: int, type: int) -> int:
+        return ts << self.ts_shift | cpu << self.cpu_shift | word << self.POS_SHIFT | type
+
     def ts(self, key: int) -> int:
-        return key >> self.shift
+        return key >> self.ts_shift
 
     def cpu(self, key: int) -> int:
         return (key >> self.cpu_shift) & self.cpu_mask
 
     def word(self, key: int) -> int:
-        return (key >> 16) & self.pos_mask
+        return (key >> self.POS_SHIFT) & self.pos_mask
 
-    @staticmethod
-    def type(key: int) -> int:
-        return key & 0xFFFF
+    @classmethod
+    def type(cls, key: int) -> int:
+        return key & cls.TYPE_MASK
 
     def unpack(self, key: int) -> Tuple[int, int, int]:
         """``(ts, cpu, word)``."""
-        return key >> self.shift, (key >> self.cpu_shift) & self.cpu_mask, (key >> 16) & self.pos_mask
+        return (
+            key >> self.ts_shift,
+            (key >> self.cpu_shift) & self.cpu_mask,
+            (key >> self.POS_SHIFT) & self.pos_mask,
+        )
+
+    def payload(self, page: bytes, key: int) -> Tuple[int, int]:
+        """``(offset, length)`` of the payload of the event of ``key`` in its sub-buffer ``page``."""
+        return payload_span(page, (key >> self.POS_SHIFT) & self.pos_mask)
 
 
 #: One decoded data event for callers that want tuples: ``(ts, cpu, type, page, offset, length)``:
@@ -176,13 +198,18 @@ def _words(page: bytes) -> Sequence[int]:
     return struct.unpack_from(f"<{n}I", page)
 
 
+_U32 = struct.Struct("<I").unpack_from
+
+
 def payload_span(page: bytes, word: int) -> Tuple[int, int]:
-    """``(offset, length)`` of the payload of the data event whose header is at u32 index ``word``."""
-    (h,) = struct.unpack_from("<I", page, word * 4)
+    """``(offset, length)`` of the payload of the data event whose header is at u32 index ``word``:
+    ``type_len * 4`` bytes after the header word, or (``type_len`` 0) ``array[0] - 4`` bytes after the
+    length word."""
+    (h,) = _U32(page, word * 4)
     tl = h & 31
     if tl:
         return (word + 1) * 4, tl * 4
-    (ln,) = struct.unpack_from("<I", page, word * 4 + 4)
+    (ln,) = _U32(page, word * 4 + 4)
     return (word + 2) * 4, ln - 4
 
 
@@ -256,14 +283,18 @@ def decode_subbuf(
     t_ext = layout.type_time_extend
     t_abs = layout.type_time_stamp
     tshift = layout.ts_shift
-    kshift = codec.shift
+    kshift = codec.ts_shift
+    pshift = codec.POS_SHIFT
+    tmask = codec.TYPE_MASK
+    pmask = codec.pos_mask
     cbase = cpu << codec.cpu_shift
     page_ts = ts
     add = keys.append
     n0 = len(keys)
     bad = None
     monotonic = True
-    # The running key carries the time stamp (ts << kshift) and the CPU; an event's key adds its word.
+    # The running key carries the time stamp (ts << kshift) and the CPU; an event's key adds its word and
+    # its type (the first u16 of its payload, trace_entry.type).
     key = (ts << kshift) | cbase
     try:
         # The hot loop: one u32 read, a shift and an add, and one append per data event.
@@ -272,7 +303,7 @@ def decode_subbuf(
             tl = h & 31
             if 0 < tl <= tl_max:
                 key += (h >> 5) << kshift
-                add(key | (i << 16 | words[i + 1] & 0xFFFF))
+                add(key | (i << pshift | words[i + 1] & tmask))
                 i += 1 + tl
             elif tl == 0:
                 ln = words[i + 1]
@@ -280,7 +311,7 @@ def decode_subbuf(
                     bad = f"impossible event length {ln}"
                     break
                 key += (h >> 5) << kshift
-                add(key | (i << 16 | words[i + 2] & 0xFFFF))
+                add(key | (i << pshift | words[i + 2] & tmask))
                 i += 1 + (ln >> 2)
             elif tl == t_ext:
                 key += ((words[i + 1] << tshift) + (h >> 5)) << kshift
@@ -307,8 +338,7 @@ def decode_subbuf(
     if i > end and bad is None:
         # the last item ran past the commit: drop it if it was a data event
         if len(keys) > n0:
-            last = (keys[-1] >> 16) & codec.pos_mask
-            off, ln = payload_span(page, last)
+            off, ln = codec.payload(page, keys[-1])
             if off + ln > hs + size:
                 keys.pop()
         bad = f"the last event runs past the commit ({size})"
@@ -318,7 +348,7 @@ def decode_subbuf(
         # drop the events a trace_pipe reader consumed (header words below base + emit_from / 4)
         first = base + emit_from // 4
         j = n0
-        while j < len(keys) and (keys[j] >> 16) & codec.pos_mask < first:
+        while j < len(keys) and (keys[j] >> pshift) & pmask < first:
             j += 1
         del keys[n0:j]
     return flags, monotonic
@@ -392,21 +422,13 @@ def merge_windows(
 
 def iter_records(windows: Iterable[Tuple[List[int], Dict[int, bytes]]], codec: KeyCodec) -> Iterator[Record]:
     """Flatten merged windows into :data:`Record` tuples (convenient, slower than using keys)."""
-    shift, cshift, pmask, cmask = codec.shift, codec.cpu_shift, codec.pos_mask, codec.cpu_mask
-    unpack = struct.unpack_from
+    ts_of, cpu_of, type_of, payload = codec.ts, codec.cpu, codec.type, codec.payload
     for keys, pages in windows:
         for k in keys:
-            cpu = (k >> cshift) & cmask
+            cpu = cpu_of(k)
             page = pages[cpu]
-            w = (k >> 16) & pmask
-            (h,) = unpack("<I", page, w * 4)
-            tl = h & 31
-            if tl:
-                off, ln = (w + 1) * 4, tl * 4
-            else:
-                off = (w + 2) * 4
-                ln = unpack("<I", page, w * 4 + 4)[0] - 4
-            yield (k >> shift, cpu, k & 0xFFFF, page, off, ln)
+            off, ln = payload(page, k)
+            yield (ts_of(k), cpu, type_of(k), page, off, ln)
 
 
 # ---- the page ring --------------------------------------------------------------------------------

@@ -4,14 +4,20 @@ event filters, ``--since`` and ``--last``, written as tracefs text or JSON lines
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Sequence, Set, TextIO, Tuple
 
 from skbinspect.errors import SkbinspectError
+
+if TYPE_CHECKING:
+    import drgn
+
+    from skbinspect.ftrace.reader import TraceArray, TraceEvent, TraceReader
+    from skbinspect.ftrace.render import TraceTextFormatter
 
 __all__ = ["event_ids", "last_timestamp", "selected_arrays", "write_json", "write_text"]
 
 
-def selected_arrays(prog: Any, instance: Optional[str], all_instances: bool) -> List[Any]:
+def selected_arrays(prog: drgn.Program, instance: Optional[str], all_instances: bool) -> List[TraceArray]:
     from skbinspect.ftrace.reader import find_trace_array, trace_arrays
 
     if all_instances:
@@ -21,7 +27,7 @@ def selected_arrays(prog: Any, instance: Optional[str], all_instances: bool) -> 
     return [find_trace_array(prog, instance)]
 
 
-def event_ids(reader: Any, events: Sequence[str]) -> Optional[set]:
+def event_ids(reader: TraceReader, events: Sequence[str]) -> Optional[Set[int]]:
     if not events:
         return None
     ids = set()
@@ -39,22 +45,22 @@ def event_ids(reader: Any, events: Sequence[str]) -> Optional[set]:
     return ids
 
 
-def last_timestamp(reader: Any) -> Optional[int]:
-    shift = reader.codec.shift
+def last_timestamp(reader: TraceReader) -> Optional[int]:
+    ts_of = reader.codec.ts
     end = None
     for keys, _ in reader.windows():
         if keys:
-            t = max(keys) >> shift
+            t = ts_of(max(keys))
             if end is None or t > end:
                 end = t
     return end
 
 
 def write_text(
-    reader: Any,
-    fmt: Any,
+    reader: TraceReader,
+    fmt: TraceTextFormatter,
     out: TextIO,
-    want: Optional[set],
+    want: Optional[Set[int]],
     last: Optional[int],
     threshold: Optional[int],
     stacks: bool,
@@ -63,7 +69,8 @@ def write_text(
     follows on its CPU is shown, or on its own when no event precedes it (the buffer wrapped)."""
     st = reader.stack_type
     kept_last: Dict[int, Optional[bool]] = {}  # cpu -> was the last non-stack record shown
-    tail: Optional[Deque[Any]] = deque() if last else None
+    tail: Optional[Deque[TraceEvent]] = deque() if last else None
+    limit = last or 0  # with a tail, the number of events it keeps
     n_events = 0
     trimmed = False
     buf: List[str] = []
@@ -85,7 +92,7 @@ def write_text(
             tail.append(ev)
             if ev.type != st:
                 n_events += 1
-                while n_events > last:  # type: ignore[operator]
+                while n_events > limit:
                     trimmed = True
                     if tail.popleft().type != st:
                         n_events -= 1
@@ -105,10 +112,10 @@ def write_text(
 
 
 def write_json(
-    reader: Any,
-    fmt: Any,
+    reader: TraceReader,
+    fmt: TraceTextFormatter,
     out: TextIO,
-    want: Optional[set],
+    want: Optional[Set[int]],
     last: Optional[int],
     threshold: Optional[int],
     stacks: bool,
@@ -122,20 +129,20 @@ def write_json(
     if want is not None:
         types = set(want)
     skip_orphans = want is None and not stacks  # stack records whose event was overwritten: --stacks only
-    shift = reader.codec.shift
-    stacks_of = reader._stacks
+    codec = reader.codec
+    stacks_of = reader.attached_stacks
     if last is None:  # the streamed common case
         lines.write_all(
             reader.grouped_windows(types), out, stacks_of, st if skip_orphans else None, threshold
         )
         return
     pop = stacks_of.pop
-    tail: Deque[Any] = deque(maxlen=last)
-    for k, page, pid in reader.grouped_keys(types):
-        srec = pop((k, pid), None) if stacks_of else None
-        if skip_orphans and k & 0xFFFF == st:
+    tail: Deque[Tuple[int, bytes, Optional[List[Tuple[bytes, int]]]]] = deque(maxlen=last)
+    for k, page, page_id in reader.grouped_keys(types):
+        srec = pop((k, page_id), None) if stacks_of else None
+        if skip_orphans and codec.type(k) == st:
             continue
-        if threshold is not None and k >> shift < threshold:
+        if threshold is not None and codec.ts(k) < threshold:
             continue
         tail.append((k, page, srec))
     buf = [line(k, page, srec) for k, page, srec in tail]

@@ -1,12 +1,12 @@
 """The skb events of the trace buffer: ``skb:kfree_skb`` and ``skb:consume_skb``, decoded for people.
 
 Field layouts come from the target's own event formats (``struct ftrace_event_field``), so every kernel
-shape is handled without version checks (kernel reference section 6):
+shape is handled without version checks (docs/kernel/ftrace.md has them with their commits):
 
-* kfree_skb: ``skbaddr, location, protocol`` (<= 5.16), ``+ reason`` (5.17+), ``+ rx_sk`` (6.11+);
-* consume_skb: ``skbaddr`` (<= 6.2), ``+ location`` (6.3+).
+* kfree_skb: ``skbaddr, location, protocol``; ``reason`` since v5.17; ``rx_sk`` since v6.11;
+* consume_skb: ``skbaddr``; ``location`` since v6.3.
 
-Reason names come from the target's drop-reason table (:func:`skbinspect.reasons.drop_reason_table`),
+Reason names come from the target's drop-reason table (:func:`skbinspect.counters.reasons.drop_reason_table`),
 falling back to ``enum skb_drop_reason`` from DWARF.  ``location`` is symbolised the way the kernel's
 ``%pS`` does (``function+0xoff/0xsize [module]``, the size being the distance to the next symbol, as
 kallsyms computes it).
@@ -158,7 +158,7 @@ class ConsumeSkb(_SkbBase):
 SkbEvent = Union[KfreeSkb, ConsumeSkb]
 
 
-def _base_json(e: _SkbBase) -> Dict[str, Any]:
+def _base_json(e: SkbEvent) -> Dict[str, Any]:
     d: Dict[str, Any] = {
         "event": e.kind,
         "ts": e.ts,
@@ -190,7 +190,7 @@ def skb_event(
     f = ev.fields
     loc = f.get("location")
     loc_sym = syms.format(loc) if loc is not None else None  # function+0xoff [module]
-    common = dict(
+    common: Dict[str, Any] = dict(
         ts=ev.ts,
         cpu=ev.cpu,
         pid=ev.pid,

@@ -108,6 +108,12 @@ class StructLayout:
                 out[name] = (word >> bit_off) & ((1 << nbits) - 1)
         return out
 
+    def offset(self, name: str) -> Optional[int]:
+        """The byte offset of member ``name`` (of the bytes holding it, for a bit field), or None if this
+        kernel's struct has no such member."""
+        f = self.fields.get(name)
+        return f[0] if f is not None else None
+
 
 def _int_like(t: drgn.Type) -> Tuple[int, bool]:
     u = t

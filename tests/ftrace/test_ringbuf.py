@@ -1,9 +1,6 @@
-"""Unit tests of the pure ftrace ring-buffer decoder (skbinspect.ftrace_decode) on hand-built bytes.
-
-The byte layouts built here follow kernel/trace/ring_buffer.c (struct buffer_data_page, struct
-ring_buffer_event); the lab tests (tests/vmcores/test_trace.py) check the same decoder against real
-kernels' own trace files.
-"""
+"""skbinspect.ftrace.ringbuf on hand-built sub-buffers: event decoding, the key codec, the merge of CPUs
+in the kernel's order, the page-ring walk, and robustness against corrupted pages.  The lab tests
+(tests/vmcores/test_trace.py) check the same decoder against real kernels' own trace files."""
 
 from __future__ import annotations
 
@@ -13,16 +10,6 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from skbinspect.ftrace.formats import (
-    EventField,
-    FieldDecoder,
-    IrqFlagBits,
-    SavedCmdlines,
-    decode_stack,
-    format_irq_flags,
-    format_timestamp,
-)
-from skbinspect.ftrace.printfmt import PrintFmt, PrintFmtError
 from skbinspect.ftrace.ringbuf import (
     DEFAULT_LAYOUT,
     RB_PAGE_HEAD,
@@ -35,49 +22,7 @@ from skbinspect.ftrace.ringbuf import (
     payload_span,
     walk_ring,
 )
-
-PAGE = 4096
-HDR = 16
-
-
-# ---- building pages --------------------------------------------------------------------------------
-
-
-def entry(type_id: int, pid: int = 1, flags: int = 0, pc: int = 0, extra: bytes = b"") -> bytes:
-    """A payload: struct trace_entry then the event's fields, padded to 4 bytes."""
-    b = struct.pack("<HBBi", type_id, flags, pc, pid) + extra
-    return b + b"\0" * (-len(b) % 4)
-
-
-def data(payload: bytes, delta: int = 0) -> bytes:
-    """A data event as rb_update_event() writes it (type_len = length / 4, or 0 and array[0])."""
-    assert len(payload) % 4 == 0 and payload
-    if len(payload) <= 112:
-        return struct.pack("<I", (delta << 5) | len(payload) // 4) + payload
-    return struct.pack("<II", delta << 5, len(payload) + 4) + payload
-
-
-def extend(delta: int) -> bytes:
-    return struct.pack("<II", ((delta & ((1 << 27) - 1)) << 5) | 30, delta >> 27)
-
-
-def abs_stamp(ts: int) -> bytes:
-    ts &= (1 << 59) - 1
-    return struct.pack("<II", ((ts & ((1 << 27) - 1)) << 5) | 31, ts >> 27)
-
-
-def discarded(nbytes: int) -> bytes:
-    """A discarded event (padding with a non-zero delta) of ``nbytes`` in total."""
-    return struct.pack("<II", (1 << 5) | 29, nbytes - 4) + b"\xaa" * (nbytes - 8)
-
-
-def null_padding() -> bytes:
-    return struct.pack("<I", 29)
-
-
-def page(ts0: int, body: bytes, commit: Optional[int] = None, flags: int = 0, size: int = PAGE) -> bytes:
-    c = len(body) if commit is None else commit
-    return (struct.pack("<QQ", ts0, c | flags) + body).ljust(size, b"\0")[:size]
+from tests.ftrace.pages import HDR, PAGE, abs_stamp, data, discarded, entry, extend, null_padding, page
 
 
 def decode(
@@ -441,132 +386,36 @@ def test_thousands_of_corrupted_pages_never_raise() -> None:
     assert damaged > 1000  # the corruption was seen and reported, not silently decoded
 
 
-# ---- fields, stacks, comms, line format --------------------------------------------------------------------
+# ---- the key codec ------------------------------------------------------------------------------------------
 
 
-def test_field_decoder() -> None:
+@pytest.mark.parametrize("subbuf_size", [4096, 8192, 1 << 20])
+def test_key_codec_round_trip_and_order(subbuf_size: int) -> None:
+    codec = KeyCodec(subbuf_size)
+    rnd = random.Random(subbuf_size)
     fields = [
-        EventField("skbaddr", "void *", 8, 8, False),
-        EventField("len", "int", 16, 4, True),
-        EventField("name", "__data_loc char[]", 20, 4, True),
-        EventField("comm", "char[16]", 24, 16, True),
-        EventField("mac", "__u8[6]", 40, 6, False),
+        (rnd.randrange(1 << 62), rnd.randrange(codec.cpu_mask + 1), rnd.randrange(codec.pos_mask + 1), t)
+        for t in [0, 1, codec.TYPE_MASK] + [rnd.randrange(1 << 16) for _ in range(200)]
     ]
-    payload = bytearray(entry(3, extra=b"\0" * 48))
-    struct.pack_into("<Qi", payload, 8, 0xFFFF888012345678, -5)
-    struct.pack_into("<I", payload, 20, (5 << 16) | 56)
-    payload[24 : 24 + 7] = b"skblab\0"
-    payload[40:46] = bytes([1, 2, 3, 4, 5, 6])
-    payload += b"tap0\0\0\0\0"
-    got = FieldDecoder(fields).decode(bytes(payload), 0, len(payload))
-    assert got == {
-        "skbaddr": 0xFFFF888012345678,
-        "len": -5,
-        "name": "tap0",
-        "comm": "skblab",
-        "mac": [1, 2, 3, 4, 5, 6],
-    }
-    # a payload too short for a field leaves it out instead of failing
-    assert "len" not in FieldDecoder(fields).decode(bytes(payload), 0, 12)
+    for ts, cpu, word, typ in fields:
+        k = codec.pack(ts, cpu, word, typ)
+        assert (codec.ts(k), codec.cpu(k), codec.word(k), codec.type(k)) == (ts, cpu, word, typ)
+        assert codec.unpack(k) == (ts, cpu, word)
+        # what hot loops do with the codec's shifts and masks
+        assert k >> codec.ts_shift == ts and (k >> codec.cpu_shift) & codec.cpu_mask == cpu
+        assert (k >> codec.POS_SHIFT) & codec.pos_mask == word and k & codec.TYPE_MASK == typ
+    # keys sort as the kernel merges CPUs: time stamp, then CPU, then position in the CPU's buffer
+    keys = [codec.pack(*f) for f in fields]
+    assert [codec.unpack(k) for k in sorted(keys)] == sorted((ts, c, w) for ts, c, w, _ in fields)
 
 
-def test_decode_stack_stops_at_ulong_max_and_end() -> None:
-    callers = [0xFFFFFFFF81000000 + i for i in range(5)] + [(1 << 64) - 1, 7]
-    payload = entry(4, extra=struct.pack("<i4x", 5) + struct.pack("<7Q", *callers))
-    assert decode_stack(payload, 0, len(payload)) == callers[:5]
-    assert decode_stack(payload, 0, 16 + 8 * 2) == callers[:2]
-    assert decode_stack(payload, 0, 12) == []
-
-
-def test_saved_cmdlines() -> None:
-    pid_map = [0xFFFFFFFF] * (32768 + 1)
-    pid_map[110] = 1
-    pid_map[111] = 0
-    names = b"kworker/0:1\0\0\0\0\0" + b"skblab\0" + b"\0" * 9
-    c = SavedCmdlines(pid_map, [111, 110], names)
-    assert c.find(110) == "skblab" and c.find(111) == "kworker/0:1"
-    assert c.find(0) == "<idle>" and c.find(5) == "<...>"
-    assert c.find(110 + 32768) == "<...>"  # same slot, other pid
-    assert SavedCmdlines.empty().find(1) == "<...>"
-
-
-def test_irq_flag_columns() -> None:
-    v6 = IrqFlagBits(bh_off=0x80)
-    assert format_irq_flags(0x80, 0, v6) == "b...."
-    assert format_irq_flags(0x10, 0x01, v6) == "..s1."
-    assert format_irq_flags(0x01 | 0x80 | 0x04 | 0x20 | 0x08, 0x21, v6) == "DNh12"
-    v510 = IrqFlagBits(migrate_column=False)
-    assert format_irq_flags(0x24 | 0x10, 1, v510) == ".Ns1"
-    assert format_irq_flags(0x02, 0, v510) == "X..."
-    lazy = IrqFlagBits(irqs_nosupport=0, need_resched_lazy=0x02, bh_off=0x80)
-    assert format_irq_flags(0x02, 0, lazy)[1] == "l"
-    assert format_irq_flags(0x02 | 0x04, 0, lazy)[1] == "b"
-
-
-def test_timestamp_column() -> None:
-    assert format_timestamp(7_840_299_499) == "    7.840299"
-    assert format_timestamp(7_840_299_500) == "    7.840300"  # ns2usecs() rounds
-    assert format_timestamp(123, in_ns=False) == "         123"
-
-
-# ---- print_fmt -----------------------------------------------------------------------------------------------
-
-KFREE_612 = [
-    EventField("skbaddr", "void *", 8, 8, False),
-    EventField("location", "void *", 16, 8, False),
-    EventField("rx_sk", "void *", 24, 8, False),
-    EventField("protocol", "unsigned short", 32, 2, False),
-    EventField("reason", "enum skb_drop_reason", 36, 4, False),
-]
-
-
-def _sym(addr: int, offset: bool) -> str:
-    return "tun_net_xmit+0x2c1/0x4f0 [tun]" if offset else "tun_net_xmit [tun]"
-
-
-def test_print_fmt_kfree_skb_shapes() -> None:
-    vals = {
-        "skbaddr": 0xFF3BE63602EA7C00,
-        "location": 0xFFFFFFFFC0541DE1,
-        "rx_sk": 0,
-        "protocol": 34525,
-        "reason": 67,
-    }
-    f612 = (
-        '"skbaddr=%p rx_sk=%p protocol=%u location=%pS reason: %s", REC->skbaddr, REC->rx_sk, '
-        'REC->protocol, REC->location, __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, '
-        '{ 67, "FULL_RING" }, { 100, "MAX" })'
-    )
-    assert PrintFmt(f612, KFREE_612).render(vals, _sym) == (
-        "skbaddr=ff3be63602ea7c00 rx_sk=0000000000000000 protocol=34525 "
-        "location=tun_net_xmit+0x2c1/0x4f0 [tun] reason: FULL_RING"
-    )
-    vals["reason"] = 1  # not in the map: printed as a number, as trace_print_symbols_seq() does
-    assert PrintFmt(f612, KFREE_612).render(vals, _sym).endswith("reason: 0x1")
-    f510 = '"skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, REC->location'
-    assert PrintFmt(f510, KFREE_612).render(vals) == (
-        "skbaddr=ff3be63602ea7c00 protocol=34525 location=ffffffffc0541de1"
-    )
-
-
-def test_print_fmt_expressions_and_helpers() -> None:
-    fields = [
-        EventField("name", "__data_loc char[]", 8, 4, True),
-        EventField("len", "unsigned int", 12, 4, False),
-        EventField("state", "int", 16, 4, True),
-        EventField("flags", "unsigned long", 24, 8, False),
-        EventField("saddr", "__u8[4]", 32, 4, False),
-    ]
-    fmt = (
-        '"dev=%s len=%u kb=%d st=%s fl=%s ip=%pI4 neg=%d hex=%#x", __get_str(name), REC->len, '
-        '(int)(REC->len >> 10), __print_symbolic(REC->state, { 1, "UP" }, { TCP_X, "X" }), '
-        '__print_flags(REC->flags, "|", { 1, "A" }, { 4, "C" }), REC->saddr, REC->state - 10, '
-        "REC->len ? REC->len : 1"
-    )
-    p = PrintFmt(fmt, fields, {"TCP_X": 9}.get)
-    vals = {"name": "tap0", "len": 4096, "state": 9, "flags": 5 | 16, "saddr": [10, 0, 0, 1]}
-    assert p.render(vals) == "dev=tap0 len=4096 kb=4 st=X fl=A|C|0x10 ip=10.0.0.1 neg=-1 hex=0x1000"
-    with pytest.raises(PrintFmtError):
-        PrintFmt('"%s", REC->nosuchfield', fields)
-    with pytest.raises(PrintFmtError):
-        PrintFmt('"%s", some_function(REC->len)', fields)
+def test_key_codec_payload_is_payload_span() -> None:
+    small, big = entry(5, pid=10), entry(7, extra=b"\x01" * 200)
+    pg = page(1000, data(small) + data(big, 3))
+    codec = KeyCodec(len(pg))
+    keys: List[int] = []
+    decode_subbuf(pg, 2, keys, codec)
+    spans = [codec.payload(pg, k) for k in keys]
+    assert spans == [payload_span(pg, codec.word(k)) for k in keys]
+    assert spans == [(HDR + 4, len(small)), (HDR + 4 + len(small) + 8, len(big))]
+    assert [codec.type(k) for k in keys] == [5, 7] and [codec.cpu(k) for k in keys] == [2, 2]
