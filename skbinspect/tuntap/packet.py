@@ -83,7 +83,7 @@ class DecodedPacket:
             if p == "Ethernet":
                 parts.append(f"{l['src']} > {l['dst']}")
             elif p in ("802.1Q", "802.1ad"):
-                parts.append(f"vlan {l['vid']}")
+                parts.append(f"vlan {l['vid']}" if "vid" in l else p)  # a tag past the 4 decoded has none
             elif p == "ARP":
                 parts.append(f"ARP {l['op']} {l['tpa']} tell {l['spa']}")
             elif p in ("IPv4", "IPv6"):
@@ -127,6 +127,8 @@ def decode_ethernet(data: bytes) -> DecodedPacket:
             }
         )
         off += 4
+    if ethertype in (0x8100, 0x88A8):
+        pkt.notes.append("more than 4 stacked VLAN tags: the rest not decoded")
     _decode_l3(ethertype, data, off, pkt)
     return pkt
 
