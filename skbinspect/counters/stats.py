@@ -23,6 +23,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import drgn
 
+from skbinspect.memory import walk
+from skbinspect.memory.faults import READ_FAULTS
+from skbinspect.memory.percpu import percpu_offset_problems
+from skbinspect.memory.problems import note_bug
 from skbinspect.target.opener import kernel_version
 
 __all__ = [
@@ -304,7 +308,11 @@ def read_percpu_counters(
         ]
     little = _little(prog)
     rows = []
+    bad = percpu_offset_problems(prog, possible)
     for cpu in possible:
+        if cpu in bad:
+            rows.append(CounterRow(source, dict(zeros), cpu=cpu, counts_as=counts_as, note=bad[cpu]))
+            continue
         addr = (percpu_ptr + offsets.get(cpu, 0)) & 0xFFFFFFFFFFFFFFFF
         try:
             data = prog.read(addr, size)
@@ -477,12 +485,17 @@ def softnet_stats(prog: drgn.Program) -> SoftnetStats:
     little = _little(prog)
     onl = set(online)
     cpus = []
+    bad = percpu_offset_problems(prog, possible)
     for cpu in possible:
         c = SoftnetCpu(cpu, cpu in onl)
+        if cpu in bad:
+            c.note = bad[cpu]
+            cpus.append(c)
+            continue
         addr = (sd.address_ + offsets.get(cpu, 0)) & 0xFFFFFFFFFFFFFFFF
         try:
             data = prog.read(addr, size)
-        except drgn.FaultError as e:
+        except READ_FAULTS as e:
             c.note = f"softnet_data unreadable at {addr:#x}: {e}"
             cpus.append(c)
             continue
@@ -505,7 +518,7 @@ def softnet_stats(prog: drgn.Program) -> SoftnetStats:
                     c.flow_limit_count = decode_counters(
                         prog.read(flp, fl_fields[0].offset + fl_fields[0].size), fl_fields, little
                     )["count"]
-                except drgn.FaultError as e:
+                except READ_FAULTS as e:
                     c.note = f"flow_limit at {flp:#x} unreadable: {e}"
         cpus.append(c)
     return SoftnetStats(cpus, form, columns, notes)
@@ -872,7 +885,7 @@ def device_stats_one(
         ops = dev.rtnl_link_ops.value_()
         kind = dev.rtnl_link_ops.kind.string_().decode(errors="replace") if ops else None
         fn_addr = dev.netdev_ops.ndo_get_stats64.value_()
-    except drgn.FaultError as e:
+    except READ_FAULTS as e:
         return DeviceStats(
             "?",
             0,
@@ -919,17 +932,15 @@ def device_stats_one(
 
 
 def _iter_devices(prog: drgn.Program, notes: List[str]) -> Iterable[Tuple[drgn.Object, Optional[int]]]:
-    from drgn.helpers.linux.net import for_each_net, for_each_netdev
-
     init_net = prog["init_net"].address_
     nets = []
     try:
-        for i, net in enumerate(for_each_net(prog)):
+        for i, net in enumerate(walk.net_namespaces(prog)):
             if i >= MAX_NETNS:
                 notes.append(f"more than {MAX_NETNS} network namespaces: the rest not read.")
                 break
             nets.append(net)
-    except drgn.FaultError as e:
+    except READ_FAULTS as e:
         notes.append(f"network namespace list unreadable after {len(nets)} ({e}).")
     if not nets:
         nets = [prog["init_net"].address_of_()]
@@ -939,16 +950,16 @@ def _iter_devices(prog: drgn.Program, notes: List[str]) -> Iterable[Tuple[drgn.O
         try:
             if net.value_() != init_net:
                 inum = net.ns.inum.value_()
-        except drgn.FaultError:
+        except READ_FAULTS:
             pass
         try:
-            for dev in for_each_netdev(net):
+            for dev in walk.netns_devices(net, f"device list of netns {inum or 'init_net'}"):
                 count += 1
                 if count > MAX_DEVICES:
                     notes.append(f"more than {MAX_DEVICES} devices: the rest not read.")
                     return
                 yield dev, inum
-        except drgn.FaultError as e:
+        except READ_FAULTS as e:
             notes.append(
                 f"device list of netns {inum or 'init_net'} unreadable ({e}); devices after that missing."
             )
@@ -971,9 +982,28 @@ def device_stats(
                     and str(dev.ifindex.value_()) not in want
                 ):
                     continue
-            except drgn.FaultError:
+            except READ_FAULTS:
                 continue
-        out.append(device_stats_one(prog, dev, inum, r))
+        try:
+            out.append(device_stats_one(prog, dev, inum, r))
+        except Exception as e:  # noqa: BLE001 - a fault is a note; anything else a bug, reported after the output
+            why = (
+                f"unreadable: {e}"
+                if isinstance(e, (*READ_FAULTS, LookupError))
+                else note_bug(prog, "a device", e)
+            )
+            out.append(
+                DeviceStats(
+                    "?",
+                    0,
+                    None,
+                    "?",
+                    inum,
+                    complete=False,
+                    notes=[f"net_device at {dev.value_():#x} {why}"],
+                    address=dev.value_(),
+                )
+            )
     return out
 
 
@@ -1077,13 +1107,18 @@ def drop_monitor_state(prog: drgn.Program, module_loaded: Optional[bool] = None)
         )
     except LookupError:
         hdr = None
+    bad = percpu_offset_problems(prog, possible)
     for kind, var in (("sw", sw), ("hw", hw)):
         for cpu in possible:
             row = DropMonitorCpu(cpu, kind)
+            if cpu in bad:
+                row.note = bad[cpu]
+                st.cpus.append(row)
+                continue
             addr = (var.address_ + offsets.get(cpu, 0)) & 0xFFFFFFFFFFFFFFFF
             try:
                 v = decode_counters(prog.read(addr, max(f.offset + f.size for f in fields)), fields, little)
-            except drgn.FaultError as e:
+            except READ_FAULTS as e:
                 row.note = f"per_cpu_dm_data unreadable at {addr:#x}: {e}"
                 st.cpus.append(row)
                 continue
@@ -1149,4 +1184,10 @@ def drop_stats(
     """Softnet, per-device and drop_monitor statistics of ``prog``."""
     notes: List[str] = []
     devs = device_stats(prog, devices, notes)
+    bad = percpu_offset_problems(prog, cpu_lists(prog)[0])
+    if bad:
+        notes.append(
+            f"the per-CPU offsets of CPU {', '.join(map(str, sorted(bad)))} cannot be trusted (see their rows): "
+            "their per-CPU counters were not read, and the zeros shown for them are not counts"
+        )
     return DropStats(softnet_stats(prog), devs, drop_monitor_state(prog, drop_monitor_loaded), notes)

@@ -24,6 +24,7 @@ from skbinspect.errors import SkbinspectError
 from skbinspect.memory import walk
 from skbinspect.memory.faults import READ_FAULTS
 from skbinspect.memory.layout import struct_layout
+from skbinspect.memory.percpu import percpu_offset_problems
 from skbinspect.memory.problems import note_bug, note_problem
 from skbinspect.tuntap.entries import RingEntry, entries_json_chunks, entries_summary, read_entries
 from skbinspect.tuntap.ptr_ring import RingSnapshot, read_ptr_ring, read_ring_indices
@@ -587,8 +588,13 @@ def _device(prog: drgn.Program, dev: drgn.Object, kind: str, mode: str, flags: L
     )
 
 
-def _device_counters(prog: drgn.Program, dev: drgn.Object) -> Dict[str, int]:
-    """The core drop counters of ``dev`` (5.18+: per-CPU ``core_stats`` summed; before: atomics)."""
+def _device_counters(
+    prog: drgn.Program, dev: drgn.Object, notes: Optional[List[str]] = None
+) -> Dict[str, int]:
+    """The core drop counters of ``dev`` (5.18+: per-CPU ``core_stats`` summed; before: atomics).
+
+    A CPU whose per-CPU offset cannot be trusted or whose counters cannot be read is left out of the sums
+    with a note in ``notes``; when no CPU can be read, there are no counters (never zeros as if read)."""
     out: Dict[str, int] = {}
     names = ("rx_dropped", "tx_dropped", "rx_nohandler", "rx_otherhost_dropped")
     dev_type = dev.type_.type
@@ -606,13 +612,23 @@ def _device_counters(prog: drgn.Program, dev: drgn.Object) -> Dict[str, int]:
     out = {n: 0 for n in names if cs_type.has_member(n)}  # rx_otherhost_dropped: 5.19+
     if cs:
         lay = struct_layout(prog, "struct net_device_core_stats", list(out))
-        for cpu in for_each_possible_cpu(prog):
+        cpus = list(for_each_possible_cpu(prog))
+        unread = dict(percpu_offset_problems(prog, cpus))
+        for cpu in cpus:
+            if cpu in unread:
+                continue
             try:
                 vals = lay.decode(prog.read(per_cpu_ptr(cs, cpu).value_(), lay.size))
-            except drgn.FaultError:
+            except READ_FAULTS as e:
+                unread[cpu] = f"core_stats of CPU {cpu} unreadable ({e})"
                 continue
             for n in out:
                 out[n] += vals[n]
+        if unread and notes is not None:
+            part = "none of them" if len(unread) == len(cpus) else "the other CPUs only"
+            notes.append(f"drop counters: {'; '.join(unread[c] for c in sorted(unread))}: {part} counted")
+        if cpus and len(unread) == len(cpus):
+            return {}
     # else: allocated lazily on the first increment, NULL means nothing counted yet (all zero)
     return out
 
@@ -673,7 +689,7 @@ def read_tap_devices(
         d.netns = inum
         d.queues = qs
         try:
-            d.counters = _device_counters(prog, dev)
+            d.counters = _device_counters(prog, dev, d.notes)
         except (*READ_FAULTS, LookupError) as e:
             d.notes.append(f"drop counters unreadable: {e}")
         l2 = d.mode != "tun"

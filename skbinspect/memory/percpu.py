@@ -1,0 +1,79 @@
+"""Whether the per-CPU offsets of a target can be trusted.
+
+``per_cpu_ptr(p, cpu)`` is ``p + __per_cpu_offset[cpu]``.  A damaged ``__per_cpu_offset`` (zeroed,
+overwritten) does not fault: it points every per-CPU read somewhere else, often at memory that reads as
+zeros, and a counter would be shown as 0 as if it had been read.  The percpu allocator keeps what the
+offsets must be: ``setup_per_cpu_areas()`` (arch/x86/kernel/setup_percpu.c, and mm/percpu.c for the
+generic version) sets ``__per_cpu_offset[cpu] = pcpu_base_addr - __per_cpu_start +
+pcpu_unit_offsets[cpu]``, unchanged from 5.10 to 7.x.  An offset that disagrees, or cannot be read, is
+not used: the CPU's per-CPU values are marked unread with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import drgn
+
+from skbinspect.memory.faults import READ_FAULTS
+
+__all__ = ["percpu_offset_problems"]
+
+_MASK = 0xFFFFFFFFFFFFFFFF
+
+
+def percpu_offset_problems(prog: drgn.Program, cpus: List[int]) -> Dict[int, str]:
+    """CPU -> why its ``__per_cpu_offset`` entry cannot be trusted, for the CPUs of ``cpus`` whose
+    entry is wrong or unreadable (empty when all are fine, or when nothing can be checked: a !SMP
+    kernel has no offsets).  Cached per program."""
+    key = "skbinspect.percpu.offset_problems"
+    cached = prog.cache.get(key)
+    if cached is None:
+        cached = prog.cache[key] = _check(prog, cpus)
+    return {cpu: why for cpu, why in cached.items() if cpu in cpus}
+
+
+def _check(prog: drgn.Program, cpus: List[int]) -> Dict[int, str]:
+    if not cpus:
+        return {}
+    try:
+        pco = prog["__per_cpu_offset"]
+    except LookupError:
+        return {}  # !SMP: per-CPU pointers are plain pointers
+    n = max(cpus) + 1
+    try:
+        raw = prog.read(pco.address_, 8 * n)
+    except READ_FAULTS as e:
+        return {cpu: f"__per_cpu_offset unreadable ({e})" for cpu in cpus}
+    offsets = {cpu: int.from_bytes(raw[8 * cpu : 8 * cpu + 8], "little") for cpu in cpus}
+    try:
+        base = prog["pcpu_base_addr"].value_()
+        try:
+            start = prog.symbol("__per_cpu_start").address
+        except LookupError:
+            start = 0
+        units = prog.read(prog["pcpu_unit_offsets"].value_(), 8 * n)
+    except (*READ_FAULTS, LookupError):
+        units = None
+    out: Dict[int, str] = {}
+    if units is not None:
+        for cpu in cpus:
+            want = (base - start + int.from_bytes(units[8 * cpu : 8 * cpu + 8], "little")) & _MASK
+            if offsets[cpu] != want:
+                out[cpu] = (
+                    f"__per_cpu_offset[{cpu}] is {offsets[cpu]:#x} but the percpu allocator placed CPU {cpu} "
+                    f"at offset {want:#x}: damaged, its per-CPU values not read"
+                )
+        return out
+    # Without the allocator's state: each CPU has its own unit, so the offsets of two CPUs never match.
+    if len(cpus) > 1:
+        seen: Dict[int, int] = {}
+        for cpu in cpus:
+            other = seen.setdefault(offsets[cpu], cpu)
+            if other != cpu:
+                for c in (other, cpu):
+                    out[c] = (
+                        f"__per_cpu_offset[{c}] is {offsets[c]:#x}, the same as another CPU's: damaged, "
+                        "its per-CPU values not read"
+                    )
+    return out
