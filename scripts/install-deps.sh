@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-apt_pkgs=(qemu-system-x86 busybox-static iproute2 xz-utils zstd gcc libc6-dev dpkg tar util-linux e2fsprogs debian-archive-keyring)
+apt_pkgs=(qemu-system-x86 busybox-static iproute2 xz-utils zstd gcc libc6-dev dpkg tar util-linux e2fsprogs debian-archive-keyring makedumpfile)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
