@@ -25,7 +25,7 @@ import drgn
 
 from skbinspect.memory import walk
 from skbinspect.memory.faults import READ_FAULTS
-from skbinspect.memory.percpu import percpu_offset_problems
+from skbinspect.memory.percpu import online_cpus, percpu_offset_problems, possible_cpus
 from skbinspect.memory.problems import note_bug
 from skbinspect.target.opener import kernel_version
 
@@ -138,10 +138,8 @@ def cpu_lists(prog: drgn.Program) -> Tuple[List[int], List[int], Dict[int, int]]
     key = "skbinspect.stats.cpus"
     c = prog.cache.get(key)
     if c is None:
-        from drgn.helpers.linux.cpumask import for_each_online_cpu, for_each_possible_cpu
-
-        possible = list(for_each_possible_cpu(prog))
-        online = list(for_each_online_cpu(prog))
+        possible = possible_cpus(prog)  # bounded: a damaged nr_cpu_ids does not make it read for hours
+        online = online_cpus(prog)
         offsets: Dict[int, int] = {}
         try:
             pco = prog["__per_cpu_offset"]

@@ -16,8 +16,9 @@ from typing import Dict, List
 import drgn
 
 from skbinspect.memory.faults import READ_FAULTS
+from skbinspect.memory.problems import note_problem
 
-__all__ = ["percpu_offset_problems"]
+__all__ = ["cpus_in_mask", "online_cpus", "percpu_offset_problems", "possible_cpus"]
 
 _MASK = 0xFFFFFFFFFFFFFFFF
 
@@ -77,3 +78,54 @@ def _check(prog: drgn.Program, cpus: List[int]) -> Dict[int, str]:
                         "its per-CPU values not read"
                     )
     return out
+
+
+def cpus_in_mask(prog: drgn.Program, name: str) -> List[int]:
+    """The CPUs set in the cpumask ``name`` (``__cpu_possible_mask``, ``__cpu_online_mask``), as drgn's
+    ``for_each_cpu()``, bounded: drgn reads ``nr_cpu_ids`` bits, and a damaged ``nr_cpu_ids`` (4 billion)
+    would make it read and test bits for hours.  Here the mask is read once, at most its own size
+    (NR_CPUS bits); an absurd ``nr_cpu_ids`` is said and the whole mask used.  Cached per program."""
+    key = ("skbinspect.percpu.mask", name)
+    cached = prog.cache.get(key)
+    if cached is not None:
+        return list(cached)
+    mask = prog[name]
+    size = drgn.sizeof(mask.type_)
+    nr_cpus = 8 * size
+    try:
+        nr = int(prog["nr_cpu_ids"].value_())
+    except KeyError:
+        nr = 1
+    if not 0 < nr <= nr_cpus:
+        note_problem(
+            prog, f"nr_cpu_ids is {nr}, impossible with NR_CPUS {nr_cpus}: damaged; every CPU of {name} used"
+        )
+        nr = nr_cpus
+    try:
+        bits = int.from_bytes(prog.read(mask.address_, size), "little") & ((1 << nr) - 1)
+    except READ_FAULTS as e:
+        note_problem(prog, f"{name} unreadable ({e}): no per-CPU value read")
+        bits = 0
+    cpus = [i for i in range(nr) if bits >> i & 1] if bits else []
+    prog.cache[key] = cpus
+    return list(cpus)
+
+
+def possible_cpus(prog: drgn.Program) -> List[int]:
+    """``for_each_possible_cpu()``, bounded (see :func:`cpus_in_mask`)."""
+    try:
+        return cpus_in_mask(prog, "__cpu_possible_mask")
+    except KeyError:  # before 4.5: a pointer, cpu_possible_mask
+        from drgn.helpers.linux.cpumask import for_each_possible_cpu
+
+        return list(for_each_possible_cpu(prog))
+
+
+def online_cpus(prog: drgn.Program) -> List[int]:
+    """``for_each_online_cpu()``, bounded (see :func:`cpus_in_mask`)."""
+    try:
+        return cpus_in_mask(prog, "__cpu_online_mask")
+    except KeyError:
+        from drgn.helpers.linux.cpumask import for_each_online_cpu
+
+        return list(for_each_online_cpu(prog))

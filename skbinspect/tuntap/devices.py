@@ -24,7 +24,7 @@ from skbinspect.errors import SkbinspectError
 from skbinspect.memory import walk
 from skbinspect.memory.faults import READ_FAULTS
 from skbinspect.memory.layout import struct_layout
-from skbinspect.memory.percpu import percpu_offset_problems
+from skbinspect.memory.percpu import percpu_offset_problems, possible_cpus
 from skbinspect.memory.problems import note_bug, note_problem
 from skbinspect.tuntap.entries import RingEntry, entries_json_chunks, entries_summary, read_entries
 from skbinspect.tuntap.ptr_ring import RingSnapshot, read_ptr_ring, read_ring_indices
@@ -605,14 +605,13 @@ def _device_counters(
                 out[n] = int(dev.member_(n).counter)
         return out
     cs = dev.core_stats.read_()
-    from drgn.helpers.linux.cpumask import for_each_possible_cpu
     from drgn.helpers.linux.percpu import per_cpu_ptr
 
     cs_type = prog.type("struct net_device_core_stats")
     out = {n: 0 for n in names if cs_type.has_member(n)}  # rx_otherhost_dropped: 5.19+
     if cs:
         lay = struct_layout(prog, "struct net_device_core_stats", list(out))
-        cpus = list(for_each_possible_cpu(prog))
+        cpus = possible_cpus(prog)
         unread = dict(percpu_offset_problems(prog, cpus))
         for cpu in cpus:
             if cpu in unread:

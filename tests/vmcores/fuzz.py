@@ -144,6 +144,9 @@ def collect_sites(prog: Any) -> List[Site]:
     from skbinspect.counters.stats import cpu_lists
 
     possible, _, offsets = cpu_lists(prog)
+    add("percpu", "nr_cpu_ids", prog["nr_cpu_ids"].address_, 4, "int")
+    add("percpu", "__cpu_possible_mask", prog["__cpu_possible_mask"].address_, 8, "bytes")
+    add("percpu", "__cpu_online_mask", prog["__cpu_online_mask"].address_, 8, "bytes")
     pco = prog["__per_cpu_offset"].address_
     sd = prog["softnet_data"]
     for cpu in possible:

@@ -307,6 +307,20 @@ def test_per_cpu_offsets_zeroed(copy: DamagedCopy) -> None:
     assert "counts only what could be read" in report
 
 
+def test_nr_cpu_ids_absurd(copy: DamagedCopy) -> None:
+    """nr_cpu_ids overwritten with 2^31-1: drgn's for_each_possible_cpu() would test two billion bits;
+    the CPU masks are read once, bounded by NR_CPUS, and the damage is said."""
+    with copy.damaged((copy.prog["nr_cpu_ids"].address_, struct.pack("<I", 0x7FFFFFFF))):
+        out = copy.ring()
+        stats = json.loads(copy.ok("--json", "stats", timeout=60).stdout)
+        copy.ok("report", timeout=60)
+    assert any("nr_cpu_ids is 2147483647" in w for w in out["warnings"])
+    assert any("nr_cpu_ids" in n for n in stats["notes"])
+    from skbinspect.memory.percpu import possible_cpus
+
+    assert [c["cpu"] for c in stats["softnet"]["cpus"]] == possible_cpus(copy.prog)
+
+
 # ---- damaged dump files -------------------------------------------------------------------------------------------
 
 
