@@ -30,6 +30,7 @@ __all__ = [
     "MAX_NETDEVS",
     "MAX_TASKS",
     "list_entries",
+    "list_is_sound",
     "list_nodes",
     "net_namespaces",
     "netns_devices",
@@ -133,6 +134,26 @@ def list_nodes(
         last = pos
         count += 1
         pos = nxt
+
+
+def list_is_sound(
+    prog: drgn.Program,
+    head: int,
+    what: str,
+    *,
+    limit: int = MAX_LIST,
+    name: Optional[Callable[[int], str]] = None,
+    offset: int = 0,
+) -> bool:
+    """Whether the list at ``head`` comes back to its head within ``limit`` nodes, every link sound (the
+    problem is noted when not): check a list before handing it to a drgn helper that walks it unbounded.
+    ``name`` and ``offset`` as for :func:`list_nodes`."""
+    seen: List[str] = []
+    for _ in list_nodes(prog, head, what, limit=limit, name=name, offset=offset, notes=seen):
+        pass
+    for n in seen:
+        note_problem(prog, n)
+    return not seen
 
 
 def list_entries(

@@ -307,6 +307,21 @@ def test_per_cpu_offsets_zeroed(copy: DamagedCopy) -> None:
     assert "counts only what could be read" in report
 
 
+@pytest.mark.parametrize("to", ["self", "second"])
+def test_module_list_loops(copy: DamagedCopy, to: str) -> None:
+    """The first module's list.next points at itself, or the second module's back at the first: opening
+    the dump and symbolizing stacks (trace, drops, report) finish, and say the module list is damaged."""
+    mods = copy.prog["modules"].address_
+    first = copy.prog.read_u64(mods)
+    second = copy.prog.read_u64(first)
+    node, target = (first, first) if to == "self" else (second, first)
+    with copy.damaged((node, _q(target))):
+        p = copy.ok("trace", "--stacks", "--last", "20", timeout=90)
+        copy.ok("drops", timeout=90)
+        copy.ok("report", timeout=90)
+    assert "module list loops back to" in p.stderr
+
+
 def test_nr_cpu_ids_absurd(copy: DamagedCopy) -> None:
     """nr_cpu_ids overwritten with 2^31-1: drgn's for_each_possible_cpu() would test two billion bits;
     the CPU masks are read once, bounded by NR_CPUS, and the damage is said."""
