@@ -1069,7 +1069,9 @@ def drop_monitor_state(prog: drgn.Program, module_loaded: Optional[bool] = None)
         try:
             from drgn.helpers.linux.module import find_module
 
-            module_loaded = bool(find_module(prog, "drop_monitor"))
+            # find_module() walks the module list without a bound: only a sound one
+            sound = walk.list_is_sound(prog, prog["modules"].address_, "module list")
+            module_loaded = sound and bool(find_module(prog, "drop_monitor"))
         except (LookupError, drgn.FaultError, ImportError):
             module_loaded = False
     if not module_loaded:

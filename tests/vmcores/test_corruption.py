@@ -307,6 +307,34 @@ def test_per_cpu_offsets_zeroed(copy: DamagedCopy) -> None:
     assert "counts only what could be read" in report
 
 
+def test_bounded_walks_match_drgn(copy: DamagedCopy) -> None:
+    """On the undamaged dump the bounded walks give exactly what drgn's helpers give, in the same order."""
+    from drgn.helpers.linux.net import for_each_net, for_each_netdev
+    from drgn.helpers.linux.pid import for_each_task
+
+    from skbinspect.memory import walk
+
+    prog = copy.prog
+    assert [n.value_() for n in walk.net_namespaces(prog)] == [n.value_() for n in for_each_net(prog)]
+    for net in for_each_net(prog):
+        assert [d.value_() for d in walk.netns_devices(net)] == [d.value_() for d in for_each_netdev(net)]
+    assert [t.value_() for t in walk.tasks(prog)] == [t.value_() for t in for_each_task(prog)]
+
+
+def test_pid_xarray_loops(copy: DamagedCopy) -> None:
+    """A slot of the PID xarray's root node points back at the root node (drgn's for_each_task() would
+    walk it for ever): the holder scan skips that part, says so, and the rings are still read."""
+    idr = copy.prog["init_pid_ns"].idr.idr_rt.address_
+    head = copy.prog.read_u64(idr + copy.off("struct xarray", "xa_head"))
+    assert head & 3 == 2 and head > 4096, "the lab's PID xarray has a root node"
+    slots = head - 2 + copy.off("struct xa_node", "slots")
+    with copy.damaged((slots + 8 * 63, _q(head))):
+        out = copy.ring()
+        copy.ok("report", timeout=60)
+    assert any("task list" in w and ("seen before" in w or "below a leaf" in w) for w in out["warnings"])
+    assert all(_devices(out)[n]["queues"] for n in TAPS)
+
+
 @pytest.mark.parametrize("to", ["self", "second"])
 def test_module_list_loops(copy: DamagedCopy, to: str) -> None:
     """The first module's list.next points at itself, or the second module's back at the first: opening
