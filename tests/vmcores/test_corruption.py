@@ -594,7 +594,7 @@ def test_a_bug_still_prints_what_was_read(monkeypatch: pytest.MonkeyPatch, capsy
 # ---- the campaign ----------------------------------------------------------------------------------------------
 
 #: Runs per kernel in CI (a few minutes); SKBINSPECT_FUZZ_RUNS runs a long campaign.
-CI_RUNS = 8
+CI_RUNS = 25
 
 
 def _campaign_kernels() -> List[str]:
