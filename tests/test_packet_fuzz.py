@@ -23,7 +23,9 @@ from skbinspect.tuntap.packet import (
 
 
 def _udp4() -> bytes:
-    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 17, 0, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    ip = struct.pack(
+        ">BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 17, 0, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+    )
     return ip + struct.pack(">HHHH", 4000, 5000, 8, 0)
 
 
