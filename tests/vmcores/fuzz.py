@@ -158,8 +158,21 @@ def collect_sites(prog: Any) -> List[Site]:
         add("ftrace", f"trace_array {tr.name}.list", tr.address + off("struct trace_array", "list"), 16, "node",
             group="trarrays")  # fmt: skip
         r = trace_reader(prog, None if tr.is_top else tr.name)
+        tro = drgn.Object(prog, "struct trace_array *", tr.address)
+        add("ftrace", f"trace_array {tr.name}", tr.address, 128, "bytes")
+        for m in ("clock_id", "trace_flags"):
+            if tro.type_.type.has_member(m):
+                add("ftrace", f"trace_array {tr.name}.{m}", tro.member_(m).address_, 4, "int")
+        add("ftrace", f"trace_array {tr.name}.name", tro.name.address_, 8, "ptr", group="trname")
+        add("ftrace", f"trace_buffer of {tr.name}", tr.buffer, 128, "bytes")
+        tb = drgn.Object(prog, "struct trace_buffer *", tr.buffer)
+        for m in ("subbuf_order", "subbuf_size", "cpus"):
+            if tb.type_.type.has_member(m):
+                add("ftrace", f"trace_buffer of {tr.name}.{m}", tb.member_(m).address_, 4, "int")
+        add("ftrace", f"trace_buffer of {tr.name}.buffers", tb.buffers.address_, 8, "ptr", group="trbufs")
         for cb in r.cpu_buffers[:2]:
             add("ftrace", f"{tr.name} cpu{cb.cpu} ring_buffer_per_cpu", cb.address, 128, "bytes")
+            add("ftrace", f"{tr.name} cpu{cb.cpu} ring_buffer_per_cpu+128", cb.address + 128, 256, "bytes")
         for cp in r.pages[:2]:
             for k in sorted({0, len(cp.pages) // 2, len(cp.pages) - 1}):
                 if k < 0 or k >= len(cp.pages):
@@ -179,6 +192,22 @@ def collect_sites(prog: Any) -> List[Site]:
     first = prog.read_u64(ev)
     add("events", "ftrace_events", ev, 16, "node", group="events")
     add("events", "ftrace_events.first", first, 16, "node", group="events")
+    for sym in ("event_kfree_skb", "event_consume_skb"):
+        try:
+            call = prog[sym]
+        except KeyError:
+            continue
+        add("events", f"{sym}.list", call.list.address_, 16, "node", group="events")
+        add("events", sym, call.address_, 96, "bytes")
+        add("events", f"{sym}.class", call.member_("class").address_, 8, "ptr", group="evclass")
+        fields = call.member_("class").fields.address_
+        add("events", f"{sym} fields", fields, 16, "node", group=f"{sym}.fields")
+        add("events", f"{sym} first field", prog.read_u64(fields), 64, "bytes")
+    try:
+        sc = prog["savedcmd"].value_()
+        add("events", "savedcmd", sc, 64, "bytes")
+    except KeyError:
+        pass
     # drop reasons
     for sym in ("drop_reasons", "drop_reasons_by_subsys"):
         try:
@@ -520,6 +549,9 @@ class Campaign:
         self.target = open_target(core=vmcore, symbols=self.symbols)
         self.prog = self.target.prog
         self.sites = collect_sites(self.prog)
+        only = os.environ.get("SKBINSPECT_FUZZ_CATEGORIES")
+        if only:
+            self.sites = [x for x in self.sites if x.category in only.split(",")]
         self.file_offsets = file_offsets
         self.use_subprocess = use_subprocess
         self.worker = Worker(self.copy, self.symbols, log)
@@ -655,7 +687,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--subprocess", action="store_true", help="run each command as its own process")
+    ap.add_argument(
+        "--categories", help="only sites of these categories (comma separated), e.g. ftrace,events"
+    )
     a = ap.parse_args(argv)
+    if a.categories:
+        os.environ["SKBINSPECT_FUZZ_CATEGORIES"] = a.categories
     s = run_campaign(a.kernels.split(","), a.runs, a.seed, a.out, a.subprocess, progress=True)
     print(json.dumps({k: v for k, v in s.items() if k != "failures"}, indent=1))
     return 1 if s["failed_runs"] else 0

@@ -350,6 +350,20 @@ def test_module_list_loops(copy: DamagedCopy, to: str) -> None:
     assert "module list loops back to" in p.stderr
 
 
+def test_trace_array_list_damaged(copy: DamagedCopy) -> None:
+    """The instance skbinst's trace_array.list.next points at unmapped memory (a bit flip found by the
+    campaign): the top-level buffer is still read (it is global_trace), with a warning."""
+    from skbinspect.ftrace.reader import trace_arrays
+
+    inst = [t for t in trace_arrays(copy.prog) if t.name == "skbinst"][0]
+    node = inst.address + copy.off("struct trace_array", "list")
+    with copy.damaged((node, _q(UNMAPPED))):
+        p = copy.ok("trace", "--last", "5")
+        copy.ok("drops")
+        copy.ok("--json", "report")
+    assert "found as global_trace" in p.stdout + p.stderr
+
+
 def test_nr_cpu_ids_absurd(copy: DamagedCopy) -> None:
     """nr_cpu_ids overwritten with 2^31-1: drgn's for_each_possible_cpu() would test two billion bits;
     the CPU masks are read once, bounded by NR_CPUS, and the damage is said."""
