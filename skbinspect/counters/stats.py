@@ -951,7 +951,7 @@ def _iter_devices(prog: drgn.Program, notes: List[str]) -> Iterable[Tuple[drgn.O
         except READ_FAULTS:
             pass
         try:
-            for dev in walk.netns_devices(net, f"device list of netns {inum or 'init_net'}"):
+            for dev in walk.netns_devices(net):
                 count += 1
                 if count > MAX_DEVICES:
                     notes.append(f"more than {MAX_DEVICES} devices: the rest not read.")

@@ -268,7 +268,7 @@ def list_tap_devices(prog: drgn.Program) -> Iterator[Tuple[drgn.Object, str, int
                 prog, f"network namespace at {net.value_():#x} unreadable ({e}): its devices not read"
             )
             continue
-        for dev in walk.netns_devices(net, f"device list of netns {inum}"):
+        for dev in walk.netns_devices(net):
             count += 1
             if count > 1_000_000:
                 return
