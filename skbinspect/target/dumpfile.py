@@ -123,7 +123,7 @@ def check_kdump(path: str, f: BinaryIO, size: int) -> List[str]:
     past = _pages_past_end(f, bad, table_at, count, block_size, size)
     if past:
         return [
-            f"kdump file {path} is truncated: the data of {past} of its {count} pages lie past its end "
+            f"kdump file {path} is truncated or damaged: the data of {past} of its {count} pages lie past its end "
             f"({size} bytes); those pages cannot be read and some results may be missing."
         ]
     return []
