@@ -605,22 +605,30 @@ class Campaign:
                     res.secs_by_command[" ".join(args)] = round(r["secs"], 2)
                     res.failures += _check(args, r)
                     if json_ and cmd[0] == "ring" and r["rc"] == 0 and site.owner:
-                        res.failures += self._others_intact(site.owner, r["out"])
+                        res.failures += self._others_intact(self._owners(site, changes), r["out"])
         finally:
             self.restore(undo)
         res.secs = time.monotonic() - t0
         return res
 
-    def _others_intact(self, owner: str, out: str) -> List[str]:
+    def _owners(self, site: Site, changes: List[Tuple[int, bytes]]) -> Optional[set]:
+        """The devices the damage is in (a swap writes two sites); None if it is not confined to devices."""
+        hit = [s for s in self.sites if any(s.address <= a < s.address + s.size for a, _ in changes)]
+        owners = {site.owner} | {s.owner for s in hit}
+        return None if None in owners else owners
+
+    def _others_intact(self, owners: Optional[set], out: str) -> List[str]:
+        if owners is None:
+            return []
         try:
             got = _device_shape(json.loads(out))
         except ValueError:
             return []
         return [
             f"{name} (undamaged) {'missing' if name not in got else f'read as {got[name]}, not {shape}'} "
-            f"with the damage in {owner}"
+            f"with the damage in {', '.join(sorted(owners))}"
             for name, shape in self.baseline.items()
-            if name != owner and got.get(name) != shape
+            if name not in owners and got.get(name) != shape
         ]
 
     def close(self) -> None:
