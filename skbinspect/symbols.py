@@ -172,7 +172,22 @@ class Symbolizer:
         try:
             from drgn.helpers.linux.kallsyms import load_module_kallsyms
 
-            idx = load_module_kallsyms(self.prog)
+            from skbinspect.memory.walk import list_is_sound
+
+            # drgn walks the module list without a bound: only a sound one (else module symbols are left out)
+            mt = self.prog.type("struct module")
+
+            def module_name(a: int) -> str:
+                return drgn.Object(self.prog, mt, address=a).name.string_().decode(errors="replace")
+
+            sound = list_is_sound(
+                self.prog,
+                self.prog["modules"].address_,
+                "module list",
+                name=module_name,
+                offset=drgn.offsetof(mt, "list"),
+            )
+            idx = load_module_kallsyms(self.prog) if sound else lambda *a: ()
             for s in idx(self.prog, None, None, False):
                 if s.name and not s.name.startswith(("$", ".L")) and not klo <= s.address < khi:
                     mod.setdefault(s.address, s.name)  # the first in the module's table wins

@@ -85,6 +85,7 @@ def cli(
     kernel's kfree_skb trace, on a live kernel, in a vmcore, or in a running QEMU guest."""
     if ctx.obj is None:
         ctx.obj = State(core, qemu, symbols, not no_default_symbols, json_)
+        ctx.call_on_close(lambda: _finish(ctx.obj))
     else:  # inside drgn: keep the session's program; take --json, and -s to add debug files to it
         if core or qemu:
             raise SkbinspectError(
@@ -94,6 +95,25 @@ def cli(
         ctx.obj.json = ctx.obj.json or json_
         if symbols:
             ctx.obj.symbols = ctx.obj.symbols + tuple(symbols)
+        ctx.call_on_close(lambda: _finish(ctx.obj))
+
+
+#: Bugs met while reading (see :func:`skbinspect.memory.problems.note_bug`) by the command that ran last:
+#: :func:`run` reports them after the command's output and exits with the internal-error status.
+_bugs: List[str] = []
+
+
+def _finish(state: State) -> None:
+    """When a command ends: the damage it met and did not report itself, as warnings on stderr; the bugs
+    it met, for :func:`run` to report once the output is out."""
+    if state._target is None:
+        return
+    from skbinspect.memory.problems import take_bugs, take_problems
+
+    prog = state._target.prog
+    for p in take_problems(prog):
+        click.echo(f"skbinspect: warning: {p}", err=True)
+    _bugs.extend(take_bugs(prog))
 
 
 def _report_error(message: str, code: int) -> int:
@@ -104,8 +124,16 @@ def _report_error(message: str, code: int) -> int:
 def run(args: Optional[List[str]] = None, obj: Any = None, prog_name: str = "skbinspect") -> int:
     """Run the CLI; returns the exit status.  Errors are one paragraph on stderr, never a traceback
     (set SKBINSPECT_DEBUG=1 to see one for an unexpected error)."""
+    del _bugs[:]
     try:
         cli.main(args=args, prog_name=prog_name, obj=obj, standalone_mode=False)
+        if _bugs:
+            return _report_error(
+                f"internal error while reading: {'; '.join(_bugs)}. The output above has everything else that "
+                "could be read. This is a bug in skbinspect; rerun with SKBINSPECT_DEBUG=1 for the traceback and "
+                "report it.",
+                70,
+            )
     except SkbinspectError as e:
         return _report_error(str(e), e.exit_code)
     except click.exceptions.Exit as e:

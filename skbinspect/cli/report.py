@@ -29,13 +29,14 @@ def report(state: State, instance: Optional[str], no_stale: bool) -> None:
     """Post-mortem summary: each tun/tap queue that is full or was dropping (drops by reason and location,
     time span, rate, the stalled reader), then the evidence: counters, stacks, the trace buffer's limits,
     and how the drops were tied to queues."""
+    from skbinspect.memory.problems import take_problems
     from skbinspect.output import print_json
     from skbinspect.report.correlate import build_report
     from skbinspect.report.render import render_report
 
     target = state.target()
     rep = build_report(target.prog, instance, module_ok=target.debug.module_ok, stale=not no_stale)
-    rep.notes = list(target.warnings) + rep.notes
+    rep.notes = list(target.warnings) + rep.notes + take_problems(target.prog)
     if state.json:
         d = rep.to_json()
         d["target"] = {"kind": target.kind, "source": target.source, "release": target.release}

@@ -38,6 +38,7 @@ def ring(
     state: State, devices: Tuple[str, ...], entries: bool, stale: bool, netns: Optional[int], no_holders: bool
 ) -> None:
     """Each tun/tap queue's ring: size, producer, consumer head/tail, live/stale/free, full, who holds it."""
+    from skbinspect.memory.problems import take_problems
     from skbinspect.output import print_json
     from skbinspect.tuntap.devices import read_tap_devices
     from skbinspect.tuntap.render import render_ring
@@ -52,15 +53,17 @@ def ring(
         holders=not no_holders,
         module_ok=target.debug.module_ok,
     )
+    # damage met on the way (a device list that loops, ...) is said with the target's warnings
+    warnings = target.warnings + take_problems(target.prog)
     if state.json:
         print_json(
             {
                 "target": {"kind": target.kind, "source": target.source, "release": target.release},
-                "warnings": target.warnings,
+                "warnings": warnings,
                 "devices": [d.to_json(entries, raw=True) for d in devs],
             }
         )
     else:
-        for w in target.warnings:
+        for w in warnings:
             click.echo(f"warning: {w}", err=True)
         render_ring(devs, entries, stale)

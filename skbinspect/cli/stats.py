@@ -33,6 +33,7 @@ def stats(state: State, devices: Tuple[str, ...], nonzero: bool) -> None:
     """Per-CPU drop counters: softnet_data, each device's core/driver counters, drop_monitor's state."""
     from skbinspect.counters.render import filter_nonzero, render_stats
     from skbinspect.counters.stats import drop_stats
+    from skbinspect.memory.problems import take_problems
     from skbinspect.output import print_json
 
     target = state.target()
@@ -48,6 +49,7 @@ def stats(state: State, devices: Tuple[str, ...], nonzero: bool) -> None:
             raise SkbinspectError(
                 f"no device {', '.join(missing)} in {target.source}; devices: {', '.join(names)}."
             )
+    result.notes += take_problems(target.prog)  # damage met on the way: a device list that loops, ...
     for name in ("tun", "macvlan", "ipvlan", "veth", "drop_monitor"):
         if not target.debug.module_ok(name):
             result.notes.append(f"module {name} has no debug info: its counters are not read.")

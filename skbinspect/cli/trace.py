@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import sys
-from typing import Optional, Tuple
+from typing import Optional, Set, Tuple
 
 import click
 
 from skbinspect.cli.app import State, cli, pass_state
 from skbinspect.cli.progress import progress
+from skbinspect.errors import SkbinspectError
 
 __all__ = ["trace"]
 
@@ -21,6 +23,10 @@ Examples:
   skbinspect -c vmcore trace --all-instances --since 2.5
   skbinspect -c vmcore --json trace --stacks | jq 'select(.reason == "FULL_RING")'
 """
+
+
+def _cpus(cpus: Set[int]) -> str:
+    return ", ".join(map(str, sorted(cpus))) or "none"
 
 
 @cli.command(epilog=_EPILOG_TRACE)
@@ -67,8 +73,24 @@ def trace(
     from skbinspect.ftrace.select import event_ids, last_timestamp, selected_arrays, write_json, write_text
     from skbinspect.ftrace.skb_events import symbolizer
 
+    if since is not None and not math.isfinite(since):
+        raise click.BadParameter(
+            f"{since} is not a number of seconds (leave --since out for everything).", param_hint="--since"
+        )
     prog = state.target().prog
     arrays = selected_arrays(prog, instance, all_instances)
+    if cpus:
+        have = {c.cpu for tr in arrays for c in tr.cpus}
+        unknown = sorted(set(cpus) - have)
+        if unknown:
+            raise SkbinspectError(
+                f"--cpu {', '.join(map(str, unknown))}: no such CPU in the trace buffer"
+                + (
+                    f"s (they have CPU {_cpus(have)})."
+                    if len(arrays) > 1
+                    else f" (it has CPU {_cpus(have)})."
+                )
+            )
     out = sys.stdout
     syms = symbolizer(prog)
     for n, tr in enumerate(arrays):

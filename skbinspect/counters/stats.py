@@ -26,9 +26,12 @@ from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Seque
 
 import drgn
 
+from skbinspect.memory import walk
 from skbinspect.memory.cache import forget, per_program
 from skbinspect.memory.faults import READ_FAULTS
 from skbinspect.memory.layout import StructLayout, struct_layout
+from skbinspect.memory.percpu import online_cpus, percpu_offset_problems, possible_cpus
+from skbinspect.memory.problems import note_bug
 from skbinspect.target.opener import kernel_version
 
 __all__ = [
@@ -112,10 +115,8 @@ def cpu_lists(prog: drgn.Program) -> CpuLists:
 
 
 def _read_cpu_lists(prog: drgn.Program) -> CpuLists:
-    from drgn.helpers.linux.cpumask import for_each_online_cpu, for_each_possible_cpu
-
-    possible = list(for_each_possible_cpu(prog))
-    online = list(for_each_online_cpu(prog))
+    possible = possible_cpus(prog)  # bounded: a damaged nr_cpu_ids does not make it read for hours
+    online = online_cpus(prog)
     offsets: Dict[int, int] = {}
     try:
         pco = prog["__per_cpu_offset"]
@@ -283,7 +284,11 @@ def read_percpu_counters(
             for cpu in possible
         ]
     rows = []
+    bad = percpu_offset_problems(prog, possible)
     for cpu in possible:
+        if cpu in bad:
+            rows.append(CounterRow(source, dict(zeros), cpu=cpu, counts_as=counts_as, note=bad[cpu]))
+            continue
         addr = (percpu_ptr + offsets.get(cpu, 0)) & 0xFFFFFFFFFFFFFFFF
         try:
             data = prog.read(addr, size)
@@ -456,12 +461,17 @@ def softnet_stats(prog: drgn.Program) -> SoftnetStats:
     size = lay.end
     onl = set(online)
     cpus = []
+    bad = percpu_offset_problems(prog, possible)
     for cpu in possible:
         c = SoftnetCpu(cpu, cpu in onl)
+        if cpu in bad:
+            c.note = bad[cpu]
+            cpus.append(c)
+            continue
         addr = (sd.address_ + offsets.get(cpu, 0)) & 0xFFFFFFFFFFFFFFFF
         try:
             data = prog.read(addr, size)
-        except drgn.FaultError as e:
+        except READ_FAULTS as e:
             c.note = f"softnet_data unreadable at {addr:#x}: {e}"
             cpus.append(c)
             continue
@@ -482,7 +492,7 @@ def softnet_stats(prog: drgn.Program) -> SoftnetStats:
             if flp:
                 try:
                     c.flow_limit_count = fl_lay.decode(prog.read(flp, fl_lay.end))["count"]
-                except drgn.FaultError as e:
+                except READ_FAULTS as e:
                     c.note = f"flow_limit at {flp:#x} unreadable: {e}"
         cpus.append(c)
     return SoftnetStats(cpus, form, columns, notes)
@@ -868,7 +878,7 @@ def device_stats_one(
         ops = dev.rtnl_link_ops.value_()
         kind = dev.rtnl_link_ops.kind.string_().decode(errors="replace") if ops else None
         fn_addr = dev.netdev_ops.ndo_get_stats64.value_()
-    except drgn.FaultError as e:
+    except READ_FAULTS as e:
         return DeviceStats(
             "?",
             0,
@@ -909,17 +919,15 @@ def device_stats_one(
 
 
 def _iter_devices(prog: drgn.Program, notes: List[str]) -> Iterable[Tuple[drgn.Object, Optional[int]]]:
-    from drgn.helpers.linux.net import for_each_net, for_each_netdev
-
     init_net = prog["init_net"].address_
     nets = []
     try:
-        for i, net in enumerate(for_each_net(prog)):
+        for i, net in enumerate(walk.net_namespaces(prog)):
             if i >= MAX_NETNS:
                 notes.append(f"more than {MAX_NETNS} network namespaces: the rest not read.")
                 break
             nets.append(net)
-    except drgn.FaultError as e:
+    except READ_FAULTS as e:
         notes.append(f"network namespace list unreadable after {len(nets)} ({e}).")
     if not nets:
         nets = [prog["init_net"].address_of_()]
@@ -929,16 +937,16 @@ def _iter_devices(prog: drgn.Program, notes: List[str]) -> Iterable[Tuple[drgn.O
         try:
             if net.value_() != init_net:
                 inum = net.ns.inum.value_()
-        except drgn.FaultError:
+        except READ_FAULTS:
             pass
         try:
-            for dev in for_each_netdev(net):
+            for dev in walk.netns_devices(net):
                 count += 1
                 if count > MAX_DEVICES:
                     notes.append(f"more than {MAX_DEVICES} devices: the rest not read.")
                     return
                 yield dev, inum
-        except drgn.FaultError as e:
+        except READ_FAULTS as e:
             notes.append(
                 f"device list of netns {inum or 'init_net'} unreadable ({e}); devices after that missing."
             )
@@ -961,9 +969,28 @@ def device_stats(
                     and str(dev.ifindex.value_()) not in want
                 ):
                     continue
-            except drgn.FaultError:
+            except READ_FAULTS:
                 continue
-        out.append(device_stats_one(prog, dev, inum, r))
+        try:
+            out.append(device_stats_one(prog, dev, inum, r))
+        except Exception as e:  # noqa: BLE001 - a fault is a note; anything else a bug, reported after the output
+            why = (
+                f"unreadable: {e}"
+                if isinstance(e, (*READ_FAULTS, LookupError))
+                else note_bug(prog, "a device", e)
+            )
+            out.append(
+                DeviceStats(
+                    "?",
+                    0,
+                    None,
+                    "?",
+                    inum,
+                    complete=False,
+                    notes=[f"net_device at {dev.value_():#x} {why}"],
+                    address=dev.value_(),
+                )
+            )
     return out
 
 
@@ -1031,7 +1058,9 @@ def drop_monitor_state(prog: drgn.Program, module_loaded: Optional[bool] = None)
         try:
             from drgn.helpers.linux.module import find_module
 
-            module_loaded = bool(find_module(prog, "drop_monitor"))
+            # find_module() walks the module list without a bound: only a sound one
+            sound = walk.list_is_sound(prog, prog["modules"].address_, "module list")
+            module_loaded = sound and bool(find_module(prog, "drop_monitor"))
         except (LookupError, drgn.FaultError, ImportError):
             module_loaded = False
     if not module_loaded:
@@ -1068,13 +1097,18 @@ def drop_monitor_state(prog: drgn.Program, module_loaded: Optional[bool] = None)
         )
     except LookupError:
         hdr = None
+    bad = percpu_offset_problems(prog, possible)
     for kind, var in (("sw", sw), ("hw", hw)):
         for cpu in possible:
             row = DropMonitorCpu(cpu, kind)
+            if cpu in bad:
+                row.note = bad[cpu]
+                st.cpus.append(row)
+                continue
             addr = (var.address_ + offsets.get(cpu, 0)) & 0xFFFFFFFFFFFFFFFF
             try:
                 v = lay.decode(prog.read(addr, lay.end))
-            except drgn.FaultError as e:
+            except READ_FAULTS as e:
                 row.note = f"per_cpu_dm_data unreadable at {addr:#x}: {e}"
                 st.cpus.append(row)
                 continue
@@ -1140,4 +1174,10 @@ def drop_stats(
     """Softnet, per-device and drop_monitor statistics of ``prog``."""
     notes: List[str] = []
     devs = device_stats(prog, devices, notes)
+    bad = percpu_offset_problems(prog, cpu_lists(prog)[0])
+    if bad:
+        notes.append(
+            f"the per-CPU offsets of CPU {', '.join(map(str, sorted(bad)))} cannot be trusted (see their rows): "
+            "their per-CPU counters were not read, and the zeros shown for them are not counts"
+        )
     return DropStats(softnet_stats(prog), devs, drop_monitor_state(prog, drop_monitor_loaded), notes)

@@ -471,6 +471,17 @@ def find_trace_array(prog: drgn.Program, instance: Optional[str] = None) -> Trac
     for t in arrays:
         if t.name == want:
             return t
+    if want == TOP:
+        # the top-level buffer is the static global_trace: found even when the list of arrays is damaged
+        try:
+            top = _trace_array(prog, prog["global_trace"].address_of_())
+        except (LookupError, drgn.FaultError, ValueError, OverflowError):
+            pass
+        else:
+            top.warnings.append(
+                "the list of trace arrays is damaged: the top-level buffer was found as global_trace"
+            )
+            return top
     names = ", ".join(t.name for t in arrays if not t.is_top) or "none"
     raise TraceError(f"no trace instance named {want!r} in this kernel (instances: {names}).")
 

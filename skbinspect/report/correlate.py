@@ -374,6 +374,11 @@ def build_report(
         stats = drop_stats(prog, [d.name for d in devs] or None)
         dev_totals = {s.name: s.totals for s in stats.devices}
         dev_complete = {s.name: s.complete for s in stats.devices}
+        # counters that were not read (a damaged per-CPU offset, unreadable memory): why, per device
+        dev_unread = {
+            s.name: sorted({r.note for r in s.rows if r.note and not r.note.startswith("not allocated")})
+            for s in stats.devices
+        }
         softnet_moved = [
             {
                 "cpu": c.cpu,
@@ -394,6 +399,7 @@ def build_report(
         ]
     except (SkbinspectError, drgn.FaultError, LookupError) as e:
         dev_totals, dev_complete, softnet_moved, device_counters, dm = {}, {}, [], [], None
+        dev_unread = {}
         notes.append(f"drop counters: {e}")
     if dm is not None:
         notes += [f"drop_monitor: {n}" for n in dm.notes]
@@ -552,6 +558,8 @@ def build_report(
                     "its queues could not be read (see the notes): the drops are tied by driver and "
                     "counters only"
                 )
+            if dev_unread.get(d.name) and ctr_name:
+                v.notes.append(f"{ctr_name} counts only what could be read: {'; '.join(dev_unread[d.name])}")
             ambiguous = v.ambiguous_count
             if ambiguous == n and ambiguous:
                 v.notes.append(
@@ -600,6 +608,11 @@ def build_report(
                 f"{v.device}'s driver counters could not all be read (module debug info missing?): "
                 f"{v.counter} {v.counter_value} may be incomplete"
             )
+            if dev_unread.get(v.device):
+                c.explanation = (
+                    f"{v.device}'s counters could not all be read ({'; '.join(dev_unread[v.device])}): "
+                    f"{v.counter} {v.counter_value} counts only what was read"
+                )
         checks.append(c)
 
     other, stacks = [], []

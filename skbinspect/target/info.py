@@ -61,12 +61,12 @@ def _vmcoreinfo(prog: drgn.Program) -> Dict[str, str]:
 
 
 def _count_cpus(prog: drgn.Program, mask: str) -> Optional[int]:
-    from drgn.helpers.linux.cpumask import for_each_online_cpu, for_each_possible_cpu
+    from skbinspect.memory.percpu import online_cpus, possible_cpus
 
-    fn = for_each_possible_cpu if mask == "possible" else for_each_online_cpu
+    fn = possible_cpus if mask == "possible" else online_cpus
     try:
-        return sum(1 for _ in fn(prog))
-    except (LookupError, drgn.FaultError):
+        return len(fn(prog))
+    except (LookupError, drgn.FaultError, ValueError, OverflowError):
         return None
 
 

@@ -18,7 +18,7 @@ from typing import BinaryIO, List, Optional, Sequence, Tuple
 
 import drgn
 
-from skbinspect.errors import DebugInfoError, TargetError
+from skbinspect.errors import DebugInfoError, SkbinspectError, TargetError
 from skbinspect.target.debuginfo import (
     DebugInfoReport,
     debug_package_hint,
@@ -26,6 +26,7 @@ from skbinspect.target.debuginfo import (
     kernel_main_module,
     load_debug_info,
 )
+from skbinspect.target.dumpfile import check_kdump
 
 __all__ = [
     "Target",
@@ -72,15 +73,20 @@ def check_vmcore_file(path: str) -> VmcoreFile:
         raise _explain_open_error(path, e)
     if stat.S_ISDIR(st.st_mode):
         raise TargetError(f"{path} is a directory, not a vmcore.")
+    if not stat.S_ISREG(st.st_mode):
+        # a FIFO would block open() and read() for ever; a device has no size to check offsets against
+        raise TargetError(
+            f"{path} is not a regular file (a FIFO, socket or device): give the vmcore file itself."
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
             if head[:4] == b"\x7fELF":
                 return _check_elf(path, f, head, st.st_size)
+            if head.startswith(KDUMP_SIGNATURE):
+                return VmcoreFile(path, "kdump", st.st_size, warnings=check_kdump(path, f, st.st_size))
     except OSError as e:
         raise _explain_open_error(path, e)
-    if head.startswith(KDUMP_SIGNATURE):
-        return VmcoreFile(path, "kdump", st.st_size)
     if head.startswith(FLATTENED_SIGNATURE):
         raise TargetError(
             f"{path} is in makedumpfile's flattened format (as written with makedumpfile -F or to a pipe), "
@@ -101,10 +107,15 @@ def _check_elf(path: str, f: BinaryIO, head: bytes, size: int) -> VmcoreFile:
     within the file; a file shorter than its last segment's end is accepted with a warning."""
     if len(head) < 64 or head[4] != 2 or head[5] != 1:
         raise TargetError(f"{path} is an ELF file but not a 64-bit little-endian one: not an x86-64 vmcore.")
-    (e_type,) = struct.unpack_from("<H", head, 16)
+    (e_type, e_machine) = struct.unpack_from("<HH", head, 16)
     if e_type != 4:  # ET_CORE
         kind = {1: "a relocatable object", 2: "an executable (is it a vmlinux?)", 3: "a shared object"}
         raise TargetError(f"{path} is {kind.get(e_type, 'an ELF file')}, not a core dump (vmcore).")
+    if e_machine != 62:  # EM_X86_64
+        raise TargetError(
+            f"{path} is a core dump of another architecture (ELF machine {e_machine}): skbinspect reads "
+            "x86-64 kernels only."
+        )
     (phoff,) = struct.unpack_from("<Q", head, 32)
     phentsize, phnum = struct.unpack_from("<HH", head, 54)
     if phnum == 0xFFFF or phentsize < 56 or phoff + phentsize * phnum > size:
@@ -118,6 +129,11 @@ def _check_elf(path: str, f: BinaryIO, head: bytes, size: int) -> VmcoreFile:
         if p_type in (1, 4):  # PT_LOAD, PT_NOTE
             end = max(end, p_offset + p_filesz)
             loads += p_type == 1
+        if p_type == 4 and p_offset + p_filesz > size:
+            raise TargetError(
+                f"{path} is truncated: its ELF notes (bytes {p_offset} to {p_offset + p_filesz}, with the "
+                f"VMCOREINFO that identifies the kernel) are cut off at {size} bytes."
+            )
     vf = VmcoreFile(path, "elf", size, expected_size=end)
     if loads == 0:
         raise TargetError(
@@ -157,7 +173,15 @@ def _check_live() -> None:
 
 def _check_qmp(address: str) -> None:
     if ":" in address and not address.startswith(("/", ".")):
-        return  # host:port, checked by drgn when it connects
+        host, _, port = address.rpartition(":")
+        try:
+            socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+        except (OSError, ValueError, UnicodeError) as e:
+            raise TargetError(
+                f"--qemu {address}: cannot resolve {host!r} ({getattr(e, 'strerror', None) or e}); give "
+                "HOST:PORT of QEMU's QMP TCP server (-qmp tcp:HOST:PORT,server=on,wait=off) or its Unix socket path."
+            )
+        return  # connected to by drgn
     try:
         st = os.stat(address)
     except FileNotFoundError:
@@ -226,7 +250,7 @@ def _set_target(prog: drgn.Program, kind: str, source: str) -> None:
             prog.set_kernel()
     except PermissionError as e:
         raise TargetError(f"cannot open {source}: {e.strerror or e}.")
-    except (OSError, ValueError, drgn.FaultError) as e:
+    except Exception as e:  # noqa: BLE001 - drgn reports a bad dump with its generic Exception too
         what = {"vmcore": "vmcore", "qemu": "QEMU guest over QMP", "live": "live kernel"}[kind]
         msg = str(e)
         hint = ""
@@ -235,6 +259,20 @@ def _set_target(prog: drgn.Program, kind: str, source: str) -> None:
         elif kind == "vmcore":
             hint = "Is the file complete and really a Linux kernel dump?"
         raise TargetError(f"cannot open {what} {source}: {msg}.", hint=hint)
+
+
+def _probe_memory(prog: drgn.Program, source: str) -> None:
+    """Read the first bytes of ``init_task``: if even those cannot be read (the kernel's page tables or
+    its data are missing), nothing can, and every command would only print faults."""
+    try:
+        prog.read(prog["init_task"].address_, 8)
+    except LookupError:
+        return
+    except (drgn.FaultError, ValueError, OverflowError) as e:
+        raise TargetError(
+            f"the kernel's memory in {source} cannot be read ({e}): the dump is truncated or damaged where "
+            "the kernel keeps its own data and page tables, or it was filtered too much."
+        )
 
 
 def kernel_version(prog: drgn.Program) -> Tuple[int, int]:
@@ -344,12 +382,19 @@ def open_target(
     release = _release(prog)
     try:
         report = load_debug_info(prog, release, symbols, default_symbols)
-    except drgn.FaultError as e:
+    except (drgn.FaultError, ValueError, OverflowError) as e:
         raise TargetError(
             f"reading the module list of {source} failed ({e}); the dump may be truncated or corrupt."
         )
+    except (SkbinspectError, OSError):
+        raise
+    except Exception as e:  # noqa: BLE001 - drgn's generic Exception for a damaged target
+        raise TargetError(
+            f"loading the debug info for {source} failed: {e}. The dump may be truncated or corrupt."
+        )
     if report.vmlinux is None:
         _raise_no_vmlinux(prog, release, report, kind)
+    _probe_memory(prog, source)
     for name in report.missing_modules:
         warnings.append(
             f"module {name} is loaded but has no debug info: its devices cannot be read "

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import drgn
-from drgn.helpers.linux.list import list_for_each_entry
-from drgn.helpers.linux.net import for_each_net, for_each_netdev, netdev_priv
-from drgn.helpers.linux.pid import for_each_task
+from drgn.helpers.linux.net import netdev_priv
 
 from skbinspect.errors import SkbinspectError
+from skbinspect.memory import walk
 from skbinspect.memory.faults import READ_FAULTS
 from skbinspect.memory.layout import struct_layout
+from skbinspect.memory.percpu import percpu_offset_problems, possible_cpus
+from skbinspect.memory.problems import note_bug, note_problem
 from skbinspect.tuntap.entries import RingEntry, entries_json_chunks, entries_summary, read_entries
 from skbinspect.tuntap.ptr_ring import RingSnapshot, read_ptr_ring, read_ring_indices
 
@@ -245,7 +246,12 @@ def _link_kind(dev: drgn.Object) -> Optional[str]:
         return None
     try:
         return ops.kind.string_().decode(errors="replace")
-    except READ_FAULTS:
+    except READ_FAULTS as e:
+        note_problem(
+            dev.prog_,
+            f"device {_safe_name(dev)}: its rtnl_link_ops {ops.value_():#x} is unreadable ({e}): "
+            "kind unknown, not listed",
+        )
         return None
 
 
@@ -260,13 +266,25 @@ def _netns_inum(net: drgn.Object) -> int:
 def list_tap_devices(prog: drgn.Program) -> Iterator[Tuple[drgn.Object, str, int]]:
     """Every tun/macvtap/ipvtap ``struct net_device *`` in every namespace, with its kind and netns."""
     count = 0
-    for net in for_each_net(prog):
-        inum = _netns_inum(net)
-        for dev in for_each_netdev(net):
+    for net in walk.net_namespaces(prog):
+        try:
+            inum = _netns_inum(net)
+        except READ_FAULTS as e:
+            note_problem(
+                prog, f"network namespace at {net.value_():#x} unreadable ({e}): its devices not read"
+            )
+            continue
+        for dev in walk.netns_devices(net):
             count += 1
             if count > 1_000_000:
                 return
-            kind = _link_kind(dev)
+            try:
+                kind = _link_kind(dev)
+            except READ_FAULTS as e:
+                note_problem(
+                    prog, f"net_device at {dev.value_():#x} (netns {inum}) unreadable ({e}): not listed"
+                )
+                continue
             if kind in TAP_KINDS:
                 yield dev, kind, inum
 
@@ -286,14 +304,12 @@ def find_tap_devices(
         match = [
             t
             for t in devs
-            if t[0].name.string_().decode(errors="replace") == want
-            or (want.isdigit() and int(t[0].ifindex) == int(want))
+            if _safe_name(t[0]) == want or (want.isdigit() and _safe_int(t[0], "ifindex") == int(want))
         ]
         if not match:
             have = (
                 ", ".join(
-                    f"{d.name.string_().decode(errors='replace')} ({k}, ifindex {int(d.ifindex)}, netns {n})"
-                    for d, k, n in devs
+                    f"{_safe_name(d)} ({k}, ifindex {_safe_int(d, 'ifindex')}, netns {n})" for d, k, n in devs
                 )
                 or "none"
             )
@@ -342,7 +358,7 @@ def scan_queue_holders(
     comm_off = drgn.offsetof(prog.type("struct task_struct"), "comm")
     read = prog.read
     seen_files: Dict[int, Tuple[int, int]] = {}
-    for n, task in enumerate(for_each_task(prog)):
+    for n, task in enumerate(walk.tasks(prog)):
         if n >= MAX_TASKS:
             break
         try:
@@ -373,7 +389,7 @@ def scan_queue_holders(
                     else:
                         vhosts.append((QueueHolder(t["pid"], comm, fd), priv))
         except READ_FAULTS:
-            continue  # a task exiting (live) or a torn table: skip it
+            continue  # a task exiting (live), a torn table or a damaged one: skip it
     return result, vhosts
 
 
@@ -474,18 +490,31 @@ def _tun_queues(
     tfiles = tun.tfiles
     vnet = int(tun.vnet_hdr_sz) if flags & IFF_VNET_HDR else 0
     for i in range(n):
-        tf = tfiles[i].read_()
-        if not tf:
-            notes.append(f"tfiles[{i}] is NULL although numqueues is {int(tun.numqueues)}")
+        try:
+            tf = tfiles[i].read_()
+            if not tf:
+                notes.append(f"tfiles[{i}] is NULL although numqueues is {int(tun.numqueues)}")
+                continue
+            q = _queue(prog, tf, "tx_ring", i, "enabled", live)
+            q.vnet_hdr_sz = vnet
+            qi = int(tf.queue_index)
+        except READ_FAULTS as e:
+            notes.append(f"queue {i} unreadable: {e}")
             continue
-        q = _queue(prog, tf, "tx_ring", i, "enabled", live)
-        q.vnet_hdr_sz = vnet
-        qi = int(tf.queue_index)
         if qi != i:
             q.notes.append(f"queue_index {qi} differs from its slot {i}")
         queues.append(q)
     ndis = int(tun.numdisabled)
-    for k, tf in enumerate(list_for_each_entry("struct tun_file", tun.disabled.address_of_(), "next")):
+    disabled = walk.list_entries(
+        prog,
+        tun.disabled.address_,
+        "struct tun_file",
+        "next",
+        "disabled list",
+        limit=MAX_TAP_QUEUES + 1,
+        notes=notes,
+    )
+    for k, tf in enumerate(disabled):
         if k >= MAX_TAP_QUEUES:
             notes.append("disabled list longer than MAX_TAP_QUEUES: corrupt list, stopped")
             break
@@ -521,19 +550,31 @@ def _tapdev_queues(
         if q:
             enabled_addrs[q.value_()] = i
     queues = []
-    for k, q in enumerate(list_for_each_entry("struct tap_queue", tap.queue_list.address_of_(), "next")):
+    queue_list = walk.list_entries(
+        prog,
+        tap.queue_list.address_,
+        "struct tap_queue",
+        "next",
+        "queue_list",
+        limit=MAX_TAP_QUEUES + 1,
+        notes=notes,
+    )
+    for k, q in enumerate(queue_list):
         if k >= MAX_TAP_QUEUES:
             notes.append("queue_list longer than MAX_TAP_QUEUES: corrupt list, stopped")
             break
         idx = enabled_addrs.get(q.value_())
         state = "enabled" if idx is not None else "disabled"
         tq = _queue(prog, q, "ring", idx, state, live)
-        # tap_open() gives every queue IFF_VNET_HDR by default (5.10 .. 7.1)
-        tq.vnet_hdr_sz = int(q.vnet_hdr_sz) if int(q.flags) & IFF_VNET_HDR else 0
-        if bool(q.enabled) != (idx is not None):
-            tq.notes.append(
-                f"enabled flag {bool(q.enabled)} but {'in' if idx is not None else 'not in'} taps[]"
-            )
+        try:
+            # tap_open() gives every queue IFF_VNET_HDR by default (5.10 .. 7.1)
+            tq.vnet_hdr_sz = int(q.vnet_hdr_sz) if int(q.flags) & IFF_VNET_HDR else 0
+            enabled = bool(q.enabled)
+        except READ_FAULTS as e:
+            notes.append(f"queue at {q.value_():#x} unreadable: {e}")
+            continue
+        if enabled != (idx is not None):
+            tq.notes.append(f"enabled flag {enabled} but {'in' if idx is not None else 'not in'} taps[]")
         queues.append(tq)
     queues.sort(key=lambda q: (q.index is None, q.index if q.index is not None else 0))
     d = _device(prog, dev, kind, "tap", [])
@@ -558,8 +599,13 @@ def _device(prog: drgn.Program, dev: drgn.Object, kind: str, mode: str, flags: L
     )
 
 
-def _device_counters(prog: drgn.Program, dev: drgn.Object) -> Dict[str, int]:
-    """The core drop counters of ``dev``: the per-CPU ``core_stats`` summed, or the atomics before them."""
+def _device_counters(
+    prog: drgn.Program, dev: drgn.Object, notes: Optional[List[str]] = None
+) -> Dict[str, int]:
+    """The core drop counters of ``dev`` (5.18+: per-CPU ``core_stats`` summed; before: atomics).
+
+    A CPU whose per-CPU offset cannot be trusted or whose counters cannot be read is left out of the sums
+    with a note in ``notes``; when no CPU can be read, there are no counters (never zeros as if read)."""
     out: Dict[str, int] = {}
     names = ("rx_dropped", "tx_dropped", "rx_nohandler", "rx_otherhost_dropped")
     dev_type = dev.type_.type
@@ -571,7 +617,6 @@ def _device_counters(prog: drgn.Program, dev: drgn.Object) -> Dict[str, int]:
                 out[n] = int(dev.member_(n).counter)
         return out
     cs = dev.core_stats.read_()
-    from drgn.helpers.linux.cpumask import for_each_possible_cpu
     from drgn.helpers.linux.percpu import per_cpu_ptr
 
     cs_type = prog.type("struct net_device_core_stats")
@@ -579,13 +624,23 @@ def _device_counters(prog: drgn.Program, dev: drgn.Object) -> Dict[str, int]:
     out = {n: 0 for n in names if cs_type.has_member(n)}
     if cs:
         lay = struct_layout(prog, "struct net_device_core_stats", list(out))
-        for cpu in for_each_possible_cpu(prog):
+        cpus = possible_cpus(prog)
+        unread = dict(percpu_offset_problems(prog, cpus))
+        for cpu in cpus:
+            if cpu in unread:
+                continue
             try:
                 vals = lay.decode(prog.read(per_cpu_ptr(cs, cpu).value_(), lay.size))
-            except READ_FAULTS:
+            except READ_FAULTS as e:
+                unread[cpu] = f"core_stats of CPU {cpu} unreadable ({e})"
                 continue
             for n in out:
                 out[n] += vals[n]
+        if unread and notes is not None:
+            part = "none of them" if len(unread) == len(cpus) else "the other CPUs only"
+            notes.append(f"drop counters: {'; '.join(unread[c] for c in sorted(unread))}: {part} counted")
+        if cpus and len(unread) == len(cpus):
+            return {}
     # else: allocated lazily on the first increment, NULL means nothing counted yet (all zero)
     return out
 
@@ -625,7 +680,7 @@ def read_tap_devices(
                 d, qs = _tun_queues(prog, dev, live)
             else:
                 d, qs = _tapdev_queues(prog, dev, kind, live)
-        except DEVICE_FAULTS as e:
+        except Exception as e:  # noqa: BLE001 - a fault is a note; anything else a bug, reported after the output
             d = TapDevice(
                 name=_safe_name(dev),
                 ifindex=_safe_int(dev, "ifindex"),
@@ -638,12 +693,15 @@ def read_tap_devices(
                 carrier=False,
                 address=dev.value_(),
             )
-            d.notes.append(f"cannot read the device's queues: {e}")
+            if isinstance(e, (*READ_FAULTS, LookupError)):
+                d.notes.append(f"cannot read the device's queues: {e}")
+            else:
+                d.notes.append(note_bug(prog, f"device {d.name}", e))
             qs = []
         d.netns = inum
         d.queues = qs
         try:
-            d.counters = _device_counters(prog, dev)
+            d.counters = _device_counters(prog, dev, d.notes)
         except DEVICE_FAULTS as e:
             d.notes.append(f"drop counters unreadable: {e}")
         l2 = d.mode != "tun"
@@ -651,15 +709,22 @@ def read_tap_devices(
             if q.ring.error:
                 q.notes.append(q.ring.error)
                 continue
-            if entries:
-                # a vmcore does not change: its entries are read when used (JSON: a chunk at a time)
-                q.entries = read_entries(prog, q.ring.slots, q.ring.analysis.live, l2, deferred=not is_live)
-                if is_live:
-                    _drop_consumed_while_reading(prog, q)
-            if stale and q.ring.analysis.stale:
-                q.stale_entries = read_entries(
-                    prog, q.ring.slots, q.ring.analysis.stale, l2, stale=True, deferred=not is_live
-                )
+            try:
+                if entries:
+                    # a vmcore does not change: its entries are read when used (JSON: a chunk at a time)
+                    q.entries = read_entries(
+                        prog, q.ring.slots, q.ring.analysis.live, l2, deferred=not is_live
+                    )
+                    if is_live:
+                        _drop_consumed_while_reading(prog, q)
+                if stale and q.ring.analysis.stale:
+                    q.stale_entries = read_entries(
+                        prog, q.ring.slots, q.ring.analysis.stale, l2, stale=True, deferred=not is_live
+                    )
+            except (*READ_FAULTS, LookupError) as e:
+                q.notes.append(f"entries unreadable: {e}")
+            except Exception as e:  # noqa: BLE001 - reported as a bug once the rest is printed
+                q.notes.append(note_bug(prog, f"the entries of {d.name} queue {q.index}", e))
         devices.append(d)
     if holders:
         addrs = {q.address for d in devices for q in d.queues}

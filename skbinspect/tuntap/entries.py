@@ -416,8 +416,9 @@ def _read_skbs(prog: drgn.Program, indices: List[int], addrs: List[int], l2: boo
         # entries that need a closer look: unreadable, implausible lengths, the link header before data,
         # an accelerated VLAN tag
         odd = set(bad)
-        if max(lens, default=0) > 1 << 20 or min(linear, default=0) < 0:
-            odd.update(k for k in range(n) if lens[k] > 1 << 20 or linear[k] < 0)
+        # (``linear`` is the table's column: None for the unreadable skbs, so test ``len - data_len``)
+        if max(lens, default=0) > 1 << 20 or min(map(sub, lens, dlens), default=0) < 0:
+            odd.update(k for k in range(n) if lens[k] > 1 << 20 or lens[k] < dlens[k])
         heads, macs = col("head"), col("mac_header")
         if l2 and heads is not None and macs is not None:
             # mac < data only when the link header precedes data (or head/mac_header are odd): rare

@@ -380,6 +380,8 @@ def decode_ethernet(data: bytes) -> DecodedPacket:
         off += tag.size
         tags += 1
         tag = _link_next(ethertype, tags)
+    if ethertype in VLAN_TAGS:  # MAX_VLAN_TAGS decoded and another follows: named below, not decoded
+        pkt.notes.append(f"more than {MAX_VLAN_TAGS} stacked VLAN tags: the rest not decoded")
     _decode_l3(ethertype, data, off, pkt)
     return pkt
 

@@ -28,6 +28,7 @@ class _FakeProgram:
         self.cache: Dict[Any, Any] = {
             "skbinspect.stats.cpus": ([0, 1, 2], [0, 1], {0: 0x1000, 1: 0x2000, 2: 0x3000}),
             "skbinspect.stats.percpu_ranges": ranges,  # None: cannot tell, pointers not checked
+            "skbinspect.percpu.offset_problems": {},  # every CPU's offset checked and sound
         }
 
     def read(self, address: int, size: int, physical: bool = False) -> bytes:

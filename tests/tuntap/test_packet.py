@@ -179,5 +179,5 @@ def test_name_only_vlan_layer_summary() -> None:
     frame = bytes(12) + b"\x81\x00" + b"\x00\x05\x81\x00" * 5 + bytes(20)
     pkt = decode_ethernet(frame)
     assert [layer["proto"] for layer in pkt.layers] == ["Ethernet"] + ["802.1Q"] * 5
-    assert pkt.summary().endswith("vlan 5, 802.1Q")
+    assert pkt.summary().endswith("vlan 5, 802.1Q (more than 4 stacked VLAN tags: the rest not decoded)")
     assert decode_l3(0x8100, bytes(20)).summary() == "802.1Q"
