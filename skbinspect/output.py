@@ -13,15 +13,29 @@ from rich.console import Console
 __all__ = ["RawJSON", "console", "err_console", "print_json"]
 
 
+class _Console(Console):
+    """A rich console that lets a closed pipe be the caller's business.
+
+    rich's own :meth:`Console.on_broken_pipe` points file descriptor 1 at /dev/null and raises
+    ``SystemExit(1)``: inside a drgn session that ends the session (and the descriptor belongs to drgn's
+    pipe).  Here the :class:`BrokenPipeError` is raised on, for :func:`skbinspect.cli.app.run` to turn
+    into exit status 0.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(32, "Broken pipe")
+
+
 def console() -> Console:
     """stdout console: colours only on a terminal, never wrapped when piped."""
     tty = sys.stdout.isatty()
     # Piped output is plain text and is never truncated: wide enough for long paths.
-    return Console(highlight=False, width=None if tty else 200)
+    return _Console(highlight=False, width=None if tty else 200)
 
 
 def err_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return _Console(stderr=True, highlight=False)
 
 
 class RawJSON:

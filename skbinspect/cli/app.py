@@ -96,16 +96,19 @@ def cli(
             ctx.obj.symbols = ctx.obj.symbols + tuple(symbols)
 
 
-def _report_error(message: str, code: int) -> int:
-    click.echo(f"skbinspect: error: {message}", err=True)
-    return code
-
-
 def run(args: Optional[List[str]] = None, obj: Any = None, prog_name: str = "skbinspect") -> int:
     """Run the CLI; returns the exit status.  Errors are one paragraph on stderr, never a traceback
-    (set SKBINSPECT_DEBUG=1 to see one for an unexpected error)."""
+    (set SKBINSPECT_DEBUG=1 to see one for an unexpected error).
+
+    Nothing escapes, whatever happens to the output: a closed pipe (``| head``) is exit status 0, an
+    interrupt 130, ``SystemExit`` from a library its status.  Inside drgn this keeps the session alive;
+    the streams are left as they were (drgn owns and restores them).
+    """
     try:
-        cli.main(args=args, prog_name=prog_name, obj=obj, standalone_mode=False)
+        # click's main() would turn a closed pipe into sys.exit(1) and swap sys.stdout/sys.stderr for
+        # wrappers: the context is made and invoked here instead, and every outcome is handled below.
+        with cli.make_context(prog_name, list(sys.argv[1:] if args is None else args), obj=obj) as ctx:
+            cli.invoke(ctx)
     except SkbinspectError as e:
         return _report_error(str(e), e.exit_code)
     except click.exceptions.Exit as e:
@@ -116,13 +119,12 @@ def run(args: Optional[List[str]] = None, obj: Any = None, prog_name: str = "skb
         e.show()
         return e.exit_code
     except BrokenPipeError:
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
+        # the reader went away (| head): not an error; main() quiets the stream for the exit
         return 0
     except KeyboardInterrupt:
         return _report_error("interrupted.", 130)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("SKBINSPECT_DEBUG"):
             traceback.print_exc()
@@ -134,5 +136,24 @@ def run(args: Optional[List[str]] = None, obj: Any = None, prog_name: str = "skb
     return 0
 
 
+def _report_error(message: str, code: int) -> int:
+    try:
+        click.echo(f"skbinspect: error: {message}", err=True)
+    except (BrokenPipeError, OSError, ValueError):  # stderr closed too: the status still tells
+        pass
+    return code
+
+
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    # A closed stdout (| head) leaves unwritten text buffered; the interpreter's exit would flush it and
+    # report the BrokenPipeError (status 120).  Point the descriptor at /dev/null instead (the Python
+    # documentation's recipe for SIGPIPE) -- only here, in the process skbinspect owns, never in drgn.
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(code)
