@@ -14,6 +14,7 @@ import click
 
 from skbinspect import __version__
 from skbinspect.errors import SkbinspectError
+from skbinspect.output import set_color
 from skbinspect.target.opener import Target, open_target
 
 __all__ = ["State", "cli", "main", "pass_state", "run"]
@@ -71,6 +72,13 @@ pass_state = click.make_pass_decorator(State)
 )
 @click.option("--no-default-symbols", is_flag=True, help="Do not search the standard debug-info places.")
 @click.option("--json", "json_", is_flag=True, help="Machine-readable JSON output (every command).")
+@click.option(
+    "--color",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Colours: auto is on a terminal unless NO_COLOR is set. Piped text is plain (no table borders).",
+)
 @click.version_option(__version__, prog_name="skbinspect")
 @click.pass_context
 def cli(
@@ -80,9 +88,11 @@ def cli(
     symbols: Tuple[str, ...],
     no_default_symbols: bool,
     json_: bool,
+    color: str,
 ) -> None:
     """Where did my packets go? Inspect tun/tap rings, drop reasons, per-CPU drop counters and the
     kernel's kfree_skb trace, on a live kernel, in a vmcore, or in a running QEMU guest."""
+    set_color(color)
     if ctx.obj is None:
         ctx.obj = State(core, qemu, symbols, not no_default_symbols, json_)
     else:  # inside drgn: keep the session's program; take --json, and -s to add debug files to it

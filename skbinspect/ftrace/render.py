@@ -723,7 +723,7 @@ def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool =
     from rich.markup import escape
     from rich.table import Table
 
-    from skbinspect.output import console
+    from skbinspect.output import console, fit_hints
 
     con = out or console()
     tty = con.is_terminal
@@ -765,6 +765,9 @@ def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool =
             escape(g.device_label or "-"),
             escape(", ".join(f"{c} ({n})" if len(g.tasks) > 1 else c for c, n in g.tasks.most_common(2))),
         )
+    fit_hints(
+        t, wrap=("tasks", "device / queue"), drop=("first", "last", "tasks", "device / queue", "rate/s")
+    )
     con.print(t)
     if stacks:
         for g in report.groups:

@@ -50,3 +50,102 @@ def test_drgn_session_survives_commands_piped_to_head(lab_vmcore: LabVmcore) -> 
     assert "Traceback" not in out, out[-3000:]
     # each command's echo is followed by a fresh prompt: all six were read by a live REPL
     assert out.count(">>> %skbinspect") == 5, out[-3000:]
+
+
+PIPED_COMMANDS = [
+    ["info"],
+    ["ring"],
+    ["ring", "-e"],
+    ["ring", "--stale"],
+    ["reasons"],
+    ["reasons", "NOT_SPECIFIED"],
+    ["stats"],
+    ["trace"],
+    ["drops"],
+    ["report"],
+]
+
+
+@pytest.mark.parametrize("args", PIPED_COMMANDS, ids=lambda a: "-".join(a))
+def test_piped_text_is_plain(lab_vmcore: LabVmcore, args: list) -> None:
+    """Piped text: no box-drawing characters, no line ending in spaces, no escape codes (grep/awk/cut)."""
+    from tests.conftest import run_skbinspect
+
+    p = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), *args)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip()
+    boxes = sorted({c for c in p.stdout if 0x2500 <= ord(c) <= 0x257F})
+    assert not boxes, f"box-drawing characters {boxes} in piped {args}"
+    trailing = [line for line in p.stdout.splitlines() if line != line.rstrip()]
+    assert not trailing, f"{len(trailing)} lines end in spaces, e.g. {trailing[0]!r}"
+    assert "\x1b[" not in p.stdout
+
+
+def _on_pty(lab: LabVmcore, columns: int, *args: str) -> str:
+    """skbinspect on a pseudo-terminal ``columns`` wide (window size set with TIOCSWINSZ): its output,
+    escapes removed."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+
+    from tests.vmcores.drgn_session import REPO
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.pop("SKBINSPECT_DEBUG", None)
+        os.environ.pop("COLUMNS", None)
+        os.environ["TERM"] = "xterm"
+        os.environ["PYTHONPATH"] = REPO
+        os.execv(
+            sys.executable,
+            [sys.executable, "-m", "skbinspect", "-c", lab.vmcore, *symbols_args(lab.symbols), *args],
+        )
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    buf = b""
+    while True:
+        try:
+            data = os.read(fd, 1 << 16)
+        except OSError:
+            break
+        if not data:
+            break
+        buf += data
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, buf[-2000:]
+    text = buf.decode(errors="replace").replace("\r\n", "\n")
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    return text.split("\r")[-1] if "\r" in text else text
+
+
+def _split_words(terminal: str, piped: str) -> list:
+    """Words on the terminal that are not words of the piped text (nor a word cut short with an
+    ellipsis, nor of the "(hidden at N columns: ...)" note): a number, symbol+offset or device name
+    broken across lines shows up as such a fragment."""
+    words = set(piped.split())
+    bad = []
+    for line in terminal.splitlines():
+        if line.startswith("(hidden at "):
+            continue
+        for w in line.split():
+            if w in words or all(0x2500 <= ord(c) <= 0x257F for c in w):
+                continue
+            if w.endswith("…") and any(x.startswith(w[:-1]) for x in words):
+                continue
+            bad.append(w)
+    return bad
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+@pytest.mark.parametrize("args", [["ring"], ["drops", "--no-timeline"], ["stats"]], ids=lambda a: a[0])
+def test_terminal_tables_never_split_words(lab_vmcore: LabVmcore, args: list, columns: int) -> None:
+    from tests.conftest import run_skbinspect
+
+    piped = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), *args)
+    assert piped.returncode == 0, piped.stderr
+    term = _on_pty(lab_vmcore, columns, *args)
+    assert max(len(line) for line in term.splitlines()) <= columns
+    bad = _split_words(term, piped.stdout)
+    assert not bad, f"split on a {columns}-column terminal: {bad[:20]}"
