@@ -20,7 +20,7 @@ from skbinspect.target.opener import Target, open_target
 __all__ = ["State", "cli", "main", "pass_state", "run"]
 
 EPILOG = """\b
-Targets (before the command, as with drgn):
+Targets (before the command, as with drgn; the global options may also follow the command):
   skbinspect info                      the live kernel, through /proc/kcore (needs root)
   skbinspect -c /var/crash/vmcore info a vmcore (ELF or kdump-compressed)
   skbinspect --qemu /run/qmp.sock info a running QEMU guest over QMP
@@ -106,6 +106,48 @@ def cli(
             ctx.obj.symbols = ctx.obj.symbols + tuple(symbols)
 
 
+# The group's options, also taken after the command (skbinspect ring tap0 --json): with their value or not.
+_GLOBAL_VALUED = ("-c", "--core", "--qemu", "-s", "--symbols", "--color")
+_GLOBAL_FLAGS = ("--json", "--no-default-symbols")
+
+
+def hoist_global_options(args: List[str]) -> List[str]:
+    """``args`` with the group's options that follow the command moved before it, so that they mean the
+    same wherever they are typed.  Stops at ``--``; no command's own option shares their names."""
+    out: List[str] = []
+    i = 0
+    while i < len(args):  # the options before the command, and the command
+        a = args[i]
+        out.append(a)
+        i += 1
+        if a in _GLOBAL_VALUED and i < len(args):
+            out.append(args[i])
+            i += 1
+        elif not a.startswith("-"):
+            break
+    moved: List[str] = []
+    rest: List[str] = []
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        name = a.split("=", 1)[0]
+        if a in _GLOBAL_FLAGS:
+            moved.append(a)
+        elif a in _GLOBAL_VALUED and i + 1 < len(args):
+            moved += [a, args[i + 1]]
+            i += 1
+        elif a.startswith("--") and name in _GLOBAL_VALUED:
+            moved.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    if not moved:
+        return list(args)
+    return out[:-1] + moved + out[-1:] + rest
+
+
 def run(args: Optional[List[str]] = None, obj: Any = None, prog_name: str = "skbinspect") -> int:
     """Run the CLI; returns the exit status.  Errors are one paragraph on stderr, never a traceback
     (set SKBINSPECT_DEBUG=1 to see one for an unexpected error).
@@ -117,7 +159,8 @@ def run(args: Optional[List[str]] = None, obj: Any = None, prog_name: str = "skb
     try:
         # click's main() would turn a closed pipe into sys.exit(1) and swap sys.stdout/sys.stderr for
         # wrappers: the context is made and invoked here instead, and every outcome is handled below.
-        with cli.make_context(prog_name, list(sys.argv[1:] if args is None else args), obj=obj) as ctx:
+        argv = hoist_global_options(list(sys.argv[1:] if args is None else args))
+        with cli.make_context(prog_name, argv, obj=obj) as ctx:
             cli.invoke(ctx)
     except SkbinspectError as e:
         return _report_error(str(e), e.exit_code)
