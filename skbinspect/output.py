@@ -163,7 +163,9 @@ def fit_table(con: Console, t: Table) -> List[str]:
     """Make ``t`` fit ``con``'s width, in this order: numbers, symbols and names are never split (only
     the columns :func:`fit_hints` allows wrap, at spaces); below the natural width the borders go; then
     the hinted columns, in their order.  Returns the headers of the columns hidden."""
-    hints = _FIT.get(t) or _Fit((), ())
+    hints = _FIT.get(t)
+    if hints is None:  # a table not sized for narrow terminals: rich's own layout, as before
+        return []
     for c in t.columns:
         if str(c.header) in hints.wrap:
             c.no_wrap, c.overflow = False, "ellipsis"  # at spaces; a word too long is cut, never split

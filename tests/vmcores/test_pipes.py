@@ -149,3 +149,15 @@ def test_terminal_tables_never_split_words(lab_vmcore: LabVmcore, args: list, co
     assert max(len(line) for line in term.splitlines()) <= columns
     bad = _split_words(term, piped.stdout)
     assert not bad, f"split on a {columns}-column terminal: {bad[:20]}"
+
+
+def test_info_paths_never_broken_on_a_narrow_terminal(lab_vmcore: LabVmcore) -> None:
+    """``info`` at 80 columns: every debug-info path is whole on one line (the terminal may wrap the
+    line; skbinspect never breaks it inside the path, nor cuts it)."""
+    term = _on_pty(lab_vmcore, 80, "info")
+    lines = term.splitlines()
+    vm = [line.split()[-1] for line in lines if line.startswith("vmlinux debug info")]
+    assert vm and os.path.basename(vm[0]).startswith("vmlinux") and os.path.isfile(vm[0]), term
+    assert "…" not in term
+    mods = [line for line in lines if line.startswith("tun ")]
+    assert mods and mods[0].split()[-1].endswith("tun.ko") and os.path.isfile(mods[0].split()[-1]), term
