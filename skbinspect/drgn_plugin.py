@@ -42,8 +42,21 @@ def _target(prog: drgn.Program, symbols: Sequence[str] = ()) -> Target:
     parse=parse_shell_command,
 )
 def _cmd_skbinspect(prog: drgn.Program, name: str, args: List[str], **kwargs: Any) -> None:
+    import sys
+
     from skbinspect.cli import State, run
 
     state = State(None, None, (), True, False)
     state.prog_factory = lambda: _target(prog, state.symbols)
-    run(list(args), obj=state, prog_name="%skbinspect")
+    # The command must never end the session it runs in: run() catches everything (a closed pipe, an
+    # interrupt, SystemExit, internal errors); the streams are put back as drgn set them, whatever a
+    # library did to them, and drgn closes its pipe itself.
+    saved = sys.stdin, sys.stdout, sys.stderr
+    try:
+        run(list(args), obj=state, prog_name="%skbinspect")
+        try:
+            sys.stdout.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved

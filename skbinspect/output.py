@@ -4,24 +4,212 @@ JSON printing.  No kernel access here."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import sys
-from typing import Any, Callable, Iterable, List, Union
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Sequence, TextIO, Union, cast
 
 from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 
-__all__ = ["RawJSON", "console", "err_console", "print_json"]
+__all__ = [
+    "RawJSON",
+    "console",
+    "err_console",
+    "fit_hints",
+    "fit_table",
+    "plain_table",
+    "print_json",
+    "set_color",
+]
+
+
+_COLOR_MODES = ("auto", "always", "never")
+_color = "auto"
+
+
+def set_color(mode: str) -> None:
+    """``--color``: ``auto`` (on a terminal, unless NO_COLOR is set), ``always`` or ``never``."""
+    global _color
+    if mode not in _COLOR_MODES:
+        raise ValueError(f"colour mode {mode!r} is not one of {', '.join(_COLOR_MODES)}")
+    _color = mode
+
+
+def _colour_options() -> Dict[str, Any]:
+    if _color == "never":
+        return {"color_system": None, "no_color": True}
+    if _color == "always":
+        return {"force_terminal": True, "no_color": False}
+    return {}  # rich's own choice: colours on a terminal, none when NO_COLOR is set
+
+
+# the spaces at the end of a line, before any colour codes that close it (--color=always)
+_TRAILING = re.compile(r" +((?:\x1b\[[0-9;]*m)*)$")
+
+
+class _PlainLines:
+    """A text stream that drops the spaces rich pads lines with before each newline (piped output)."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        if lines:
+            self._file.write("".join(_TRAILING.sub(r"\1", line) + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._file.write(self._partial)
+            self._partial = ""
+        self._file.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._file, "encoding", None) or "utf-8"
+
+
+class _Console(Console):
+    """A rich console that lets a closed pipe be the caller's business, and prints tables plain when
+    piped.
+
+    rich's own :meth:`Console.on_broken_pipe` points file descriptor 1 at /dev/null and raises
+    ``SystemExit(1)``: inside a drgn session that ends the session (and the descriptor belongs to drgn's
+    pipe).  Here the :class:`BrokenPipeError` is raised on, for :func:`skbinspect.cli.app.run` to turn
+    into exit status 0.
+
+    With ``plain`` (stdout is not a terminal) every table is printed without borders, columns aligned with
+    spaces, so that grep, awk and cut work on it, and no line is wrapped or ends in spaces.
+    """
+
+    def __init__(self, *args: Any, plain: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plain = plain
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        hidden: List[str] = []
+        for obj in objects:
+            if isinstance(obj, Table):
+                if self.plain:
+                    plain_table(obj)
+                else:
+                    hidden += fit_table(self, obj)
+        super().print(*objects, **kwargs)
+        if hidden:
+            super().print(f"[dim](hidden at {self.width} columns: {', '.join(hidden)})[/dim]")
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def plain_table(t: Table) -> Table:
+    """``t`` without borders or edge padding: columns separated by two spaces, for piped output."""
+    t.box = None
+    t.show_edge = False
+    t.pad_edge = False
+    t.show_lines = False
+    t.padding = (0, 1)
+    return t
+
+
+class _Fit:
+    __slots__ = ("drop", "wrap")
+
+    def __init__(self, drop: Sequence[str], wrap: Sequence[str]) -> None:
+        self.drop = tuple(drop)
+        self.wrap = frozenset(wrap)
+
+
+_FIT: "weakref.WeakKeyDictionary[Table, _Fit]" = weakref.WeakKeyDictionary()
+
+
+def fit_hints(t: Table, drop: Sequence[str] = (), wrap: Sequence[str] = ()) -> Table:
+    """How ``t`` fits a narrow terminal: the columns (by header) that may wrap at spaces (free text: task
+    lists, notes, holders), and the columns to hide, first to last, when it is still too wide without
+    borders.  Every other cell is never broken across lines (numbers, symbol+offset, device names)."""
+    _FIT[t] = _Fit(drop, wrap)
+    return t
+
+
+def _natural_width(con: Console, t: Table) -> int:
+    return Measurement.get(con, con.options.update_width(PIPE_WIDTH), t).maximum
+
+
+def _narrowest(con: Console, t: Table) -> int:
+    """The width ``t`` needs with no cell split: every unwrappable column whole, the others at their
+    longest word."""
+    options = con.options.update_width(PIPE_WIDTH)
+    need = t._extra_width  # borders and padding between columns
+    for c in t.columns:
+        m = t._measure_column(con, options, c)
+        need += m.maximum if c.no_wrap else m.minimum
+    return need
+
+
+def fit_table(con: Console, t: Table) -> List[str]:
+    """Make ``t`` fit ``con``'s width, in this order: numbers, symbols and names are never split (only
+    the columns :func:`fit_hints` allows wrap, at spaces); below the natural width the borders go; then
+    the hinted columns, in their order.  Returns the headers of the columns hidden."""
+    hints = _FIT.get(t)
+    if hints is None:  # a table not sized for narrow terminals: rich's own layout, as before
+        return []
+    for c in t.columns:
+        if str(c.header) in hints.wrap:
+            c.no_wrap, c.overflow = False, "ellipsis"  # at spaces; a word too long is cut, never split
+        else:
+            c.no_wrap, c.overflow = True, "ellipsis"
+    width = con.width
+    if _natural_width(con, t) <= width:
+        return []
+    plain_table(t)
+    t.title_justify = "left"
+    hidden: List[str] = []
+    for header in hints.drop:
+        if _narrowest(con, t) <= width:
+            break
+        keep = [c for c in t.columns if str(c.header) != header]
+        if len(keep) != len(t.columns):
+            t.columns[:] = keep
+            for i, c in enumerate(keep):  # rich pads the first and last column by their index
+                c._index = i
+            hidden.append(header)
+    return hidden
+
+
+# Piped text is never wrapped: rich needs a width, this one no line reaches.
+PIPE_WIDTH = 1 << 20
 
 
 def console() -> Console:
-    """stdout console: colours only on a terminal, never wrapped when piped."""
-    tty = sys.stdout.isatty()
-    # Piped output is plain text and is never truncated: wide enough for long paths.
-    return Console(highlight=False, width=None if tty else 200)
+    """stdout console: tables and colours on a terminal; plain, unwrapped text when piped (colours as
+    ``--color`` says)."""
+    out = sys.stdout
+    if out.isatty():
+        return _Console(highlight=False, **_colour_options())
+    return _Console(
+        file=cast(TextIO, _PlainLines(out)),
+        highlight=False,
+        width=PIPE_WIDTH,
+        plain=True,
+        **_colour_options(),
+    )
 
 
 def err_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return _Console(stderr=True, highlight=False, **_colour_options())
 
 
 class RawJSON:

@@ -14,12 +14,13 @@ import click
 
 from skbinspect import __version__
 from skbinspect.errors import SkbinspectError
+from skbinspect.output import set_color
 from skbinspect.target.opener import Target, open_target
 
 __all__ = ["State", "cli", "main", "pass_state", "run"]
 
 EPILOG = """\b
-Targets (before the command, as with drgn):
+Targets (before the command, as with drgn; the global options may also follow the command):
   skbinspect info                      the live kernel, through /proc/kcore (needs root)
   skbinspect -c /var/crash/vmcore info a vmcore (ELF or kdump-compressed)
   skbinspect --qemu /run/qmp.sock info a running QEMU guest over QMP
@@ -71,6 +72,13 @@ pass_state = click.make_pass_decorator(State)
 )
 @click.option("--no-default-symbols", is_flag=True, help="Do not search the standard debug-info places.")
 @click.option("--json", "json_", is_flag=True, help="Machine-readable JSON output (every command).")
+@click.option(
+    "--color",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Colours: auto is on a terminal unless NO_COLOR is set. Piped text is plain (no table borders).",
+)
 @click.version_option(__version__, prog_name="skbinspect")
 @click.pass_context
 def cli(
@@ -80,9 +88,11 @@ def cli(
     symbols: Tuple[str, ...],
     no_default_symbols: bool,
     json_: bool,
+    color: str,
 ) -> None:
     """Where did my packets go? Inspect tun/tap rings, drop reasons, per-CPU drop counters and the
     kernel's kfree_skb trace, on a live kernel, in a vmcore, or in a running QEMU guest."""
+    set_color(color)
     if ctx.obj is None:
         ctx.obj = State(core, qemu, symbols, not no_default_symbols, json_)
         ctx.call_on_close(lambda: _finish(ctx.obj))
@@ -116,17 +126,63 @@ def _finish(state: State) -> None:
     _bugs.extend(take_bugs(prog))
 
 
-def _report_error(message: str, code: int) -> int:
-    click.echo(f"skbinspect: error: {message}", err=True)
-    return code
+# The group's options, also taken after the command (skbinspect ring tap0 --json): with their value or not.
+_GLOBAL_VALUED = ("-c", "--core", "--qemu", "-s", "--symbols", "--color")
+_GLOBAL_FLAGS = ("--json", "--no-default-symbols")
+
+
+def hoist_global_options(args: List[str]) -> List[str]:
+    """``args`` with the group's options that follow the command moved before it, so that they mean the
+    same wherever they are typed.  Stops at ``--``; no command's own option shares their names."""
+    out: List[str] = []
+    i = 0
+    while i < len(args):  # the options before the command, and the command
+        a = args[i]
+        out.append(a)
+        i += 1
+        if a in _GLOBAL_VALUED and i < len(args):
+            out.append(args[i])
+            i += 1
+        elif not a.startswith("-"):
+            break
+    moved: List[str] = []
+    rest: List[str] = []
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        name = a.split("=", 1)[0]
+        if a in _GLOBAL_FLAGS:
+            moved.append(a)
+        elif a in _GLOBAL_VALUED and i + 1 < len(args):
+            moved += [a, args[i + 1]]
+            i += 1
+        elif a.startswith("--") and name in _GLOBAL_VALUED:
+            moved.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    if not moved:
+        return list(args)
+    return out[:-1] + moved + out[-1:] + rest
 
 
 def run(args: Optional[List[str]] = None, obj: Any = None, prog_name: str = "skbinspect") -> int:
     """Run the CLI; returns the exit status.  Errors are one paragraph on stderr, never a traceback
-    (set SKBINSPECT_DEBUG=1 to see one for an unexpected error)."""
+    (set SKBINSPECT_DEBUG=1 to see one for an unexpected error).
+
+    Nothing escapes, whatever happens to the output: a closed pipe (``| head``) is exit status 0, an
+    interrupt 130, ``SystemExit`` from a library its status.  Inside drgn this keeps the session alive;
+    the streams are left as they were (drgn owns and restores them).
+    """
     del _bugs[:]
     try:
-        cli.main(args=args, prog_name=prog_name, obj=obj, standalone_mode=False)
+        # click's main() would turn a closed pipe into sys.exit(1) and swap sys.stdout/sys.stderr for
+        # wrappers: the context is made and invoked here instead, and every outcome is handled below.
+        argv = hoist_global_options(list(sys.argv[1:] if args is None else args))
+        with cli.make_context(prog_name, argv, obj=obj) as ctx:
+            cli.invoke(ctx)
         if _bugs:
             return _report_error(
                 f"internal error while reading: {'; '.join(_bugs)}. The output above has everything else that "
@@ -144,13 +200,12 @@ def run(args: Optional[List[str]] = None, obj: Any = None, prog_name: str = "skb
         e.show()
         return e.exit_code
     except BrokenPipeError:
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
+        # the reader went away (| head): not an error; main() quiets the stream for the exit
         return 0
     except KeyboardInterrupt:
         return _report_error("interrupted.", 130)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("SKBINSPECT_DEBUG"):
             traceback.print_exc()
@@ -162,5 +217,24 @@ def run(args: Optional[List[str]] = None, obj: Any = None, prog_name: str = "skb
     return 0
 
 
+def _report_error(message: str, code: int) -> int:
+    try:
+        click.echo(f"skbinspect: error: {message}", err=True)
+    except (BrokenPipeError, OSError, ValueError):  # stderr closed too: the status still tells
+        pass
+    return code
+
+
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    # A closed stdout (| head) leaves unwritten text buffered; the interpreter's exit would flush it and
+    # report the BrokenPipeError (status 120).  Point the descriptor at /dev/null instead (the Python
+    # documentation's recipe for SIGPIPE) -- only here, in the process skbinspect owns, never in drgn.
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(code)

@@ -66,13 +66,16 @@ def _known_reasons(prog: Any, names: Sequence[str]) -> Tuple[str, ...]:
     help="Only drops with this reason (repeatable), e.g. FULL_RING.",
 )
 @click.option(
-    "--stacks",
+    "--top-stacks",
     "n_stacks",
     type=click.IntRange(min=0),
     default=3,
     show_default=True,
     metavar="N",
-    help="The N most common stacks of each group (0: none).",
+    help="The N most common stacks of each group (0: none). Was --stacks N (trace's --stacks is a flag).",
+)
+@click.option(
+    "--stacks", "old_stacks", type=click.IntRange(min=0), hidden=True, help="Deprecated: --top-stacks."
 )
 @click.option("--no-timeline", is_flag=True, help="Leave out the per-reason timeline.")
 @pass_state
@@ -82,6 +85,7 @@ def drops(
     all_instances: bool,
     reasons: Tuple[str, ...],
     n_stacks: int,
+    old_stacks: Optional[int],
     no_timeline: bool,
 ) -> None:
     """kfree_skb drops in the trace buffer, grouped by reason and location: counts, first and last
@@ -93,6 +97,8 @@ def drops(
     from skbinspect.ftrace.select import selected_arrays
     from skbinspect.output import print_json
 
+    if old_stacks is not None:  # the deprecated spelling, still honoured
+        n_stacks = old_stacks
     prog = state.target().prog
     reasons = _known_reasons(prog, reasons)
     reports = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, List, Optional
 
 import click
 
@@ -21,6 +21,18 @@ Examples:
 \b
 Numbers differ between kernels (FULL_RING is 55 on 6.1, 67 on 6.12, 78 on 7.x): everything here is
 read from the target.  Kernels before 5.17 (e.g. 5.10) record no reasons."""
+
+
+def _close_names(key: str, table: Any) -> List[str]:
+    """Names like ``key``: those containing it (``FULL`` -> ``FULL_RING``), then difflib's close ones, as
+    ``drops --reason`` suggests them."""
+    import difflib
+
+    names = [r.name for r in table.reasons]
+    k = key.upper().removeprefix("SKB_DROP_REASON_")
+    close = [n for n in names if k and k in n][:3]
+    close += [n for n in difflib.get_close_matches(k, names, n=3, cutoff=0.6) if n not in close]
+    return close[:3]
 
 
 @cli.command(epilog=REASONS_EPILOG)
@@ -50,8 +62,9 @@ def reasons(state: State, key: Optional[str], subsystem: Optional[str], tuntap: 
             except ValueError:
                 pass
             raise SkbinspectError(
-                f"this kernel ({target.release}) has no drop reason {key!r}{hint}. "
-                "`skbinspect reasons` lists them all."
+                f"this kernel ({target.release}) has no drop reason {key!r}{hint}"
+                + (f"; did you mean {', '.join(close)}?" if (close := _close_names(key, table)) else ".")
+                + " `skbinspect reasons` lists them all."
             )
         shown = [r]
     if subsystem:

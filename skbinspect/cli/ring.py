@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from contextlib import nullcontext
+from typing import Any, Iterator, List, Optional, Tuple
 
 import click
 
@@ -15,8 +16,9 @@ Examples:
   skbinspect ring                      every tun/tap/macvtap/ipvtap device in every namespace
   skbinspect ring tap0 macvtap0        only these (name or ifindex)
   skbinspect -c vmcore ring tap0 -e    with the live entries, oldest first, headers decoded
-  skbinspect ring -e --stale tapmq     also the stale window (consumed, not yet zeroed)
-  skbinspect --json ring -e tap0       JSON: devices -> queues -> ring -> entries (see README)
+  skbinspect ring --stale tapmq        the entries and the stale window (consumed, not yet zeroed)
+  skbinspect ring -e tap0 --json       JSON: devices -> queues -> ring -> entries (see README)
+  (global options -c, -s, --qemu, --json, --color may also follow the command)
 \b
 Fullness follows the kernel: a ring is full when queue[producer] != NULL, which includes a producer
 that wrapped onto slots consumed but not yet zeroed (the stale window, at most batch-1 slots)."""
@@ -25,7 +27,7 @@ that wrapped onto slots consumed but not yet zeroed (the stale window, at most b
 @cli.command(epilog=RING_EPILOG)
 @click.argument("devices", nargs=-1, metavar="[DEVICE]...")
 @click.option("-e", "--entries", is_flag=True, help="List the live entries with decoded headers.")
-@click.option("--stale", is_flag=True, help="With --entries, also list the stale window's entries.")
+@click.option("--stale", is_flag=True, help="Also list the stale window's entries (implies --entries).")
 @click.option(
     "--netns",
     type=int,
@@ -33,26 +35,44 @@ that wrapped onto slots consumed but not yet zeroed (the stale window, at most b
     help="Only this network namespace (inode number, as in /proc/PID/ns/net).",
 )
 @click.option("--no-holders", is_flag=True, help="Do not scan processes for queue holders.")
+@click.option(
+    "--pcap",
+    "pcap",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the live entries' packets to FILE as pcapng (whole linear part of each frame).",
+)
 @pass_state
 def ring(
-    state: State, devices: Tuple[str, ...], entries: bool, stale: bool, netns: Optional[int], no_holders: bool
+    state: State,
+    devices: Tuple[str, ...],
+    entries: bool,
+    stale: bool,
+    netns: Optional[int],
+    no_holders: bool,
+    pcap: Optional[str],
 ) -> None:
     """Each tun/tap queue's ring: size, producer, consumer head/tail, live/stale/free, full, who holds it."""
     from skbinspect.memory.problems import take_problems
     from skbinspect.output import print_json
     from skbinspect.tuntap.devices import read_tap_devices
+    from skbinspect.tuntap.entries import whole_linear
     from skbinspect.tuntap.render import render_ring
 
+    entries = entries or stale
     target = state.target()
-    devs = read_tap_devices(
-        target.prog,
-        devices,
-        netns,
-        entries=True,
-        stale=stale and entries,
-        holders=not no_holders,
-        module_ok=target.debug.module_ok,
-    )
+    with whole_linear() if pcap else nullcontext():
+        devs = read_tap_devices(
+            target.prog,
+            devices,
+            netns,
+            entries=True,
+            stale=stale and entries,
+            holders=not no_holders,
+            module_ok=target.debug.module_ok,
+        )
+        if pcap:
+            _write_pcap(pcap, devs)
     # damage met on the way (a device list that loops, ...) is said with the target's warnings
     warnings = target.warnings + take_problems(target.prog)
     if state.json:
@@ -67,3 +87,39 @@ def ring(
         for w in warnings:
             click.echo(f"warning: {w}", err=True)
         render_ring(devs, entries, stale)
+
+
+def _write_pcap(path: str, devs: List[Any]) -> None:
+    """The live entries of every ring listed, oldest first per queue, as pcapng (see tuntap/pcap.py)."""
+    from skbinspect.errors import SkbinspectError
+    from skbinspect.tuntap.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapPacket, write_pcapng
+
+    skipped = 0
+
+    def packets() -> Iterator[PcapPacket]:
+        nonlocal skipped
+        for d in devs:
+            for q in d.queues:
+                queue = "-" if q.index is None else q.index
+                for e in q.entries:
+                    if e.error or not e.data:
+                        skipped += 1
+                        continue
+                    yield PcapPacket(
+                        d.name,
+                        LINKTYPE_ETHERNET if e.l2 else LINKTYPE_RAW,
+                        e.data,
+                        e.length or len(e.data),
+                        e.tstamp_ns or 0,
+                        f"{d.name} queue {queue} ring index {e.index} {e.kind} {e.address:#x}",
+                    )
+
+    try:
+        with open(path, "wb") as f:
+            n = write_pcapng(f, packets())
+    except OSError as e:
+        raise SkbinspectError(f"cannot write {path}: {e.strerror or e}") from e
+    click.echo(
+        f"wrote {n} packets to {path}" + (f" ({skipped} unreadable entries left out)" if skipped else ""),
+        err=True,
+    )

@@ -19,7 +19,7 @@ _EPILOG_TRACE = """\b
 Examples:
   skbinspect -c vmcore trace                         the top-level buffer, like /sys/kernel/tracing/trace
   skbinspect -c vmcore trace --stacks --last 20      the last 20 events, with their kernel stacks
-  skbinspect -c vmcore trace -i skbinst -e skb:kfree_skb
+  skbinspect -c vmcore trace -i skbinst --event skb:kfree_skb
   skbinspect -c vmcore trace --all-instances --since 2.5
   skbinspect -c vmcore --json trace --stacks | jq 'select(.reason == "FULL_RING")'
 """
@@ -35,12 +35,11 @@ def _cpus(cpus: Set[int]) -> str:
 )
 @click.option("--all-instances", is_flag=True, help="Read the top-level buffer and every instance.")
 @click.option(
-    "-e",
     "--event",
     "events",
     metavar="SYSTEM:NAME",
     multiple=True,
-    help="Only these events (repeatable), e.g. skb:kfree_skb.",
+    help="Only these events (repeatable), e.g. skb:kfree_skb. (No short form: -e is ring's --entries.)",
 )
 @click.option("--cpu", "cpus", type=int, multiple=True, help="Only this CPU's buffer (repeatable).")
 @click.option("--last", type=click.IntRange(min=1), metavar="N", help="Only the last N events.")

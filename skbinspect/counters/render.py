@@ -11,7 +11,7 @@ from rich.text import Text
 
 from skbinspect.counters.reasons import DropReason, DropReasonTable
 from skbinspect.counters.stats import TOTAL_FIELDS, CounterRow, DropStats
-from skbinspect.output import console
+from skbinspect.output import console, fit_hints
 
 __all__ = ["render_reasons", "render_reason", "render_stats", "filter_nonzero"]
 
@@ -171,6 +171,11 @@ def render_stats(stats: DropStats, out: Optional[Console] = None) -> None:
             str(c.process_qlen),
             c.note or "",
         )
+    fit_hints(
+        t,
+        wrap=("note",),
+        drop=("flow_limit", "received_rps", "backlog", "input_qlen", "process_qlen", "time_squeeze", "note"),
+    )
     out.print(t)
     for n in sn.notes:
         out.print(f"[yellow]note:[/yellow] {n}")
@@ -214,6 +219,11 @@ def render_stats(stats: DropStats, out: Optional[Console] = None) -> None:
                 "; ".join(x for x in (_row_detail(r), r.note or "") if x),
             )
     if stats.devices:
+        fit_hints(
+            dt,
+            wrap=("detail / note", "where", "source"),
+            drop=("detail / note", "where", "rx_errors", "rx_otherhost_dropped", "rx_nohandler"),
+        )
         out.print(dt)
     else:
         out.print("no devices to show")

@@ -723,7 +723,7 @@ def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool =
     from rich.markup import escape
     from rich.table import Table
 
-    from skbinspect.output import console
+    from skbinspect.output import console, fit_hints
 
     con = out or console()
     tty = con.is_terminal
@@ -765,6 +765,9 @@ def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool =
             escape(g.device_label or "-"),
             escape(", ".join(f"{c} ({n})" if len(g.tasks) > 1 else c for c, n in g.tasks.most_common(2))),
         )
+    fit_hints(
+        t, wrap=("tasks", "device / queue"), drop=("first", "last", "tasks", "device / queue", "rate/s")
+    )
     con.print(t)
     if stacks:
         for g in report.groups:
@@ -782,13 +785,22 @@ def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool =
                     con.print(f"        {escape(fr)}")
     if timeline and report.timelines:
         first, last = report.first_ts, report.last_ts
-        width = len(next(iter(report.timelines.values())))
+        timelines = report.timelines
+        width = len(next(iter(timelines.values())))
+        name_w = max(len(k) for k in timelines)
+        bucket_s = report.bucket_s
+        # on a terminal narrower than the line: adjacent buckets summed, so that a line fits the window
+        room = con.width - (2 + name_w + 2 + 1 + len(str(max(sum(c) for c in timelines.values()))))
+        if not getattr(con, "plain", False) and con.is_terminal and 0 < room < width:
+            k = -(-width // room)
+            timelines = {n: [sum(c[i : i + k]) for i in range(0, len(c), k)] for n, c in timelines.items()}
+            width = len(next(iter(timelines.values())))
+            bucket_s *= k
         con.print(
             f"[bold]timeline[/bold] {_secs(first, report.in_ns)} s .. {_secs(last, report.in_ns)} s, "
-            f"{width} buckets of {report.bucket_s:.6f} s"
+            f"{width} buckets of {bucket_s:.6f} s"
         )
-        name_w = max(len(k) for k in report.timelines)
-        for name, counts in report.timelines.items():
+        for name, counts in timelines.items():
             con.print(
                 f"  {name.ljust(name_w)} |{histogram_line(counts, not tty)}| {sum(counts)}", markup=False
             )

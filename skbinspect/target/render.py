@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from skbinspect.output import console
 from skbinspect.target.info import TargetInfo
@@ -20,12 +21,21 @@ def _time(t: Optional[int]) -> str:
     return datetime.datetime.fromtimestamp(t, tz=datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+class _Rows:
+    """The (key, value) rows of the info table, collected before choosing a layout."""
+
+    def __init__(self, rows: List[Tuple[str, str]]) -> None:
+        self.rows = rows
+
+    def add_row(self, key: str, value: str) -> None:
+        self.rows.append((key, value))
+
+
 def render_info(info: TargetInfo, out: Optional[Console] = None) -> None:
     out = out or console()
     kinds = {"live": "live kernel", "vmcore": "vmcore", "qemu": "QEMU guest over QMP"}
-    t = Table.grid(padding=(0, 2))
-    t.add_column(style="bold", no_wrap=True)
-    t.add_column(overflow="fold")
+    rows: List[Tuple[str, str]] = []
+    t = _Rows(rows)
     t.add_row(
         "target",
         f"{kinds.get(info.kind, info.kind)}: {info.source}"
@@ -45,7 +55,30 @@ def render_info(info: TargetInfo, out: Optional[Console] = None) -> None:
     else:
         t.add_row("kernel clock", _time(info.kernel_time))
     t.add_row("vmlinux debug info", info.vmlinux_debug_file or "MISSING")
-    out.print(t)
+    key_w = max(len(k) for k, _ in rows)
+    if not getattr(out, "plain", False) and key_w + 2 + max(len(v) for _, v in rows) > out.width:
+        # narrower than a path: one line per row, never broken inside a word (the terminal wraps the
+        # long line as a whole, and a copy of it is the whole path)
+        for k, v in rows:
+            out.print(Text(f"{k:<{key_w}}  ", style="bold") + Text(v), soft_wrap=True)
+    else:
+        g = Table.grid(padding=(0, 2))
+        g.add_column(style="bold", no_wrap=True)
+        g.add_column(overflow="fold")
+        for k, v in rows:
+            g.add_row(k, v)
+        out.print(g)
+    paths = [m.debug_file or "" for m in info.modules]
+    if not getattr(out, "plain", False) and 26 + max(map(len, paths), default=0) > out.width:
+        out.print("[italic]modules skbinspect reads[/italic]")
+        name_w = max([len("module")] + [len(m.name) for m in info.modules])
+        out.print(Text(f"{'module':<{name_w}}  loaded  debug info", style="bold"), soft_wrap=True)
+        for m in info.modules:
+            debug = "-" if not m.loaded else (m.debug_file or "MISSING")
+            out.print(Text(f"{m.name:<{name_w}}  {'yes' if m.loaded else 'no':<6}  {debug}"), soft_wrap=True)
+        for w in info.warnings:
+            out.print(f"[yellow]warning:[/yellow] {w}")
+        return
     mt = Table(title="modules skbinspect reads", title_justify="left")
     mt.add_column("module")
     mt.add_column("loaded")

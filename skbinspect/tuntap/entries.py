@@ -65,6 +65,7 @@ __all__ = [
     "read_entries",
     "TUN_XDP_FLAG",
     "HEADER_BYTES",
+    "whole_linear",
 ]
 
 #: include/linux/if_tun.h: tun rings tag xdp_frame pointers with bit 0 (the same in 5.10 .. 7.1).
@@ -72,6 +73,23 @@ TUN_XDP_FLAG = 0x1
 
 #: Packet bytes read per entry for header decoding and the digest (the whole linear part up to this).
 HEADER_BYTES = 256
+#: Bytes read per entry now: HEADER_BYTES, or the whole linear part inside :func:`whole_linear`.
+_data_limit = HEADER_BYTES
+#: Larger than any plausible linear part (longer lengths are reported as implausible).
+WHOLE_LINEAR = 1 << 20
+
+
+@contextmanager
+def whole_linear() -> Iterator[None]:
+    """Entries read inside this block carry the whole linear part of their frame in ``data`` (for
+    ``ring --pcap``), not only its first :data:`HEADER_BYTES`."""
+    global _data_limit
+    saved, _data_limit = _data_limit, WHOLE_LINEAR
+    try:
+        yield
+    finally:
+        _data_limit = saved
+
 
 #: (u16)~0U: the header offset is not set (skb_mac_header_was_set() is false).
 UNSET_HEADER = 0xFFFF
@@ -351,7 +369,7 @@ def _read_xdp_frames(
         x = lay.decode(buf, off)
         e.length = e.linear_length = x.get("len")
         e.dev = x.get("dev_rx") or None
-        want.append((e, x["data"], min(e.length or 0, HEADER_BYTES)))
+        want.append((e, x["data"], min(e.length or 0, _data_limit)))
     bufs, offs = read_spans(prog, [a for _, a, _ in want], [n for _, _, n in want])
     for (e, a, n), buf, off in zip(want, bufs, offs):
         if buf is None:
@@ -483,19 +501,17 @@ def _read_data(
     errors: List[Optional[str]],
     tags: Dict[int, bytes],
 ) -> None:
-    """Read the first :data:`HEADER_BYTES` (at most the linear part) of each packet into ``c["data"]``."""
+    """Read the first :data:`HEADER_BYTES` (at most the linear part; all of it in :func:`whole_linear`)
+    of each packet into ``c["data"]``."""
     n = len(data_at)
+    limit = _data_limit
     want = list(compress(range(n), map(is_, errors, repeat(None))))
     if len(want) == n:
         at = data_at
-        sizes = (
-            list(linear)
-            if max(linear, default=0) <= HEADER_BYTES
-            else list(map(min, linear, repeat(HEADER_BYTES)))
-        )
+        sizes = list(linear) if max(linear, default=0) <= limit else list(map(min, linear, repeat(limit)))
     else:
         at = list(map(data_at.__getitem__, want))
-        sizes = [min(linear[k], HEADER_BYTES) for k in want]
+        sizes = [min(linear[k], limit) for k in want]
     bufs, offs = read_spans(prog, at, sizes)
     if None in bufs:
         for j, b in enumerate(bufs):
@@ -516,7 +532,7 @@ def _read_data(
         for k, tag in tags.items():
             d = col[k]
             if errors[k] is None and len(d) >= 12:
-                col[k] = (d[:12] + tag + d[12:])[:HEADER_BYTES]
+                col[k] = (d[:12] + tag + d[12:])[:limit]
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from typing import List, Optional
 from rich.console import Console
 from rich.table import Table
 
-from skbinspect.output import console
+from skbinspect.output import console, fit_hints
 from skbinspect.tuntap.devices import TapDevice, TapQueue
 
 __all__ = ["render_ring"]
@@ -88,6 +88,7 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
                 str(a.free),
                 _holders(q),
             )
+        fit_hints(t, wrap=("held by",), drop=("batch", "stale", "free", "size", "tail", "head", "prod"))
         out.print(t)
         for q in d.queues:
             label = f"queue {q.index if q.index is not None else '(disabled)'}"

@@ -6,9 +6,16 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, MutableMapping, Optional
 
 from tests.vmcores.lab import LabVmcore
+
+# drgn finds the plugin through the installed entry point but imports it by name: this checkout first
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _with_repo_path(env: MutableMapping[str, str]) -> None:
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
 
 
 def drgn_args(lab: LabVmcore) -> List[str]:
@@ -23,6 +30,7 @@ def run_drgn(lab: LabVmcore, code: str, timeout: float = 300) -> subprocess.Comp
     exe = shutil.which("drgn") or os.path.join(os.path.dirname(sys.executable), "drgn")
     env = dict(os.environ)
     env.pop("SKBINSPECT_DEBUG", None)
+    _with_repo_path(env)
     return subprocess.run(
         [exe, "-q", *drgn_args(lab), "-e", code], capture_output=True, text=True, env=env, timeout=timeout
     )
@@ -102,6 +110,7 @@ def drgn_repl(lab: LabVmcore, lines: List[str], timeout: float = 300, columns: i
     pid, fd = pty.fork()
     if pid == 0:  # the child: drgn on the terminal
         os.environ.pop("SKBINSPECT_DEBUG", None)
+        _with_repo_path(os.environ)
         os.environ["TERM"] = "xterm"  # not "dumb": rich sizes a dumb terminal at 80 columns
         os.environ["COLUMNS"] = str(columns)  # rich sizes its tables by it (and by the window size below)
         os.execv(exe, [exe, "-q", *drgn_args(lab)])

@@ -231,7 +231,7 @@ def test_trace_filters(lab_vmcore: LabVmcore) -> None:
     events = [r for r in recs if r["event"] != "stack"]
 
     # --event: only consume_skb lines, in order
-    p = cli(lab_vmcore, "trace", "-e", "skb:consume_skb")
+    p = cli(lab_vmcore, "trace", "--event", "skb:consume_skb")
     got = [_LINE.match(x).group("ts", "cpu", "body") for x in body_lines(p.stdout)]
     want = [(r["ts"], "%03d" % r["cpu"], r["body"]) for r in events if r["event"] == "consume_skb"]
     assert got == want and want
@@ -317,7 +317,7 @@ def test_all_instances_and_errors(lab_vmcore: LabVmcore) -> None:
     assert p.returncode == 1 and "no trace instance named 'nosuch'" in p.stderr and "skbinst" in p.stderr
     assert "Traceback" not in p.stderr
     p = run_skbinspect(
-        "-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "trace", "-e", "skb:nosuch"
+        "-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "trace", "--event", "skb:nosuch"
     )
     assert p.returncode == 1 and "no event 'skb:nosuch'" in p.stderr
 
@@ -436,7 +436,7 @@ def test_live_guest_trace_and_drops(live_lab_guest: Any) -> None:  # type: ignor
     base = ["--qemu", g.qmp_socket, *symbols_args(g.symbols)]
     seen_full = 0
     for _ in range(5):
-        p = run_skbinspect(*base, "trace", "-e", "skb:kfree_skb", "--last", "50", timeout=180)
+        p = run_skbinspect(*base, "trace", "--event", "skb:kfree_skb", "--last", "50", timeout=180)
         assert p.returncode == 0, p.stderr
         assert "Traceback" not in p.stderr
         lines = body_lines(p.stdout)

@@ -1,0 +1,99 @@
+"""skbinspect.output: piped text is plain (no borders, no trailing spaces, no wrapping), --color, and a
+closed pipe raised to the caller instead of rich's SystemExit."""
+
+from __future__ import annotations
+
+import io
+import sys
+from typing import Iterator
+
+import pytest
+from rich.table import Table
+from rich.text import Text
+
+from skbinspect import output
+
+
+class _Pipe(io.StringIO):
+    def isatty(self) -> bool:
+        return False
+
+
+class _Closed(_Pipe):
+    def write(self, s: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.fixture(autouse=True)
+def _auto_color() -> Iterator[None]:
+    yield
+    output.set_color("auto")
+
+
+def _piped(monkeypatch: pytest.MonkeyPatch) -> _Pipe:
+    # in the test itself: pytest's capture puts its own sys.stdout back between setup and call
+    buf = _Pipe()
+    monkeypatch.setattr(sys, "stdout", buf)
+    return buf
+
+
+def _table() -> Table:
+    t = Table(title="by reason and location", title_justify="left")
+    t.add_column("reason")
+    t.add_column("location", overflow="fold")
+    t.add_column("count", justify="right")
+    t.add_row("FULL_RING", Text("tun_net_xmit+0x2c5 [tun]"), "1800")
+    t.add_row("NOT_SPECIFIED", "x" * 300, "7")
+    return t
+
+
+def test_piped_table_is_plain_space_aligned(monkeypatch: pytest.MonkeyPatch) -> None:
+    piped = _piped(monkeypatch)
+    output.console().print(_table())
+    lines = piped.getvalue().splitlines()
+    assert lines[0] == "by reason and location"
+    assert lines[1].split() == ["reason", "location", "count"]
+    assert lines[2].split() == ["FULL_RING", "tun_net_xmit+0x2c5", "[tun]", "1800"]
+    assert lines[3].split() == ["NOT_SPECIFIED", "x" * 300, "7"]  # not wrapped, not folded
+    assert len(lines) == 4
+    text = piped.getvalue()
+    assert not any(0x2500 <= ord(c) <= 0x257F for c in text)
+    assert all(line == line.rstrip() for line in lines)
+    assert lines[2].index("1800") + 4 == lines[3].index("7") + 1  # right-aligned numbers
+    assert not lines[1].startswith(" ")
+
+
+def test_piped_long_text_line_not_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    piped = _piped(monkeypatch)
+    line = " ".join(f"word{i}" for i in range(100))
+    output.console().print(line)
+    assert piped.getvalue() == line + "\n"
+
+
+def test_color_never_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    piped = _piped(monkeypatch)
+    output.set_color("always")
+    monkeypatch.setenv("NO_COLOR", "1")
+    output.console().print("[red]red[/red] text   ")
+    assert "\x1b[" in piped.getvalue()  # an explicit --color=always wins over NO_COLOR
+    assert not piped.getvalue().rstrip("\n").endswith(" ")
+    piped.seek(0)
+    piped.truncate()
+    output.set_color("never")
+    output.console().print(_table())
+    assert "\x1b[" not in piped.getvalue()
+    with pytest.raises(ValueError):
+        output.set_color("sometimes")
+
+
+def test_no_color_env_honoured_in_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    output.set_color("auto")
+    c = output.err_console()
+    assert c.no_color
+
+
+def test_closed_pipe_raises_broken_pipe_not_system_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdout", _Closed())
+    with pytest.raises(BrokenPipeError):
+        output.console().print(_table())
