@@ -42,13 +42,16 @@ class State:
     _target: Optional[Target] = field(default=None, repr=False)
     # Set when running inside drgn: the session's program is used instead of opening a target.
     prog_factory: Optional[Callable[[], Target]] = None
+    types: str = "auto"  # --types: auto, dwarf or btf
 
     def target(self) -> Target:
         if self._target is None:
             if self.prog_factory is not None:
                 self._target = self.prog_factory()
             else:
-                self._target = open_target(self.core, self.qemu, self.symbols, self.default_symbols)
+                self._target = open_target(
+                    self.core, self.qemu, self.symbols, self.default_symbols, types=self.types
+                )
         return self._target
 
 
@@ -70,6 +73,14 @@ pass_state = click.make_pass_decorator(State)
     help="Debug info: a vmlinux or module .ko file, or a directory to search. Repeatable.",
 )
 @click.option("--no-default-symbols", is_flag=True, help="Do not search the standard debug-info places.")
+@click.option(
+    "--types",
+    type=click.Choice(["auto", "dwarf", "btf"]),
+    default="auto",
+    show_default=True,
+    help="Where types come from: DWARF debug info where found and the kernel's own BTF and kallsyms for "
+    "the rest (auto), or only one of them.",
+)
 @click.option("--json", "json_", is_flag=True, help="Machine-readable JSON output (every command).")
 @click.version_option(__version__, prog_name="skbinspect")
 @click.pass_context
@@ -79,12 +90,13 @@ def cli(
     qemu: Optional[str],
     symbols: Tuple[str, ...],
     no_default_symbols: bool,
+    types: str,
     json_: bool,
 ) -> None:
     """Where did my packets go? Inspect tun/tap rings, drop reasons, per-CPU drop counters and the
     kernel's kfree_skb trace, on a live kernel, in a vmcore, or in a running QEMU guest."""
     if ctx.obj is None:
-        ctx.obj = State(core, qemu, symbols, not no_default_symbols, json_)
+        ctx.obj = State(core, qemu, symbols, not no_default_symbols, json_, types=types)
     else:  # inside drgn: keep the session's program; take --json, and -s to add debug files to it
         if core or qemu:
             raise SkbinspectError(

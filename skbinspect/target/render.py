@@ -44,7 +44,12 @@ def render_info(info: TargetInfo, out: Optional[Console] = None) -> None:
         t.add_row("panic", info.panic_message or "none found in the kernel log")
     else:
         t.add_row("kernel clock", _time(info.kernel_time))
-    t.add_row("vmlinux debug info", info.vmlinux_debug_file or "MISSING")
+    sources = info.debug_sources or {}
+    if info.vmlinux_debug_file is None and "vmlinux" in sources:
+        t.add_row("vmlinux types", sources["vmlinux"]["types"] + " (no debug info)")
+        t.add_row("vmlinux symbols", sources["vmlinux"]["symbols"])
+    else:
+        t.add_row("vmlinux debug info", info.vmlinux_debug_file or "MISSING")
     out.print(t)
     mt = Table(title="modules skbinspect reads", title_justify="left")
     mt.add_column("module")
@@ -54,7 +59,8 @@ def render_info(info: TargetInfo, out: Optional[Console] = None) -> None:
         if not m.loaded:
             mt.add_row(m.name, "no", "-")
         else:
-            mt.add_row(m.name, "yes", m.debug_file or "[red]MISSING[/red]")
+            btf = sources.get(m.name, {}).get("types")
+            mt.add_row(m.name, "yes", m.debug_file or btf or "[red]MISSING[/red]")
     out.print(mt)
     for w in info.warnings:
         out.print(f"[yellow]warning:[/yellow] {w}")
