@@ -359,6 +359,8 @@ class BtfTypes:
         self._resolving.add(key)
         try:
             t = self._convert(owner, tid)
+        except (ValueError, OverflowError, TypeError) as e:  # drgn refusing a nonsensical type
+            raise BtfError(f"BTF of {owner.name}: type {tid} is malformed ({e}); the BTF is corrupt.")
         finally:
             self._resolving.discard(key)
         self._cache[key] = t
@@ -374,6 +376,8 @@ class BtfTypes:
         data, pos = b.trailer(tid)
         if kind == INT:
             (enc,) = _U32.unpack_from(data, pos)
+            if st not in (1, 2, 4, 8, 16):
+                raise BtfError(f"BTF of {b.name}: integer type {tid} has an impossible size {st}.")
             if enc >> 24 & 4:
                 return prog.bool_type(name or "_Bool", st)
             return prog.int_type(
@@ -430,15 +434,27 @@ class BtfTypes:
                 params.append(drgn.TypeParameter(self._lazy(b, p_type), b.string(p_name) if p_name else None))
             return prog.function_type(self.type(b, st), params, variadic)
         if kind == FLOAT:
+            if st not in (2, 4, 8, 10, 12, 16):
+                raise BtfError(f"BTF of {b.name}: floating-point type {tid} has an impossible size {st}.")
             return prog.float_type(name or "double", st)
         raise BtfError(
             f"BTF of {b.name}: type {tid} is a {KIND_NAMES.get(kind, kind)}, which is not a type of data."
         )
 
     def _member(self, b: Btf, tid: int, bits: int) -> Callable[[], TypeOrObject]:
-        if not bits:
-            return self._lazy(b, tid)
-        return lambda: drgn.Object(self.prog, self.type(b, tid), bit_field_size=bits)
+        """A structure member's type (an absent object: with its bit-field size, if any), made when first
+        used; drgn's refusal of a nonsensical one becomes a :class:`BtfError`."""
+
+        def member() -> drgn.Object:
+            t = self.type(b, tid)
+            try:
+                return drgn.Object(self.prog, t, bit_field_size=bits or None)
+            except (ValueError, OverflowError, TypeError) as e:
+                raise BtfError(
+                    f"BTF of {b.name}: a member of type {tid} is malformed ({e}); the BTF is corrupt."
+                )
+
+        return member
 
     def _enum(
         self, b: Btf, tid: int, name: Optional[str], vlen: int, signed: int, size: int, data: bytes, pos: int

@@ -202,7 +202,10 @@ def _modules_only(
     register_declarations(prog, DeclaredGlobals(prog, types, _version(release)))
     load_module_symbols(prog)
     report.sources["vmlinux"] = {"types": f"DWARF {report.vmlinux}", "symbols": f"DWARF {report.vmlinux}"}
-    for name, m in sorted(report.modules.items()):
+    for name in NEEDED_MODULES:
+        m = report.modules.get(name)
+        if m is None:
+            continue
         if m.path is not None:
             report.sources[name] = {"types": f"DWARF {m.path}", "symbols": f"DWARF {m.path}"}
         elif name in blobs:
