@@ -17,6 +17,7 @@ Addresses of functions and variables come from the program's symbol finders (kal
 
 from __future__ import annotations
 
+import bisect
 import struct
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
@@ -145,9 +146,10 @@ class Btf:
         self.str_end = self.str_base + len(self._strs)
         self._words = memoryview(self._types).cast("I")
         self._offs = self._index()  # word index of each type's header
-        self._names: Optional[List[int]] = None  # name offset of each type
+        self._strindex: Optional[Dict[bytes, int]] = None  # string -> offset, built on first lookup
+        self._strdups: Dict[bytes, List[int]] = {}
         self._found: Dict[str, List[int]] = {}
-        self._enumerators: Optional[Dict[int, List[Tuple[int, int]]]] = None
+        self._enum_found: Dict[str, List[Tuple[int, int]]] = {}
         self.end_id = self.start_id + len(self._offs)
 
     def _index(self) -> List[int]:
@@ -219,15 +221,25 @@ class Btf:
         return self._strs[local:end].decode("utf-8", errors="replace")
 
     def _name_offsets(self, name: str) -> List[int]:
-        """Offsets (in this blob's string numbering) at which ``name`` is a whole string."""
-        key = b"\0" + name.encode() + b"\0"
-        strs = self._strs
-        out = []
-        i = strs.find(key)
-        while i >= 0:
-            out.append(self.str_base + i + 1)
-            i = strs.find(key, i + 1)
-        return out
+        """Offsets (in this blob's string numbering) at which ``name`` is a whole string.  The string
+        table is indexed on first use (one split: much cheaper than searching it per lookup)."""
+        if self._strindex is None:
+            index: Dict[bytes, int] = {}
+            dups: Dict[bytes, List[int]] = {}  # pahole writes each string once; be right if not
+            off = self.str_base
+            for part in self._strs.split(b"\0"):
+                prev = index.setdefault(part, off)
+                if prev != off:
+                    dups.setdefault(part, [prev]).append(off)
+                off += len(part) + 1
+            self._strindex, self._strdups = index, dups
+        key = name.encode()
+        if not key:
+            return []
+        if key in self._strdups:
+            return self._strdups[key]
+        off = self._strindex.get(key)
+        return [] if off is None else [off]
 
     def _all_name_offsets(self, name: str) -> List[int]:
         out: List[int] = []
@@ -237,54 +249,45 @@ class Btf:
             blob = blob.base
         return out
 
+    def hits(self, value: int) -> Iterator[Tuple[int, int]]:
+        """``(type id, word)`` of every aligned 32-bit ``value`` in the type section: the type whose entry
+        holds it, and which word of that entry (0: name, 1: info, 2: size or type, 3...: what follows).
+        The search runs at C speed: no index of the whole section is needed for a lookup."""
+        types, offs = self._types, self._offs
+        pat = _U32.pack(value)
+        i = types.find(pat)
+        while i >= 0:
+            if not i & 3:
+                w = i >> 2
+                k = bisect.bisect_right(offs, w) - 1
+                yield self.start_id + k, w - offs[k]
+            i = types.find(pat, i + 1)
+
     def find(self, name: str) -> List[int]:
         """Ids of this blob's types (including functions and variables) called ``name``."""
         found = self._found.get(name)
-        if found is not None:
-            return found
-        if self._names is None:
-            words = self._words
-            self._names = [words[w] for w in self._offs]
-        names = self._names
-        found = []
-        for off in self._all_name_offsets(name):
-            i = -1
-            try:
-                while True:
-                    i = names.index(off, i + 1)
-                    found.append(self.start_id + i)
-            except ValueError:
-                pass
-        found.sort()
-        self._found[name] = found
+        if found is None:
+            found = sorted(
+                t for off in self._all_name_offsets(name) for t, word in self.hits(off) if word == 0
+            )
+            self._found[name] = found
         return found
-
-    def scan(self, kind: int, named: Optional[bool] = None) -> Iterator[Tuple[int, int]]:
-        """``(id, vlen)`` of this blob's types of ``kind`` (only unnamed ones if ``named`` is False)."""
-        words = self._words
-        for i, w in enumerate(self._offs):
-            info = words[w + 1]
-            if info >> 24 & 0x1F == kind and (named is None or bool(words[w]) == named):
-                yield self.start_id + i, info & 0xFFFF
 
     def enumerator(self, name: str) -> List[Tuple[int, int]]:
         """``(enum type id, index)`` of every enumerator called ``name`` in this blob."""
-        if self._enumerators is None:
-            idx: Dict[int, List[Tuple[int, int]]] = {}
-            words = self._words
-            for i, w in enumerate(self._offs):
-                info = words[w + 1]
-                kind = info >> 24 & 0x1F
+        found = self._enum_found.get(name)
+        if found is not None:
+            return found
+        found = []
+        for off in self._all_name_offsets(name):
+            for tid, word in self.hits(off):
+                kind, vlen = self.entry(tid)[:2]
                 if kind == ENUM or kind == ENUM64:
                     step = 2 if kind == ENUM else 3
-                    tid = self.start_id + i
-                    for j, noff in enumerate(words[w + 3 : w + 3 + step * (info & 0xFFFF) : step]):
-                        idx.setdefault(noff, []).append((tid, j))
-            self._enumerators = idx
-        out: List[Tuple[int, int]] = []
-        for off in self._all_name_offsets(name):
-            out += self._enumerators.get(off, ())
-        return out
+                    if word >= 3 and (word - 3) % step == 0 and (word - 3) // step < vlen:
+                        found.append((tid, (word - 3) // step))
+        self._enum_found[name] = found
+        return found
 
     def ids(self) -> range:
         return range(self.start_id, self.end_id)
@@ -496,24 +499,25 @@ class BtfTypes:
         out = []
         want = list(members)
         for blob in self._blobs():
-            for tid, vlen in blob.scan(STRUCT, named=False):
-                if vlen != len(want):
-                    continue
-                data, pos = blob.trailer(tid)
-                names = [blob.string(_U32.unpack_from(data, pos + 12 * i)[0]) for i in range(vlen)]
-                if names == want:
-                    out.append((blob, tid))
+            for off in blob._all_name_offsets(want[0]) if want else ():
+                for tid, word in blob.hits(off):
+                    if word != 3 or blob.owner(tid) is not blob:
+                        continue
+                    kind, vlen, _kflag, name_off, _st = blob.entry(tid)
+                    if kind != STRUCT or name_off or vlen != len(want):
+                        continue
+                    data, pos = blob.trailer(tid)
+                    names = [blob.string(_U32.unpack_from(data, pos + 12 * i)[0]) for i in range(vlen)]
+                    if names == want:
+                        out.append((blob, tid))
         return out
 
     def find_arrays_of(self, blob: Btf, elem: int) -> List[Tuple[Btf, int]]:
-        """Array types (of any length) whose element type is ``elem``."""
+        """Array types (of any length) whose element type is ``elem`` (a type of ``blob``)."""
         out = []
-        for b in self._blobs():
-            if b is not blob and b.base is not blob and blob.base is not b:
-                continue
-            for tid, _ in b.scan(ARRAY):
-                data, pos = b.trailer(tid)
-                if _U32.unpack_from(data, pos)[0] == elem:
+        for b in [blob] + [m for m in self.modules if m.base is blob]:
+            for tid, word in b.hits(elem):
+                if word == 3 and b.entry(tid)[0] == ARRAY:
                     out.append((b, tid))
         return out
 
