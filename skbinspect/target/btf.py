@@ -238,8 +238,8 @@ class Btf:
             return []
         if key in self._strdups:
             return self._strdups[key]
-        off = self._strindex.get(key)
-        return [] if off is None else [off]
+        found = self._strindex.get(key)
+        return [] if found is None else [found]
 
     def _all_name_offsets(self, name: str) -> List[int]:
         out: List[int] = []
