@@ -27,6 +27,8 @@ from tests.conftest import lab_vmcore_for, run_skbinspect
 from tests.test_target import assert_clean_error
 from tests.vmcores.config import KERNELS, kernel_names
 from tests.vmcores.corrupt import _loads
+from tests.vmcores.kdump import kdump_compressed
+from tests.vmcores.kernels import LabError
 from tests.vmcores.lab import LabVmcore
 
 #: every command and option set of the byte-identity baseline
@@ -146,6 +148,38 @@ def test_btf_gives_the_same_outputs_as_dwarf(name: str, mode: str) -> None:
             assert "debug_sources" not in dw and bt["debug_sources"] == sources
         else:
             assert "BTF from the dump" in g_out
+
+
+def assert_same_outputs(
+    want: Dict[Tuple[str, bool], Tuple[int, str, str]],
+    got: Dict[Tuple[str, bool], Tuple[int, str, str]],
+    what: str,
+) -> None:
+    for (cmd, js), (rc, out, err) in want.items():
+        g_rc, g_out, g_err = got[(cmd, js)]
+        which = f"{what}: {'--json ' if js else ''}{cmd}"
+        assert g_rc == rc == 0, (which, g_err)
+        if cmd != "info":
+            assert g_out == out, which
+            assert g_err == err, which
+        elif js:
+            assert without_debug_fields(json.loads(g_out)) == without_debug_fields(json.loads(out)), which
+
+
+@pytest.mark.parametrize("name", btf_kernels())
+def test_kdump_compressed_dump(name: str) -> None:
+    """The same dump compressed by makedumpfile: BTF from it gives what DWARF gives."""
+    lab = lab_vmcore_for(name)
+    try:
+        kdump = kdump_compressed(lab)
+    except LabError as e:
+        pytest.fail(f"no kdump-compressed dump for {name}: {e}", pytrace=False)
+    dwarf = open_target(kdump, symbols=lab.symbols, default_symbols=False, types="dwarf")
+    btf = open_target(kdump, default_symbols=False)
+    assert btf.vmcore is not None and btf.vmcore.format == "kdump"
+    assert btf.debug.sources["vmlinux"] == {"types": "BTF from the dump", "symbols": "kallsyms from the dump"}
+    assert all(m.btf == "BTF from the dump" for m in btf.debug.modules.values())
+    assert_same_outputs(all_outputs(dwarf), all_outputs(btf), f"{name} kdump")
 
 
 @pytest.mark.parametrize("name", btf_kernels())
