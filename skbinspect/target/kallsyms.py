@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import drgn
 
@@ -125,11 +125,3 @@ def symbol_extent(prog: drgn.Program, address: int) -> Optional[int]:
         prog.cache[_SYMBOL_EXTENTS_KEY] = starts
     i = bisect.bisect_right(starts, address)
     return starts[i] - address if i < len(starts) else None
-
-
-def vmcoreinfo(prog: drgn.Program) -> Dict[str, str]:
-    try:
-        raw = prog["VMCOREINFO"].string_().decode(errors="replace")
-    except (KeyError, LookupError, drgn.FaultError):
-        return {}
-    return dict(line.split("=", 1) for line in raw.splitlines() if "=" in line)

@@ -205,6 +205,11 @@ class Target:
         if not self.debug.module_ok(name):
             raise DebugInfoError(
                 f"module {name} is loaded but its debug info was not found, so its devices cannot be read. "
+                + (
+                    "Nor does the kernel have BTF for it (module BTF needs Linux 5.11+ with CONFIG_DEBUG_INFO_BTF_MODULES). "
+                    if self.debug.sources
+                    else ""
+                )
                 + debug_package_hint(self.release, local_kernel_version(self.kind))
                 + (
                     " Tried: " + ", ".join(self.debug.modules[name].tried)

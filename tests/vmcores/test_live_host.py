@@ -236,8 +236,25 @@ def test_without_dbg_files_every_command_gives_the_same_output(live_host_lab: La
         if name.startswith("ring"):  # the modules' types: the package is named
             assert r["rc"] == 3 and f"linux-image-{lab.truth['release']}-dbg" in r["stderr"]
         return
-    assert ok_stdout(lab, f"btf-{name}") == ok_stdout(lab, name)
+    if name in ("ring", "report-json"):
+        assert _without_freed_memory(ok_json(lab, f"btf-{name}")) == _without_freed_memory(ok_json(lab, name))
+    else:
+        assert ok_stdout(lab, f"btf-{name}") == ok_stdout(lab, name)
     assert run_of(lab, f"btf-{name}")["stderr"] == run_of(lab, name)["stderr"]
+
+
+def _without_freed_memory(out: Dict[str, Any]) -> Dict[str, Any]:
+    """What ring and report decode from freed skbs (stale ring slots, stale skbs of a report) is memory
+    the running kernel reuses between two runs (the runs themselves allocate): keep only where it is."""
+    out = json.loads(json.dumps(out))
+    for d in out.get("devices", ()):
+        for q in d.get("queues", ()):
+            q["stale_entries"] = [
+                {"index": e.get("index"), "address": e.get("address")} for e in q["stale_entries"]
+            ]
+    for v in out.get("verdicts", ()):
+        v["stale_skbs"] = [{"address": s["address"], "ts_s": s.get("ts_s")} for s in v.get("stale_skbs", ())]
+    return out
 
 
 def test_without_dbg_files_info_says_where_types_came_from(live_host_lab: LabVmcore) -> None:
