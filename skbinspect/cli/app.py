@@ -43,13 +43,16 @@ class State:
     _target: Optional[Target] = field(default=None, repr=False)
     # Set when running inside drgn: the session's program is used instead of opening a target.
     prog_factory: Optional[Callable[[], Target]] = None
+    types: str = "auto"  # --types: auto, dwarf or btf
 
     def target(self) -> Target:
         if self._target is None:
             if self.prog_factory is not None:
                 self._target = self.prog_factory()
             else:
-                self._target = open_target(self.core, self.qemu, self.symbols, self.default_symbols)
+                self._target = open_target(
+                    self.core, self.qemu, self.symbols, self.default_symbols, types=self.types
+                )
         return self._target
 
 
@@ -71,6 +74,14 @@ pass_state = click.make_pass_decorator(State)
     help="Debug info: a vmlinux or module .ko file, or a directory to search. Repeatable.",
 )
 @click.option("--no-default-symbols", is_flag=True, help="Do not search the standard debug-info places.")
+@click.option(
+    "--types",
+    type=click.Choice(["auto", "dwarf", "btf"]),
+    default="auto",
+    show_default=True,
+    help="Where types come from: DWARF debug info where found and the kernel's own BTF and kallsyms for "
+    "the rest (auto), or only one of them.",
+)
 @click.option("--json", "json_", is_flag=True, help="Machine-readable JSON output (every command).")
 @click.option(
     "--color",
@@ -87,6 +98,7 @@ def cli(
     qemu: Optional[str],
     symbols: Tuple[str, ...],
     no_default_symbols: bool,
+    types: str,
     json_: bool,
     color: str,
 ) -> None:
@@ -94,7 +106,7 @@ def cli(
     kernel's kfree_skb trace, on a live kernel, in a vmcore, or in a running QEMU guest."""
     set_color(color)
     if ctx.obj is None:
-        ctx.obj = State(core, qemu, symbols, not no_default_symbols, json_)
+        ctx.obj = State(core, qemu, symbols, not no_default_symbols, json_, types=types)
         ctx.call_on_close(lambda: _finish(ctx.obj))
     else:  # inside drgn: keep the session's program; take --json, and -s to add debug files to it
         if core or qemu:

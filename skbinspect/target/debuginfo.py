@@ -60,6 +60,7 @@ class ModuleDebugInfo:
     name: str
     path: Optional[str]  # debug file used, None if missing
     tried: List[str] = field(default_factory=list)  # candidate files that did not match (build ID)
+    btf: Optional[str] = None  # where its BTF came from, when that stands in for missing DWARF
 
 
 @dataclass
@@ -70,15 +71,17 @@ class DebugInfoReport:
     vmlinux: Optional[str]
     vmlinux_tried: List[str] = field(default_factory=list)
     modules: Dict[str, ModuleDebugInfo] = field(default_factory=dict)  # loaded needed modules only
+    # where types and symbols came from, per module ("vmlinux" too), when BTF or kallsyms were used
+    sources: Dict[str, Dict[str, str]] = field(default_factory=dict)
 
     @property
     def missing_modules(self) -> List[str]:
-        return [m.name for m in self.modules.values() if m.path is None]
+        return [m.name for m in self.modules.values() if m.path is None and m.btf is None]
 
     def module_ok(self, name: str) -> bool:
-        """True if ``name`` is not loaded (nothing to read) or its debug info was loaded."""
+        """True if ``name`` is not loaded (nothing to read) or its debug info (or BTF) was loaded."""
         m = self.modules.get(name)
-        return m is None or m.path is not None
+        return m is None or m.path is not None or m.btf is not None
 
 
 def debug_package_hint(release: str, version: Optional[str] = None) -> str:

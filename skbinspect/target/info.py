@@ -41,13 +41,18 @@ class TargetInfo:
     panic_message: Optional[str] = None
     vmcore_format: Optional[str] = None
     warnings: List[str] = field(default_factory=list)
+    # only when BTF or kallsyms were used: module ("vmlinux" too) -> {"types": where, "symbols": where}
+    debug_sources: Optional[Dict[str, Dict[str, str]]] = None
 
     @property
     def missing_debug_info(self) -> List[str]:
-        return [m.name for m in self.modules if m.loaded and not m.debug_file]
+        sources = self.debug_sources or {}
+        return [m.name for m in self.modules if m.loaded and not m.debug_file and m.name not in sources]
 
     def to_json(self) -> Dict[str, Any]:
         d = asdict(self)
+        if d["debug_sources"] is None:
+            del d["debug_sources"]  # DWARF only: the output stays as it always was
         d["missing_debug_info"] = self.missing_debug_info
         return d
 
@@ -97,6 +102,7 @@ def target_info(target: Target, panic: bool = True) -> TargetInfo:
         modules=modules,
         vmcore_format=target.vmcore.format if target.vmcore else None,
         warnings=warnings,
+        debug_sources=dict(target.debug.sources) or None,
     )
     if "CRASHTIME" in (vmci := _vmcoreinfo(prog)):
         try:

@@ -19,6 +19,7 @@ from typing import BinaryIO, List, Optional, Sequence, Tuple
 import drgn
 
 from skbinspect.errors import DebugInfoError, SkbinspectError, TargetError
+from skbinspect.target.btfsource import TYPE_MODES, BtfUnavailable, no_types_message, use_btf
 from skbinspect.target.debuginfo import (
     DebugInfoReport,
     debug_package_hint,
@@ -231,6 +232,11 @@ class Target:
         if not self.debug.module_ok(name):
             raise DebugInfoError(
                 f"module {name} is loaded but its debug info was not found, so its devices cannot be read. "
+                + (
+                    "Nor does the kernel have BTF for it (module BTF needs Linux 5.11+ with CONFIG_DEBUG_INFO_BTF_MODULES). "
+                    if self.debug.sources
+                    else ""
+                )
                 + debug_package_hint(self.release, local_kernel_version(self.kind))
                 + (
                     " Tried: " + ", ".join(self.debug.modules[name].tried)
@@ -293,9 +299,15 @@ def _release(prog: drgn.Program) -> str:
 
 
 def target_from_program(
-    prog: drgn.Program, symbols: Sequence[str] = (), default_symbols: bool = True, kind: Optional[str] = None
+    prog: drgn.Program,
+    symbols: Sequence[str] = (),
+    default_symbols: bool = True,
+    kind: Optional[str] = None,
+    types: str = "auto",
 ) -> Target:
-    """Wrap an already-set drgn program (e.g. inside a drgn session), loading what debug info is missing."""
+    """Wrap an already-set drgn program (e.g. inside a drgn session), loading what debug info is missing.
+
+    :param types: ``auto``, ``dwarf`` or ``btf``, as for :func:`open_target`."""
     if kind is None:
         if prog.flags & drgn.ProgramFlags.IS_LIVE:
             kind = (
@@ -305,10 +317,9 @@ def target_from_program(
             kind = "vmcore"
     source = getattr(prog, "core_dump_path", None) or kind
     release = _release(prog)
-    report = load_debug_info(prog, release, symbols, default_symbols)
-    if report.vmlinux is None:
-        _raise_no_vmlinux(prog, release, report, kind)
-    return Target(prog, kind, str(source), release, report)
+    warnings: List[str] = []
+    report = _load_types(prog, kind, release, symbols, default_symbols, types, warnings)
+    return Target(prog, kind, str(source), release, report, warnings=warnings)
 
 
 def local_kernel_version(kind: str) -> Optional[str]:
@@ -347,16 +358,53 @@ def _raise_no_vmlinux(prog: drgn.Program, release: str, report: DebugInfoReport,
     )
 
 
+def _load_types(
+    prog: drgn.Program,
+    kind: str,
+    release: str,
+    symbols: Sequence[str],
+    default_symbols: bool,
+    types: str,
+    warnings: List[str],
+) -> DebugInfoReport:
+    """DWARF (unless ``types`` is ``btf``), then BTF and kallsyms for what it lacks (unless ``dwarf``)."""
+    if types not in TYPE_MODES:
+        raise TargetError(f"--types {types}: expected one of {', '.join(TYPE_MODES)}.")
+    if types == "btf":
+        report = DebugInfoReport(release=release, vmlinux=None)
+    else:
+        report = load_debug_info(prog, release, symbols, default_symbols)
+    if types != "dwarf":
+        try:
+            use_btf(prog, kind, release, report, types, warnings)
+        except BtfUnavailable as e:
+            if report.vmlinux_tried and types == "auto":
+                _raise_no_vmlinux(prog, release, report, kind)
+            raise DebugInfoError(no_types_message(release, local_kernel_version(kind), types, str(e)))
+        if report.vmlinux is None and report.vmlinux_tried:
+            warnings.append(
+                "the debug info given does not match the kernel: "
+                + ", ".join(report.vmlinux_tried)
+                + "; types come from the kernel's BTF instead."
+            )
+    if report.vmlinux is None and not report.sources:
+        _raise_no_vmlinux(prog, release, report, kind)
+    return report
+
+
 def open_target(
     core: Optional[str] = None,
     qemu: Optional[str] = None,
     symbols: Sequence[str] = (),
     default_symbols: bool = True,
+    types: str = "auto",
 ) -> Target:
     """Open the live kernel (default), a vmcore (``core``) or a QEMU guest (``qemu``) with debug info.
 
     :param symbols: ``-s`` paths: vmlinux or module debug files, or directories to search.
     :param default_symbols: also search the standard places.
+    :param types: where types come from: ``auto`` (DWARF where found, the kernel's BTF and kallsyms for
+        the rest), ``dwarf`` (only DWARF), ``btf`` (only BTF and kallsyms).
     :raises TargetError: the target cannot be opened (message says why and what to do).
     :raises DebugInfoError: no matching vmlinux debug info.
     """
@@ -381,7 +429,7 @@ def open_target(
     _set_target(prog, kind, source)
     release = _release(prog)
     try:
-        report = load_debug_info(prog, release, symbols, default_symbols)
+        report = _load_types(prog, kind, release, symbols, default_symbols, types, warnings)
     except (drgn.FaultError, ValueError, OverflowError) as e:
         raise TargetError(
             f"reading the module list of {source} failed ({e}); the dump may be truncated or corrupt."
@@ -392,8 +440,6 @@ def open_target(
         raise TargetError(
             f"loading the debug info for {source} failed: {e}. The dump may be truncated or corrupt."
         )
-    if report.vmlinux is None:
-        _raise_no_vmlinux(prog, release, report, kind)
     _probe_memory(prog, source)
     for name in report.missing_modules:
         warnings.append(

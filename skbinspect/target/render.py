@@ -54,7 +54,12 @@ def render_info(info: TargetInfo, out: Optional[Console] = None) -> None:
         t.add_row("panic", info.panic_message or "none found in the kernel log")
     else:
         t.add_row("kernel clock", _time(info.kernel_time))
-    t.add_row("vmlinux debug info", info.vmlinux_debug_file or "MISSING")
+    sources = info.debug_sources or {}
+    if info.vmlinux_debug_file is None and "vmlinux" in sources:
+        t.add_row("vmlinux types", sources["vmlinux"]["types"] + " (no debug info)")
+        t.add_row("vmlinux symbols", sources["vmlinux"]["symbols"])
+    else:
+        t.add_row("vmlinux debug info", info.vmlinux_debug_file or "MISSING")
     key_w = max(len(k) for k, _ in rows)
     if not getattr(out, "plain", False) and key_w + 2 + max(len(v) for _, v in rows) > out.width:
         # narrower than a path: one line per row, never broken inside a word (the terminal wraps the
@@ -68,13 +73,14 @@ def render_info(info: TargetInfo, out: Optional[Console] = None) -> None:
         for k, v in rows:
             g.add_row(k, v)
         out.print(g)
-    paths = [m.debug_file or "" for m in info.modules]
+    paths = [m.debug_file or sources.get(m.name, {}).get("types") or "" for m in info.modules]
     if not getattr(out, "plain", False) and 26 + max(map(len, paths), default=0) > out.width:
         out.print("[italic]modules skbinspect reads[/italic]")
         name_w = max([len("module")] + [len(m.name) for m in info.modules])
         out.print(Text(f"{'module':<{name_w}}  loaded  debug info", style="bold"), soft_wrap=True)
         for m in info.modules:
-            debug = "-" if not m.loaded else (m.debug_file or "MISSING")
+            btf = sources.get(m.name, {}).get("types")
+            debug = "-" if not m.loaded else (m.debug_file or btf or "MISSING")
             out.print(Text(f"{m.name:<{name_w}}  {'yes' if m.loaded else 'no':<6}  {debug}"), soft_wrap=True)
         for w in info.warnings:
             out.print(f"[yellow]warning:[/yellow] {w}")
@@ -87,7 +93,8 @@ def render_info(info: TargetInfo, out: Optional[Console] = None) -> None:
         if not m.loaded:
             mt.add_row(m.name, "no", "-")
         else:
-            mt.add_row(m.name, "yes", m.debug_file or "[red]MISSING[/red]")
+            btf = sources.get(m.name, {}).get("types")
+            mt.add_row(m.name, "yes", m.debug_file or btf or "[red]MISSING[/red]")
     out.print(mt)
     for w in info.warnings:
         out.print(f"[yellow]warning:[/yellow] {w}")

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Iterable
 
 from tests.vmcores.kernels import LabError
+from tests.vmcores.lab import LabVmcore
 
-__all__ = ["kdump_of", "exclude_pages", "kdump_layout"]
+__all__ = ["kdump_compressed", "kdump_of", "exclude_pages", "kdump_layout"]
 
 _HDR = struct.Struct("<8si390s6x16sIiiIIIIIIi")
 
@@ -77,6 +78,16 @@ def kdump_of(vmcore: str, vmlinux: str, dump_level: int = 31) -> Path:
             raise LabError(f"makedumpfile failed ({p.returncode}): {p.stdout[-500:]} {p.stderr[-500:]}")
         shutil.move(str(part), out)
     return out
+
+
+def kdump_compressed(lab: "LabVmcore") -> str:
+    """The lab vmcore as makedumpfile's kdump-compressed format (``KDUMP   `` signature), nothing filtered
+    out (``-d 0``), made once: for the tests that read that format (BTF mode among them)."""
+    out = kdump_of(lab.vmcore, lab.kernel.debug_vmlinux, dump_level=0)
+    with open(out, "rb") as f:
+        if f.read(8) != b"KDUMP   ":
+            raise LabError(f"makedumpfile did not write a kdump-compressed file: {out}")
+    return str(out)
 
 
 def kdump_layout(path: Path) -> dict:

@@ -179,6 +179,8 @@ def test_module_without_debug_info_still_lists_devices(lab_vmcore: LabVmcore) ->
         "-c",
         lab_vmcore.vmcore,
         "--no-default-symbols",
+        "--types",
+        "dwarf",  # else the modules' BTF fills in (tests/vmcores/test_btf.py)
         "-s",
         lab_vmcore.kernel.debug_vmlinux,
         "--json",

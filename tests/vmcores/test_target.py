@@ -20,7 +20,8 @@ def test_missing_symbols_path(tmp_path: Path, default_lab_vmcore: LabVmcore) -> 
 
 def test_no_vmlinux_debug_info_names_the_package(default_lab_vmcore: LabVmcore) -> None:
     lab = default_lab_vmcore
-    p = run_skbinspect("-c", lab.vmcore, "--no-default-symbols", "info")
+    # --types dwarf: without it the kernel's BTF stands in (tests/vmcores/test_btf.py)
+    p = run_skbinspect("-c", lab.vmcore, "--no-default-symbols", "--types", "dwarf", "info")
     err = assert_clean_error(p, "no debug info", code=3)
     release = lab.truth["release"]
     assert f"apt-get install linux-image-{release}-dbg" in err
@@ -32,7 +33,9 @@ def test_mismatched_vmlinux_build_id(default_lab_vmcore: LabVmcore) -> None:
 
     other = next(n for n in KERNELS if n != DEFAULT_KERNEL)
     wrong = lab_kernel(other).debug_vmlinux
-    p = run_skbinspect("-c", default_lab_vmcore.vmcore, "--no-default-symbols", "-s", wrong, "info")
+    p = run_skbinspect(
+        "-c", default_lab_vmcore.vmcore, "--no-default-symbols", "--types", "dwarf", "-s", wrong, "info"
+    )
     err = assert_clean_error(p, "does not match", wrong, code=3)
     bid = elf_build_id(wrong)
     assert bid is not None and bid.hex() in err
@@ -41,7 +44,15 @@ def test_mismatched_vmlinux_build_id(default_lab_vmcore: LabVmcore) -> None:
 def test_missing_module_debug_info_is_named_and_info_still_works(default_lab_vmcore: LabVmcore) -> None:
     lab = default_lab_vmcore
     p = run_skbinspect(
-        "-c", lab.vmcore, "--no-default-symbols", "-s", lab.kernel.debug_vmlinux, "--json", "info"
+        "-c",
+        lab.vmcore,
+        "--no-default-symbols",
+        "--types",
+        "dwarf",
+        "-s",
+        lab.kernel.debug_vmlinux,
+        "--json",
+        "info",
     )
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout)

@@ -9,6 +9,7 @@
 # 2. finish: traffic flowing on taplive (a reader consuming queue 0, queue 1 unread) while skbinspect
 #    runs `--json ring --entries` $RUNS times in a row; then as a non-root user; then with the -dbg
 #    files gone.  Every run's stdout, stderr, exit code and wall time go to /out/skbinspect/.
+#    In step 1 every run is made again without the -dbg files (BTF and kallsyms), as btf-NAME.
 
 RUNS=${skblab_runs:-50}
 S=/out/skbinspect
@@ -56,6 +57,33 @@ wait_host() {
     skb trace-text trace --stacks
     skb trace-skbinst-text trace --stacks --instance skbinst
     skb ring-text ring tap0
+    skb drops-json --json drops
+    skb report-json --json report
+
+    # No debug package: the same runs with /usr/lib/debug unmounted, on the same frozen state (types from
+    # /sys/kernel/btf, symbols from /proc/kallsyms); then with kptr_restrict hiding /proc/kallsyms'
+    # addresses (kallsyms from kernel memory instead).  /usr/lib/debug is mounted again afterwards.
+    say "STEP skbinspect without the -dbg files"
+    umount /usr/lib/debug || fail "unmounting /usr/lib/debug"
+    [ -e /usr/lib/debug/boot ] && fail "/usr/lib/debug still populated"
+    skb btf-info info
+    skb btf-info-json --json info
+    skb btf-ring --json ring --entries --stale
+    skb btf-reasons --json reasons
+    skb btf-stats --json stats
+    skb btf-trace-json --json trace --stacks
+    skb btf-trace-skbinst-json --json trace --stacks --instance skbinst
+    skb btf-trace-text trace --stacks
+    skb btf-trace-skbinst-text trace --stacks --instance skbinst
+    skb btf-ring-text ring tap0
+    skb btf-drops-json --json drops
+    skb btf-report-json --json report
+    restrict=$(cat /proc/sys/kernel/kptr_restrict)
+    echo 2 > /proc/sys/kernel/kptr_restrict
+    skb btf-kptr-ring --json ring --entries --stale
+    skb btf-kptr-info-json --json info
+    echo "$restrict" > /proc/sys/kernel/kptr_restrict
+    mount --bind /sysroot/usr/lib/debug /usr/lib/debug || fail "mounting /usr/lib/debug again"
 }
 
 # Replaces init.sh's finish (lab.sh calls it after draining the rings).
