@@ -280,6 +280,8 @@ def drops_report(
             continue
         if t == cid:
             consumed += 1
+            if last_dev:  # the skb is freed: a later skb at its address is another one
+                last_dev.pop(TraceEvent(r, k, page).fields.get("skbaddr", 0), None)
             continue
         if t != kid:
             continue
@@ -337,7 +339,7 @@ def drops_report(
             span = g.stack_spans.get(st)
             g.stack_spans[st] = (ts, ts) if span is None else (span[0], ts)
         if last_dev:
-            device = last_dev.get(skbaddr)
+            device = last_dev.pop(skbaddr, None)  # freed: a later skb at this address is another one
             if device is not None:
                 groups[gk].devices[device] += 1
     for (gk, proto, pid), count in per.items():
