@@ -3,6 +3,7 @@
 #         queues whose FULL_RING drops the trace cannot tell apart per queue
 #   mt0   macvtap on veth v1, fed from its peer v0
 #   it0   ipvtap (L2) on veth v3, fed from its peer v2
+#   mt1   macvtap on veth v5, fed from v4 by the IP stack (fragmented pings): net events name v4/v5 only
 # The top-level trace records skb:kfree_skb, skb:consume_skb, net:net_dev_queue and net:netif_rx,
 # WITHOUT the stacktrace option: macvtap and ipvtap drops are told apart by net events and topology only.
 
@@ -35,12 +36,25 @@ idx=$(cat /sys/class/net/it0/ifindex)
 hold offlab-it tap /dev/tap$idx /run/offlab-it --comm it-holder
 skblab send v2 150 --start 900000 --pace 50 >> /out/senders
 
+# mt1: macvtap on veth v5, fed from v4 through the IP stack (dev_queue_xmit: a net_dev_queue on v4 and a
+# netif_rx on v5, none on mt1): big pings to mt1's MAC, each sent as fragments that fill its ring
+$IP link add v4 type veth peer name v5
+$IP link set v5 up
+$IP link set v4 up
+$IP link add link v5 name mt1 type macvtap mode bridge
+$IP link set mt1 txqueuelen 50 up
+idx=$(cat /sys/class/net/mt1/ifindex)
+hold offlab-mt1 tap /dev/tap$idx /run/offlab-mt1 --comm mt1-holder
+$IP addr add 10.9.4.1/24 dev v4
+$IP neigh add 10.9.4.2 lladdr $(cat /sys/class/net/mt1/address) dev v4 nud permanent
+ping -c 4 -s 60000 -W 1 -q 10.9.4.2 >> /out/senders 2>&1
+
 sleep 1
 echo 0 > $T/tracing_on
 sleep 1
 
 capture_common
-for h in offlab-mq offlab-mt offlab-it; do
+for h in offlab-mq offlab-mt offlab-it offlab-mt1; do
     mkdir -p /out/holders/$h
     ctl $h info /out/holders/$h/info > /dev/null
 done
@@ -48,7 +62,7 @@ cp /run/offlab-mq/*.reply /out/holders/offlab-mq/
 
 wait_host
 
-for h in offlab-mq offlab-mt offlab-it; do
+for h in offlab-mq offlab-mt offlab-it offlab-mt1; do
     ctl $h drain /out/holders/$h/drained > /dev/null
 done
 finish
