@@ -21,7 +21,10 @@ from skbinspect.ftrace.formats import decode_stack
 from skbinspect.ftrace.reader import TraceArray, TraceEvent, TraceReader, trace_reader
 from skbinspect.ftrace.skb_events import Symbolizer, reason_names, symbolizer
 
-__all__ = ["DropGroup", "DropsReport", "drops_report", "TIMELINE_BUCKETS"]
+__all__ = ["DropGroup", "DropsReport", "drops_report", "attribute_devices", "TIMELINE_BUCKETS"]
+
+#: The device kinds (``rtnl_link_ops.kind``) whose frames each tun/tap driver module drops on a full ring.
+DROPPING_KINDS = {"tun": ("tun",), "tap": ("macvtap", "ipvtap")}
 
 TIMELINE_BUCKETS = 48
 #: A group of drops: ``(reason value, location)`` (either None when the event lacks it).
@@ -52,6 +55,9 @@ class DropGroup:
     :ivar stacks: distinct stacks (tuples of return addresses) and how often each was recorded.
     :ivar stack_spans: each distinct stack's first and last time stamp.
     :ivar devices: ``"dev"`` or ``"dev queue N"`` -> count, from net events of the same skb in the buffer.
+    :ivar attributed: for drops in a tun/tap driver, the dropping device(s) the named devices lead to
+        (``"mt0 (via v0)"``, ``"mt0 or it0 (via br0)"``) -> count, by the devices read from the dump
+        (:mod:`skbinspect.tuntap.topology`); empty when no net event names a device.
     """
 
     reason: Optional[str]
@@ -67,6 +73,7 @@ class DropGroup:
         default_factory=dict
     )  # first, last time stamp
     devices: Counter = field(default_factory=Counter)
+    attributed: Counter = field(default_factory=Counter)
     tasks: Counter = field(default_factory=Counter)
     in_ns: bool = True
     _syms: Optional[Symbolizer] = field(default=None, repr=False, compare=False)
@@ -95,10 +102,11 @@ class DropGroup:
 
     @property
     def device_label(self) -> Optional[str]:
-        if not self.devices:
+        devices = self.attributed or self.devices
+        if not devices:
             return None
-        parts = [f"{d} ({n})" if len(self.devices) > 1 else d for d, n in self.devices.most_common(3)]
-        known = sum(self.devices.values())
+        parts = [f"{d} ({n})" if len(devices) > 1 else d for d, n in devices.most_common(3)]
+        known = sum(devices.values())
         s = ", ".join(parts)
         if known < self.count:
             s += f"; {self.count - known} unknown"
@@ -145,6 +153,7 @@ class DropGroup:
             "protocols": {str(k): v for k, v in self.protocols.most_common()},
             "tasks": dict(self.tasks.most_common(10)),
             "devices": dict(self.devices.most_common()),
+            **({"attributed_devices": dict(self.attributed.most_common())} if self.attributed else {}),
             "stacks": [{"count": c, "frames": f} for f, c in self.top_stacks(stacks)],
             "distinct_stacks": self.distinct_stacks,
         }
@@ -271,6 +280,8 @@ def drops_report(
             continue
         if t == cid:
             consumed += 1
+            if last_dev:  # the skb is freed: a later skb at its address is another one
+                last_dev.pop(TraceEvent(r, k, page).fields.get("skbaddr", 0), None)
             continue
         if t != kid:
             continue
@@ -328,7 +339,7 @@ def drops_report(
             span = g.stack_spans.get(st)
             g.stack_spans[st] = (ts, ts) if span is None else (span[0], ts)
         if last_dev:
-            device = last_dev.get(skbaddr)
+            device = last_dev.pop(skbaddr, None)  # freed: a later skb at this address is another one
             if device is not None:
                 groups[gk].devices[device] += 1
     for (gk, proto, pid), count in per.items():
@@ -362,6 +373,8 @@ def drops_report(
     if tr.lost:
         notes.append(f"the buffer lost {tr.lost} older events (it wrapped): earlier drops are not counted")
     notes += [f"skipped: {d}" for d in r.damage]
+    if any(g.devices for g in groups.values()):
+        notes += attribute_devices(prog, groups.values())
     ordered = sorted(groups.values(), key=lambda g: (-g.count, g.reason_label, g.location_symbol or ""))
     return DropsReport(
         tr,
@@ -378,3 +391,36 @@ def drops_report(
         notes,
         bool(want),
     )
+
+
+def attribute_devices(prog: drgn.Program, groups: Any, topo: Any = None) -> List[str]:
+    """Fill :attr:`DropGroup.attributed` for the groups of a tun/tap driver whose skbs net events name:
+    the named device when it is one of the driver's, else the driver's devices that the named device's
+    frames reach (a veth to its peer, a lower device to the macvtap/ipvtap on it, a bridge to its ports),
+    as :func:`skbinspect.report.correlate.build_report` ties them.  Returns notes."""
+    from skbinspect.tuntap.topology import read_topology
+
+    notes: List[str] = []
+    for g in groups:
+        sym = g.location_symbol or ""
+        mod = sym.rsplit("[", 1)[1][:-1] if sym.endswith("]") and "[" in sym else None
+        if mod not in DROPPING_KINDS or not g.devices:
+            continue
+        if topo is None:
+            try:
+                topo = read_topology(prog)
+            except (drgn.FaultError, LookupError, ValueError) as e:
+                notes.append(f"device topology unreadable: {e}")
+                return notes
+            notes += [f"device topology: {n}" for n in topo.notes]
+        targets = {n for n, kinds in topo.kinds.items() if kinds & set(DROPPING_KINDS[mod])}
+        for key, n in g.devices.items():
+            name = key.split(" queue ", 1)[0]
+            reach = sorted(topo.reach(name, targets))
+            if not reach or reach == [name]:
+                g.attributed[key] += n
+            else:
+                g.attributed[" or ".join(reach) + f" (via {name})"] += n
+        if all(" (via " not in k for k in g.attributed):
+            g.attributed.clear()  # the net events named the dropping devices themselves: nothing to add
+    return notes

@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 import drgn
 
 from skbinspect.errors import SkbinspectError
+from skbinspect.tuntap.topology import Topology, read_topology
 
 __all__ = [
     "DropRef",
@@ -39,7 +40,18 @@ __all__ = [
     "build_report",
     "ENQUEUE_FUNCTIONS",
     "MAX_STALE_PER_QUEUE",
+    "CAUSE_CODES",
 ]
+
+#: The stable codes of :attr:`QueueVerdict.cause_code` (``--json``), one per kind of cause.
+CAUSE_CODES = {
+    "reader-stalled": "the ring is full and the process holding the queue has not consumed",
+    "no-reader": "the ring is full and no process holds the queue",
+    "vhost-no-guest-buffers": "vhost-net took a batch from the ring and holds it: the guest posts no RX buffers",
+    "vhost-stalled": "the ring is full and its vhost-net worker has not consumed",
+    "reader-caught-up": "ring-full drops, but the ring is not full now",
+    "queues-unreadable": "ring-full drops on a device whose queues could not be read",
+}
 
 #: The function of each driver module that puts a frame in a queue's ptr_ring and frees it when the ring
 #: is full (drivers/net/tun.c tun_net_xmit(), drivers/net/tap.c tap_handle_frame(); 5.10 .. 7.x).  Used
@@ -83,12 +95,16 @@ class DropRef:
     first_s: Optional[float]
     last_s: Optional[float]
     rate_per_s: Optional[float]
-    tied_by: str  # "device" (the buffer names the skb's device), "driver" (the driver's only full queue),
-    # "stack" (the callers in the drops' stacks name the device kind); " (ambiguous)" when several could be it
+    tied_by: str  # "device" (the buffer names the skb's device), "topology (via DEV)" (the buffer names a
+    # device whose frames reach this one: a veth peer, a macvlan/ipvlan lower device, a bridge), "driver"
+    # (the driver's devices with a full queue), "stack" (the callers in the drops' stacks name the device
+    # kind); " (ambiguous)" when several devices could be it
+    candidates: List[str] = field(default_factory=list)  # the other devices these drops may belong to
 
     @property
     def ambiguous(self) -> bool:
-        """These drops may be another device's: they are counted for each device that could be the one."""
+        """These drops may be another device's (:attr:`candidates`): counted once, in
+        :attr:`Report.shared_drops`, not in any device's count."""
         return self.tied_by.endswith("(ambiguous)")
 
 
@@ -120,7 +136,10 @@ class QueueVerdict:
 
     :ivar full: the ring is full now (the kernel's test: ``queue[producer] != NULL``).
     :ivar drops: drop groups of the trace tied to this queue.
-    :ivar drop_count: their total.
+    :ivar drop_count: their total, without the drops that may be another device's
+        (:attr:`ambiguous_count`).
+    :ivar cause_code: the cause as a stable code (see :data:`CAUSE_CODES`).
+    :ivar vhost_batch: skbs a vhost-net worker took from this ring into its rxq batch and still holds.
     """
 
     device: str
@@ -144,6 +163,8 @@ class QueueVerdict:
     summary: str
     stale_skbs: List[StaleSkb] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    cause_code: str = ""
+    vhost_batch: int = 0
 
     @property
     def ambiguous_count(self) -> int:
@@ -159,7 +180,8 @@ class CounterCheck:
     counter: str
     counter_value: int
     trace_count: int
-    verdict: str  # "agree", "counter-higher", "trace-higher", "unknown" (counters not fully readable)
+    verdict: str  # "agree", "counter-higher", "trace-higher", "unattributed" (drops at the driver's drop
+    # site are tied to no device and may be the difference), "unknown" (counters not fully readable)
     explanation: str
 
 
@@ -209,6 +231,11 @@ class Report:
     device_counters: List[Dict[str, Any]]
     rules: List[Dict[str, str]]
     notes: List[str] = field(default_factory=list)
+    #: ring-full drops that may belong to several devices, counted once: reason, location_symbol, count,
+    #: candidates, tied_by
+    shared_drops: List[Dict[str, Any]] = field(default_factory=list)
+    #: ring-full drops at a driver's enqueue function tied to no device: function, module, count
+    unattributed_drops: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -227,12 +254,15 @@ RULES = [
         "name": "ring-full drops",
         "explanation": "A drop whose reason is FULL_RING, or (kernels without drop reasons) whose location is the "
         "driver's enqueue function (tun_net_xmit for tun/tap, tap_handle_frame for macvtap/ipvtap), "
-        "is tied to a full queue of that driver: to the device the trace names for the skb when a "
-        "net event of the same skb is in the buffer, else to the driver's full queue when it has "
-        "exactly one (with several, to each, marked ambiguous). macvtap and ipvtap both drop in "
-        "tap_handle_frame: their drops are told apart by the callers in each drop's recorded stack "
-        "(macvlan_* or ipvlan_*); drops without a telling stack go to each, marked ambiguous, and a "
-        "counter within the ambiguous range agrees.",
+        "is tied to a device of that driver: to the device a net event of the same skb names, or to "
+        "the one its frames reach through the devices read from the dump (a veth to its peer, a "
+        "macvlan/ipvlan lower device to the macvtap/ipvtap on it, a bridge to its ports); else to the "
+        "driver's devices with a full queue. macvtap and ipvtap both drop in tap_handle_frame: their "
+        "drops are told apart by the callers in each drop's recorded stack (macvlan_* or ipvlan_*). "
+        "Every drop is counted once: drops that may be one of several devices' are listed for each "
+        "as ambiguous but counted in none, and a counter within the ambiguous range agrees. On a "
+        "device with several full queues the trace does not record which queue a drop was for: its "
+        "drops are counted once, under its first full queue.",
     },
     {
         "name": "stalled reader",
@@ -404,14 +434,16 @@ def build_report(
     if dm is not None:
         notes += [f"drop_monitor: {n}" for n in dm.notes]
 
-    # ring-full drop groups per driver module, and the queues they can belong to
-    full_queues: Dict[str, List[Tuple[Any, Any]]] = {}
+    # ring-full drop groups per driver module, split into portions by the evidence of each drop, each
+    # portion counted once for the devices it can belong to
+    drv_devs: Dict[str, List[Any]] = {}
     for d in devs:
         mod = _KIND_MODULE.get(d.kind)
-        for q in d.queues:
-            if mod and q.ring.analysis.full:
-                full_queues.setdefault(mod, []).append((d, q))
-    tied: Dict[Tuple[str, Optional[int]], List[Tuple[Any, str, Optional[Tuple[int, int, int]]]]] = {}
+        if mod:
+            drv_devs.setdefault(mod, []).append(d)
+    topo: Optional[Topology] = None
+    portions: List[_Portion] = []
+    unattributed: Counter = Counter()  # driver module -> ring-full drops tied to no device
     tied_groups = set()
     if rep is not None:
         for gi, g in enumerate(rep.groups):
@@ -422,45 +454,50 @@ def build_report(
             ring_full = g.reason == "FULL_RING" if rep.has_reasons else fn == ENQUEUE_FUNCTIONS[mod]
             if not ring_full:
                 continue
-            named = {k.split(" queue ")[0] for k in g.devices}
-            cands = [(d, q) for d, q in full_queues.get(mod, []) if not named or d.name in named]
-            if named:
-                by = "device"
-            else:
-                by = "driver" if len(cands) == 1 else "driver (ambiguous)"
-            if not cands:
-                # Dropping, but no queue of this driver is full now (or its queues could not be read):
-                # tie to the devices the trace names, else to the driver's devices whose drop counter moved,
-                # else to all of the driver's devices.
-                drv = [d for d in devs if _KIND_MODULE.get(d.kind) == mod]
-                if named:
-                    pick = [d for d in devs if d.name in named]
-                else:
-                    # a device whose counters could not all be read may be dropping too
-                    pick = [
-                        d
-                        for d in drv
-                        if not dev_complete.get(d.name, False)
-                        or dev_totals.get(d.name, d.counters).get(_KIND_COUNTER.get(d.kind, ""), 0)
-                    ]
-                    pick = pick or drv
-                    by = "driver" if len(pick) == 1 else "driver (ambiguous)"
-                cands = [(d, None) for d in pick]
-            kinds = {d.kind for d, _ in cands}
-            split = _split_by_caller(g, kinds) if len(kinds) > 1 else None
-            for d, q in cands:
-                qi = q.index if q is not None else None
-                if split is None:
-                    tied.setdefault((d.name, qi), []).append((g, by, None))
-                    continue
-                same_kind = sum(1 for c, _ in cands if c.kind == d.kind)
-                if d.kind in split:
-                    tied.setdefault((d.name, qi), []).append(
-                        (g, "stack" if same_kind == 1 else "stack (ambiguous)", split[d.kind])
-                    )
-                if None in split:
-                    tied.setdefault((d.name, qi), []).append((g, "driver (ambiguous)", split[None]))
             tied_groups.add(gi)
+            targets = {d.name for d in drv_devs.get(mod, [])}
+            rest = g.count
+            for key, cnt in g.devices.most_common():
+                name, _, qs = key.partition(" queue ")
+                if name in targets:
+                    cands, by = {name}, "device"
+                else:
+                    if topo is None:
+                        topo = _topology(prog, notes)
+                    cands, by = topo.reach(name, targets), f"topology (via {name})"
+                if not cands or cnt <= 0:
+                    continue
+                queue = int(qs) if qs.isdigit() and name in targets else None
+                portions.append(_Portion(g, mod, cnt, g.first_ts, g.last_ts, sorted(cands), by, queue))
+                rest -= cnt
+            if rest <= 0:
+                continue
+            # the drops the trace names no (known) device for: the driver's devices with a full queue,
+            # else those whose drop counter moved (or could not all be read), else all of them
+            drv = drv_devs.get(mod, [])
+            pick = [d for d in drv if any(q.ring.analysis.full for q in d.queues)]
+            if not pick:
+                pick = [
+                    d
+                    for d in drv
+                    if not dev_complete.get(d.name, False)
+                    or dev_totals.get(d.name, d.counters).get(_KIND_COUNTER.get(d.kind, ""), 0)
+                ] or drv
+            if not pick:
+                unattributed[mod] += rest
+                continue
+            kinds = {d.kind for d in pick}
+            split = _split_by_caller(g, kinds) if len(kinds) > 1 and rest == g.count else None
+            if split is None:
+                portions.append(
+                    _Portion(g, mod, rest, g.first_ts, g.last_ts, [d.name for d in pick], "driver")
+                )
+                continue
+            for kind, (n, first_ts, last_ts) in split.items():
+                names = [d.name for d in pick if kind is None or d.kind == kind]
+                portions.append(
+                    _Portion(g, mod, n, first_ts, last_ts, names, "driver" if kind is None else "stack")
+                )
 
     # kfree_skb addresses: memory reuse and stale reads
     kaddrs: Dict[int, List[Tuple[int, Optional[str]]]] = {}
@@ -478,6 +515,10 @@ def build_report(
                     reused.append(ReusedSkb(a, len(kaddrs[a]), d.name, q.index, i))
 
     names_by_addr = {d.address: d.name for d in devs}
+    by_dev: Dict[str, List[_Portion]] = {}
+    for p in portions:
+        for name in p.candidates:
+            by_dev.setdefault(name, []).append(p)
     verdicts: List[QueueVerdict] = []
     for d in devs:
         ctr_name = _KIND_COUNTER.get(d.kind)
@@ -485,53 +526,80 @@ def build_report(
         if ctr_val is None and ctr_name:
             ctr_val = d.counters.get(ctr_name)
         qlist: List[Any] = list(d.queues) if d.queues else []
-        keys = [(q.index, q) for q in qlist] + ([(None, None)] if (d.name, None) in tied else [])
+        full_idx = [q.index for q in qlist if q.ring.analysis.full]
+        # each portion of this device's drops goes to one queue: the queue the trace names, else its only
+        # full queue, else (several full) the first full one, noted as split among them
+        per_q: Dict[Optional[int], List[_Portion]] = {}
+        for p in by_dev.get(d.name, []):
+            if p.queue is not None and p.queue in {q.index for q in qlist}:
+                qi: Optional[int] = p.queue
+            elif full_idx:
+                qi = full_idx[0]
+            else:
+                qi = None
+            per_q.setdefault(qi, []).append(p)
+        split_note = None
+        if len(full_idx) > 1 and any(p.queue is None for p in by_dev.get(d.name, [])):
+            split_note = (
+                f"split among queues {_and(full_idx)}; the trace does not record which: the drops are counted "
+                f"once, under queue {full_idx[0]}"
+            )
+        keys = [(q.index, q) for q in qlist] + ([(None, None)] if None in per_q else [])
         for qi, q in keys:
-            groups = tied.get((d.name, qi), [])
+            parts = per_q.get(qi, [])
             full = bool(q is not None and q.ring.analysis.full)
-            if not full and not groups:
+            batch = _vhost_batch(q)
+            if not full and not parts and not batch:
                 continue
             refs = []
-            for g, by, part in groups:
-                count, first_ts, last_ts = part if part is not None else (g.count, g.first_ts, g.last_ts)
-                rate = g.rate if part is None else _rate(count, first_ts, last_ts, in_ns)
+            for p in parts:
+                g = p.group
+                rate = (
+                    g.rate if (p.count, p.first_ts, p.last_ts) == (g.count, g.first_ts, g.last_ts) else None
+                )
+                if rate is None:
+                    rate = _rate(p.count, p.first_ts, p.last_ts, in_ns)
+                by = p.by + (" (ambiguous)" if len(p.candidates) > 1 else "")
+                others = [c for c in p.candidates if c != d.name]
                 refs.append(
                     DropRef(
                         g.reason,
                         "%#x" % g.location if g.location is not None else None,
                         g.location_symbol,
-                        count,
-                        _sec(first_ts, in_ns),
-                        _sec(last_ts, in_ns),
+                        p.count,
+                        _sec(p.first_ts, in_ns),
+                        _sec(p.last_ts, in_ns),
                         rate,
                         by,
+                        others,
                     )
                 )
-            n = sum(r.count for r in refs)
+            n = sum(r.count for r in refs if not r.ambiguous)
             first = min((r.first_s for r in refs if r.first_s is not None), default=None)
             last = max((r.last_s for r in refs if r.last_s is not None), default=None)
             span = last - first if first is not None and last is not None else None
-            rate = (n - 1) / span if span and n > 1 else None
+            nall = sum(r.count for r in refs)
+            rate = (nall - 1) / span if span and nall > 1 else None
             end_s = _sec(end_ts, in_ns)
             ago = end_s - last if last is not None and end_s is not None else None
             holders: List[Holder] = []
             if q is not None:
                 for h in q.holders:
                     holders.append(Holder(h.pid, h.comm, h.fd, _task_state(prog, h.pid)))
-                for v in q.vhost:
-                    if v.worker_pid is not None:
+                for vu in q.vhost:
+                    if vu.worker_pid is not None:
                         holders.append(
                             Holder(
-                                v.worker_pid,
-                                v.worker_comm or "?",
-                                v.fd,
-                                _task_state(prog, v.worker_pid),
+                                vu.worker_pid,
+                                vu.worker_comm or "?",
+                                vu.fd,
+                                _task_state(prog, vu.worker_pid),
                                 "vhost",
                             )
                         )
             size = q.ring.size if q is not None else 0
             live = q.live if q is not None else 0
-            cause = _cause(full, holders, first, n, readable=bool(d.queues))
+            cause, code = _cause_and_code(full, holders, first, nall, bool(d.queues), batch)
             v = QueueVerdict(
                 d.name,
                 d.ifindex,
@@ -552,6 +620,8 @@ def build_report(
                 ctr_val,
                 cause,
                 "",
+                cause_code=code,
+                vhost_batch=batch,
             )
             if q is None and not d.queues:
                 v.notes.append(
@@ -560,24 +630,23 @@ def build_report(
                 )
             if dev_unread.get(d.name) and ctr_name:
                 v.notes.append(f"{ctr_name} counts only what could be read: {'; '.join(dev_unread[d.name])}")
+            if split_note and qi == full_idx[0]:
+                v.notes.append(split_note)
+            elif split_note and qi in full_idx:
+                v.notes.append(f"its ring-full drops are counted under queue {full_idx[0]}: {split_note}")
             ambiguous = v.ambiguous_count
-            if ambiguous == n and ambiguous:
+            if ambiguous:
+                amb_devs = sorted({c for r in refs if r.ambiguous for c in r.candidates})
                 v.notes.append(
-                    "the trace does not name the device and several queues or devices of this driver "
-                    "could be the one: these drops are counted for each of them"
+                    f"{ambiguous} drops may be this device's or {_or(amb_devs)}'s: the trace does not tell "
+                    "them apart among several devices; they are counted once, not in this device's count"
                 )
-            elif ambiguous:
-                v.notes.append(
-                    f"{n - ambiguous} drops are tied to this device by the callers in their stacks; "
-                    f"{ambiguous} more have no telling stack and are counted for each device "
-                    "that could be the one"
-                )
-            if stale and q is not None and groups:
+            if stale and q is not None and parts:
                 v.stale_skbs = _stale_skbs(
                     prog,
                     kaddrs,
                     consumed,
-                    {_fn(g.location_symbol) for g, _, _ in groups},
+                    {_fn(p.group.location_symbol) for p in parts},
                     names_by_addr,
                     d.mode == "tap" or d.kind != "tun",
                     in_ns,
@@ -592,15 +661,24 @@ def build_report(
     per_dev: Counter = Counter()
     per_dev_ambiguous: Counter = Counter()  # drops that may be this device's or another's
     for v in verdicts:
-        per_dev[v.device] += v.drop_count
+        per_dev[v.device] += v.drop_count + v.ambiguous_count
         per_dev_ambiguous[v.device] += v.ambiguous_count
+    kind_of = {d.name: d.kind for d in devs}
     seen: Set[str] = set()
     for v in verdicts:
         if v.device in seen or v.counter is None or v.counter_value is None:
             continue
         seen.add(v.device)
+        mod = _KIND_MODULE.get(kind_of.get(v.device, ""), "")
         c = _counter_check(
-            v.device, v.counter, v.counter_value, per_dev[v.device], trace, per_dev_ambiguous[v.device]
+            v.device,
+            v.counter,
+            v.counter_value,
+            per_dev[v.device],
+            trace,
+            per_dev_ambiguous[v.device],
+            unattributed.get(mod, 0),
+            ENQUEUE_FUNCTIONS.get(mod, ""),
         )
         if not dev_complete.get(v.device, True) and c.verdict != "agree":
             c.verdict = "unknown"
@@ -614,6 +692,21 @@ def build_report(
                     f"{v.counter} {v.counter_value} counts only what was read"
                 )
         checks.append(c)
+
+    shared = [
+        {
+            "reason": p.group.reason,
+            "location_symbol": p.group.location_symbol,
+            "count": p.count,
+            "candidates": p.candidates,
+            "tied_by": p.by,
+        }
+        for p in portions
+        if len(p.candidates) > 1
+    ]
+    unattr = [
+        {"function": ENQUEUE_FUNCTIONS[m], "module": m, "count": n} for m, n in sorted(unattributed.items())
+    ]
 
     other, stacks = [], []
     if rep is not None:
@@ -644,7 +737,19 @@ def build_report(
                 )
         stacks = sorted(allst, key=lambda s: -s["count"])[:5]
     return Report(
-        release, verdicts, other, stacks, checks, reused, trace, softnet_moved, device_counters, RULES, notes
+        release,
+        verdicts,
+        other,
+        stacks,
+        checks,
+        reused,
+        trace,
+        softnet_moved,
+        device_counters,
+        RULES,
+        notes,
+        shared,
+        unattr,
     )
 
 
@@ -688,6 +793,47 @@ def _split_by_caller(g: Any, kinds: Set[str]) -> Optional[Dict[Optional[str], Tu
     return {k: (v[0], v[1], v[2]) for k, v in parts.items()}
 
 
+@dataclass
+class _Portion:
+    """Ring-full drops of one group with the same evidence: counted once, for one or several devices."""
+
+    group: Any  # DropGroup
+    module: str
+    count: int
+    first_ts: Optional[int]
+    last_ts: Optional[int]
+    candidates: List[str]
+    by: str
+    queue: Optional[int] = None
+
+
+def _topology(prog: drgn.Program, notes: List[str]) -> Topology:
+    try:
+        topo = read_topology(prog)
+    except (drgn.FaultError, LookupError, ValueError) as e:
+        notes.append(f"device topology unreadable: {e}")
+        return Topology()
+    notes += [f"device topology: {n}" for n in topo.notes]
+    return topo
+
+
+def _and(xs: List[Any]) -> str:
+    xs = [str(x) for x in xs]
+    return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
+
+
+def _or(xs: List[Any]) -> str:
+    xs = [str(x) for x in xs]
+    return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " or " + xs[-1]
+
+
+def _vhost_batch(q: Any) -> int:
+    """The skbs the queue's vhost-net users took into their rxq batch (``queue[head .. tail)``)."""
+    if q is None:
+        return 0
+    return sum(max(0, v.rxq_tail - v.rxq_head) for v in q.vhost)
+
+
 def _rate(n: int, first: Optional[int], last: Optional[int], in_ns: bool) -> Optional[float]:
     """Drops per second between the first and the last of ``n`` (None for one drop or no time)."""
     if n < 2 or first is None or last is None or not in_ns or last <= first:
@@ -718,6 +864,28 @@ def _cause(full: bool, holders: List[Holder], first: Optional[float], n: int, re
     )
 
 
+def _cause_and_code(
+    full: bool, holders: List[Holder], first: Optional[float], n: int, readable: bool, batch: int
+) -> Tuple[str, str]:
+    """The verdict's sentence and its :data:`CAUSE_CODES` code."""
+    if not readable:
+        return _cause(full, holders, first, n, False), "queues-unreadable"
+    workers = [h for h in holders if h.kind == "vhost"]
+    if batch and workers:
+        who = ", ".join(f"pid {h.pid} ({h.comm})" for h in workers)
+        s = (
+            f"the vhost-net worker {who} took {batch} skbs from the ring into its rxq batch and holds them: "
+            "the guest posts no RX buffers, so vhost-net stopped delivering"
+        )
+        if full:
+            s += "; the ring filled and every further frame is dropped"
+        return s, "vhost-no-guest-buffers"
+    if full:
+        code = "no-reader" if not holders else "vhost-stalled" if workers else "reader-stalled"
+        return _cause(full, holders, first, n), code
+    return _cause(full, holders, first, n), "reader-caught-up"
+
+
 def _summary(v: QueueVerdict) -> str:
     if v.queue is not None:
         q = f"queue {v.queue}"
@@ -728,18 +896,24 @@ def _summary(v: QueueVerdict) -> str:
     s = f"{v.device} {q}"
     if v.full:
         s += f" full ({v.live}/{v.size})"
-    if v.drop_count:
-        agg: Dict[Tuple[str, str], List[int]] = {}  # (reason, function) -> [count, of which ambiguous]
+    if v.drops:
+        agg: Dict[Tuple[str, str], List[int]] = {}  # (reason, function) -> [certain, maybe another's]
+        others: Dict[Tuple[str, str], Set[str]] = {}
         for r in v.drops:
-            a = agg.setdefault((r.reason or "drops", _fn(r.location_symbol)), [0, 0])
-            a[0] += r.count
+            key = (r.reason or "drops", _fn(r.location_symbol))
+            a = agg.setdefault(key, [0, 0])
+            a[1 if r.ambiguous else 0] += r.count
             if r.ambiguous:
-                a[1] += r.count
+                others.setdefault(key, set()).update(r.candidates)
         parts = []
         for (reason, fn), (n, amb) in agg.items():
-            parts.append(
-                f"{n} {reason} in {fn}" + (f" ({amb} of them maybe another device's)" if 0 < amb < n else "")
-            )
+            maybe = _or(sorted(others.get((reason, fn), ())) or ["another device"])
+            if n and amb:
+                parts.append(f"{n} {reason} in {fn} (and {amb} more that may be {maybe}'s)")
+            elif n:
+                parts.append(f"{n} {reason} in {fn}")
+            else:
+                parts.append(f"{amb} {reason} in {fn} that may be its or {maybe}'s")
         s += "; " + ", ".join(parts)
         if v.span_s is not None:
             s += f" over {v.span_s:.1f} s"
@@ -747,16 +921,27 @@ def _summary(v: QueueVerdict) -> str:
             s += f" ({v.rate_per_s:.0f}/s)"
         if v.ago_s is not None:
             s += f", the last {v.ago_s:.1f} s before the end of the trace"
+    elif any(n.startswith("its ring-full drops are counted under queue") for n in v.notes):
+        s += "; " + next(n for n in v.notes if n.startswith("its ring-full drops are counted under queue"))
     elif v.full:
         s += "; no drops of it in the trace"
     return s + "; " + v.cause
 
 
 def _counter_check(
-    dev: str, name: str, value: int, n: int, trace: Optional[TraceLimits], ambiguous: int = 0
+    dev: str,
+    name: str,
+    value: int,
+    n: int,
+    trace: Optional[TraceLimits],
+    ambiguous: int = 0,
+    unattributed: int = 0,
+    site: str = "",
 ) -> CounterCheck:
     """Compare a device's drop counter with the ``n`` trace drops tied to it, of which ``ambiguous`` may
-    be another device's (the trace could not tell them apart)."""
+    be another device's (the trace could not tell them apart).  ``unattributed`` drops at the driver's
+    drop site ``site`` are tied to no device: a higher counter is not called earlier than the trace
+    while they could be the difference."""
     if value == n:
         return CounterCheck(dev, name, value, n, "agree", f"{name} counts exactly the {n} drops in the trace")
     if ambiguous and n - ambiguous <= value <= n:
@@ -770,6 +955,15 @@ def _counter_check(
             f"{n - ambiguous} certainly, and {ambiguous} that the trace cannot tell apart from "
             "another device's",
         )
+    if value > n and unattributed:
+        why = (
+            f"{value - n} drops counted in {name} are not tied to {dev} in the trace, and {unattributed} "
+            f"ring-full drops at {site or 'the driver'} in the trace are unattributed (no device the trace "
+            "names leads to a tun/tap device): they may be these"
+        )
+        if value - n > unattributed:
+            why += f"; at least {value - n - unattributed} are earlier than the trace's oldest event"
+        return CounterCheck(dev, name, value, n, "unattributed", why)
     if value > n:
         why = f"{value - n} drops counted in {name} are not in the trace: earlier than its oldest event"
         if trace is not None and trace.lost:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from skbinspect.report.correlate import (
+    CAUSE_CODES,
     DropRef,
     Holder,
     QueueVerdict,
     TraceLimits,
     _cause,
+    _cause_and_code,
     _counter_check,
     _fn,
     _module,
@@ -61,3 +63,41 @@ def test_summary_names_queue_drops_and_reader() -> None:
     assert s.endswith(cause)
     assert "could not be read" in _cause(False, [], None, 5, readable=False)
     assert "nothing will consume" in _cause(True, [], None, 0)
+
+
+def test_unattributed_drops_are_not_called_earlier_than_the_trace() -> None:
+    """Issue 14: a higher counter is not "earlier than its oldest event" while drops at the driver's drop
+    site in the trace are tied to no device."""
+    tl = TraceLimits("top", 5, 9, 0, 1.0, 2.0, 3, 0, True)
+    c = _counter_check("mt0", "rx_dropped", 200, 0, tl, 0, 270, "tap_handle_frame")
+    assert c.verdict == "unattributed" and "270 ring-full drops at tap_handle_frame" in c.explanation
+    assert "earlier" not in c.explanation
+    c = _counter_check("mt0", "rx_dropped", 300, 0, tl, 0, 270, "tap_handle_frame")
+    assert c.verdict == "unattributed" and "at least 30 are earlier" in c.explanation
+
+
+def test_shared_drops_are_counted_once_in_the_summary() -> None:
+    amb = DropRef(
+        "FULL_RING", "0x1", "tap_handle_frame+0x319 [tap]", 19, 1.0, 2.0, None, "driver (ambiguous)"
+    )
+    amb.candidates = ["ipvtap0"]
+    sure = DropRef("FULL_RING", "0x1", "tap_handle_frame+0x319 [tap]", 181, 1.0, 2.0, None, "stack")
+    v = QueueVerdict(
+        "macvtap0", 3, "macvtap", 0, True, 500, 500, [], [amb, sure], 181, 1.0, 2.0, 1.0, None, 0.0,
+        "rx_dropped", 200, "x", "",
+    )  # fmt: skip
+    assert v.ambiguous_count == 19
+    assert "181 FULL_RING in tap_handle_frame (and 19 more that may be ipvtap0's)" in _summary(v)
+
+
+def test_cause_codes() -> None:
+    h = Holder(5, "qemu", 3, "S")
+    w = Holder(6, "vhost-5", 4, "S", "vhost")
+    assert _cause_and_code(True, [h], 1.0, 3, True, 0)[1] == "reader-stalled"
+    assert _cause_and_code(True, [], 1.0, 3, True, 0)[1] == "no-reader"
+    text, code = _cause_and_code(False, [h, w], None, 0, True, 64)
+    assert code == "vhost-no-guest-buffers" and "64 skbs" in text and "no RX buffers" in text
+    assert _cause_and_code(True, [h, w], 1.0, 3, True, 0)[1] == "vhost-stalled"
+    assert _cause_and_code(False, [h], 1.0, 3, True, 0)[1] == "reader-caught-up"
+    assert _cause_and_code(False, [], None, 3, False, 0)[1] == "queues-unreadable"
+    assert {c for c in CAUSE_CODES} >= {"reader-stalled", "vhost-no-guest-buffers"}

@@ -364,7 +364,7 @@ def build_vmcore(kernel: KernelFiles, boot: str = "lab", retries: int = 1) -> La
 
 
 #: The boots the test suite uses (built by ``python -m tests.vmcores build`` by default).
-TEST_BOOTS = ["lab", "vhost", "host"]
+TEST_BOOTS = ["lab", "vhost", "offlab", "host"]
 
 
 def build(names: List[str], boots: List[str] = TEST_BOOTS, jobs: int = 2) -> List[LabVmcore]:

@@ -37,6 +37,10 @@ def report_text(lab_vmcore: LabVmcore) -> str:
     return p.stdout
 
 
+def _unsure(v: Dict[str, Any]) -> int:
+    return sum(d["count"] for d in v["drops"] if d["tied_by"].endswith("(ambiguous)"))
+
+
 def _old(lab: LabVmcore) -> bool:
     return lab.kernel.release.startswith("5.10")
 
@@ -64,7 +68,7 @@ def test_drops_tied_to_full_queues_count_like_the_trace(
     truth = truth_kfree_counts(lab_vmcore)
     printed = list(truth["location"])
     verdicts = {v["device"]: v for v in report["verdicts"]}
-    shared: Dict[str, int] = {}  # location -> drops counted for both macvtap0 and ipvtap0
+    shared: Dict[str, int] = {}  # location -> drops that may be macvtap0's or ipvtap0's
     for dev, (_, fn) in LAB_FULL.items():
         v = verdicts[dev]
         assert v["drops"], dev
@@ -83,7 +87,8 @@ def test_drops_tied_to_full_queues_count_like_the_trace(
             assert sum(d["count"] for d in by_stack) == callers.get(kind, 0) > 0
             assert sum(d["count"] for d in unsure) == callers.get(None, 0)
             shared[key] = callers.get(None, 0)
-            assert v["drop_count"] == callers[kind] + callers.get(None, 0)
+            # issue 14: the shared drops are counted once (report["shared_drops"]), in neither device's count
+            assert v["drop_count"] == callers[kind]
         else:
             assert len(v["drops"]) == 1
             assert v["drops"][0]["count"] == v["drop_count"] == truth["location"][key]
@@ -96,13 +101,13 @@ def test_drops_tied_to_full_queues_count_like_the_trace(
             assert truth["location_reason"][f"{key}|FULL_RING"] == truth["location"][key]
         assert f"{v['drop_count']} {v['drops'][0]['reason'] or 'drops'} in {fn}" in v["summary"]
     # the rest of the trace's drops are the other groups, each counted like the trace: nothing lost, and
-    # nothing counted twice but the drops shared by macvtap0 and ipvtap0
+    # nothing counted twice (issue 14: the drops shared by macvtap0 and ipvtap0 are counted once)
     tied = sum(v["drop_count"] for v in report["verdicts"])
     other = sum(g["count"] for g in report["other_drops"])
-    extra = sum(shared.values())  # counted twice, once for each of the two devices
-    assert (
-        tied + other == sum(truth["location"].values()) + extra == report["trace"]["kfree_skb_events"] + extra
-    )
+    once = sum(s["count"] for s in report["shared_drops"])
+    assert once == sum(shared.values())
+    assert all(sorted(s["candidates"]) == ["ipvtap0", "macvtap0"] for s in report["shared_drops"])
+    assert tied + once + other == sum(truth["location"].values()) == report["trace"]["kfree_skb_events"]
     for g in report["other_drops"]:
         assert truth["location"][location_key(g["location"], g["location_symbol"], printed)] == g["count"]
     assert all(
@@ -120,9 +125,9 @@ def test_counters_agree_with_the_truth(lab_vmcore: LabVmcore, report: Dict[str, 
         direction, name = c["counter"].split("_", 1)
         assert links[dev]["stats64"][direction]["dropped"] == c["counter_value"]
         v = next(v for v in report["verdicts"] if v["device"] == dev)
-        assert c["trace_count"] == v["drop_count"]
         # drops the trace cannot tell apart from another device's (macvtap0/ipvtap0 without a telling stack)
         unsure = sum(d["count"] for d in v["drops"] if d["tied_by"].endswith("(ambiguous)"))
+        assert c["trace_count"] == v["drop_count"] + unsure
         n, value = c["trace_count"], c["counter_value"]
         want = (
             "agree"
@@ -208,9 +213,10 @@ def test_report_without_module_debug_info(lab_vmcore: LabVmcore) -> None:
         (key,) = {location_key(d["location"], d["location_symbol"], printed) for d in v["drops"]}
         if fn == "tap_handle_frame":  # shared by macvtap0 and ipvtap0: told apart by stack, the rest shared
             callers = truth_callers_at(lab_vmcore, key)
-            assert v["drop_count"] == callers[v["kind"]] + callers.get(None, 0)
+            assert v["drop_count"] + _unsure(v) == callers[v["kind"]] + callers.get(None, 0)
         else:
-            assert v["drop_count"] == truth["location"][key]
+            # issue 14: tap0's drops may be tapmq's too (no counter readable to tell): counted once, shared
+            assert v["drop_count"] + _unsure(v) == truth["location"][key]
     # the macvlan driver's counters need its module: no false "not counted" claim
     checks = {c["device"]: c for c in rep["counter_checks"]}
     assert checks["macvtap0"]["verdict"] in ("agree", "unknown")
