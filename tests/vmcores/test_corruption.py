@@ -301,10 +301,14 @@ def test_per_cpu_offsets_zeroed(copy: DamagedCopy) -> None:
         stats = json.loads(copy.ok("--json", "stats").stdout)
         report = copy.ok("report").stdout
     tap0 = _devices(out)["tap0"]
-    assert tap0["counters"] == {} and any("__per_cpu_offset" in n for n in tap0["notes"])
+    if copy.prog.type("struct net_device").has_member("core_stats"):  # 5.18+: per-CPU core_stats
+        assert tap0["counters"] == {} and any("__per_cpu_offset" in n for n in tap0["notes"])
+    else:  # net_device atomics: not per-CPU, still read
+        assert tap0["counters"]["tx_dropped"] > 0
     assert all(c["note"] and "__per_cpu_offset" in c["note"] for c in stats["softnet"]["cpus"])
     assert any("cannot be trusted" in n for n in stats["notes"])
-    assert "counts only what could be read" in report
+    if copy.prog.type("struct net_device").has_member("core_stats"):
+        assert "counts only what could be read" in report
 
 
 def test_bounded_walks_match_drgn(copy: DamagedCopy) -> None:
