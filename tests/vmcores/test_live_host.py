@@ -185,8 +185,8 @@ def _old_kernel(lab: LabVmcore) -> bool:
 
 
 def test_missing_dbg_package_is_named_only_where_needed(live_host_lab: LabVmcore) -> None:
-    """Without the -dbg files: 6.1+ reads its own BTF and kallsyms; 5.10 cannot read the modules' types
-    and names the package."""
+    """Without the -dbg files: 6.1+ reads its own BTF and kallsyms; 5.10 reads vmlinux's but has no
+    module BTF, so it names the package for the modules' part."""
     release = live_host_lab.truth["release"]
     r = run_of(live_host_lab, "nodbg")
     err = r["stderr"]
@@ -195,11 +195,12 @@ def test_missing_dbg_package_is_named_only_where_needed(live_host_lab: LabVmcore
         assert r["rc"] == 0, err
         assert "tap0" in r["stdout"] and "taplive" not in r["stdout"]
         return
-    assert r["rc"] == 3
-    assert r["stdout"] == ""
-    assert f"linux-image-{release}-dbg" in err and "module tun" in err
-    # nothing else: one message, no warnings from drgn or Python around it
-    assert not re.search(r"(?im)^(warning|drgn|\s*File \")", err), err
+    # 5.10: vmlinux's types from BTF, but none for the modules: tap0 is listed without its queues, and the
+    # warning names the package (exit 0: what can be read is)
+    assert r["rc"] == 0, err
+    assert "tap0" in r["stdout"] and "module tun has no debug info" in r["stdout"]
+    assert "module tun is loaded but has no debug info" in err and f"linux-image-{release}-dbg" in err
+    assert not re.search(r"(?im)^(drgn|\s*File \")", err), err
 
 
 # ---- without the -dbg files: BTF and kallsyms, on the same frozen state as the DWARF runs ------------------
@@ -233,8 +234,14 @@ def test_without_dbg_files_every_command_gives_the_same_output(live_host_lab: La
     if _old_kernel(lab) and name not in SAME_WITHOUT_DBG_5_10:
         r = run_of(lab, f"btf-{name}")
         assert "Traceback" not in r["stderr"] and r["rc"] in (0, 3), r
-        if name.startswith("ring"):  # the modules' types: the package is named
-            assert r["rc"] == 3 and f"linux-image-{lab.truth['release']}-dbg" in r["stderr"]
+        if name.startswith("ring"):  # no module types: devices without their queues, the package named
+            package = f"linux-image-{lab.truth['release']}-dbg"
+            if name == "ring":  # --json: the warnings are in the document
+                doc = ok_json(lab, f"btf-{name}")
+                assert any(package in w for w in doc["warnings"]), doc["warnings"]
+            else:
+                assert package in r["stderr"]
+            assert "module tun has no debug info" in ok_stdout(lab, f"btf-{name}")
         return
     if name in ("ring", "report-json"):
         assert _without_freed_memory(ok_json(lab, f"btf-{name}")) == _without_freed_memory(ok_json(lab, name))
@@ -291,8 +298,8 @@ def test_without_dbg_files_and_with_kallsyms_hidden(live_host_lab: LabVmcore) ->
 
 
 def test_time_with_and_without_dbg_files(live_host_lab: LabVmcore) -> None:
-    """Each run's wall time inside the guest (TCG), with the -dbg files and without: printed for the
-    record (pytest -s), and without them no slower than twice as slow."""
+    """Each run's wall time inside the guest (TCG), with the -dbg files and without (made one right after
+    the other): printed for the record (pytest -s), and without them no slower than twice as slow."""
     lab = live_host_lab
     names = SAME_WITHOUT_DBG_5_10 if _old_kernel(lab) else SAME_WITHOUT_DBG + ["info-json"]
     rows = [(n, run_of(lab, n)["seconds"], run_of(lab, f"btf-{n}")["seconds"]) for n in names]
