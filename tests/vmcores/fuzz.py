@@ -7,8 +7,9 @@ list links, the event and drop-reason tables, the PID xarray and the holders' fi
 list.  Each run damages one site of a copy of the dump (random bytes, zeros, 0xff, a flipped bit, a
 pointer swapped with another of its kind, NULL, LIST_POISON, a misaligned or unmapped pointer, a node
 linked to itself, two nodes linked to each other, 64 stacked VLAN tags in a frame), runs every command
-(``ring -e``, ``stats``, ``trace``, ``drops``, ``report``, as text and ``--json``) under a timeout, and
-puts the bytes back.  One copy per kernel is patched and restored in place.
+(``ring -e``, ``stats``, ``trace``, ``drops``, ``report``, as text and ``--json``) under a timeout (30 s
+of CPU in the worker, so that a busy machine does not pass for a hang; a worker that stops answering
+for 180 s without using it is killed), and puts the bytes back.  One copy per kernel is patched and restored in place.
 
 A run fails on: an exit status of 70 (an internal error) or a signal, a traceback, a timeout (a hang),
 ``--json`` output that is not JSON, or -- when the damage is confined to one device -- another tun/tap
@@ -43,7 +44,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 COMMANDS: List[List[str]] = [["ring", "-e"], ["stats"], ["trace"], ["drops"], ["report"]]
+#: Per command: CPU seconds in the worker (in-process), wall-clock seconds as a subprocess.
 TIMEOUT = 30.0
+#: A worker that has not answered after this long (wall clock) is stuck (blocked, or in C) and killed.
+WALL_TIMEOUT = 180.0
 TAP_DEVICES = ("tap0", "tapmq", "macvtap0", "ipvtap0")
 LIST_POISON1 = 0xDEAD000000000100
 
@@ -382,7 +386,8 @@ def _worker(core: str, symbols: List[str]) -> None:
     def alarm(signum: int, frame: Any) -> None:
         raise _Hang()
 
-    signal.signal(signal.SIGALRM, alarm)
+    # the limit is CPU time (ITIMER_PROF): a loop burns it, a busy machine does not make a command "hang"
+    signal.signal(signal.SIGPROF, alarm)
     proto.write(json.dumps({"ready": True}) + "\n")
     proto.flush()
     for line in sys.stdin:
@@ -395,7 +400,7 @@ def _worker(core: str, symbols: List[str]) -> None:
         t0 = time.monotonic()
         hung = False
         rc: Optional[int] = None
-        signal.setitimer(signal.ITIMER_REAL, req.get("timeout", TIMEOUT))
+        signal.setitimer(signal.ITIMER_PROF, req.get("timeout", TIMEOUT))
         try:
             rc = app.run(req["args"], obj=state)
         except _Hang:
@@ -404,7 +409,7 @@ def _worker(core: str, symbols: List[str]) -> None:
             err.write(f"ESCAPED run(): {type(e).__name__}: {e}\n")
             rc = -1
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
             sys.stdout, sys.stderr = old
         reply = {"rc": rc, "out": out.getvalue(), "err": err.getvalue(), "secs": time.monotonic() - t0,
                  "timeout": hung}  # fmt: skip
@@ -447,7 +452,7 @@ class Worker:
         t0 = time.monotonic()
         self.p.stdin.write(json.dumps({"args": args, "timeout": timeout}) + "\n")
         self.p.stdin.flush()
-        line = self._readline(timeout + 30)
+        line = self._readline(max(WALL_TIMEOUT, 4 * timeout))  # a hang that burns no CPU (blocked)
         if line is None:
             died = self.p.poll()
             self.stop()
@@ -467,6 +472,7 @@ class Worker:
 
 
 def _subprocess_run(core: str, symbols: List[str], args: List[str], timeout: float) -> Dict[str, Any]:
+    """One command as its own process; the timeout is wall-clock, so give it room on a busy machine."""
     cmd = [sys.executable, "-m", "skbinspect", "-c", core, "--no-default-symbols"]
     for s in symbols:
         cmd += ["-s", s]
@@ -559,7 +565,7 @@ class Campaign:
 
     def _exec(self, args: List[str]) -> Dict[str, Any]:
         if self.use_subprocess:
-            return _subprocess_run(self.copy, self.symbols, args, TIMEOUT)
+            return _subprocess_run(self.copy, self.symbols, args, 2 * TIMEOUT)
         return self.worker.run(args, TIMEOUT)
 
     def _ring_shape(self) -> Dict[str, Tuple[int, Tuple[int, ...]]]:

@@ -303,8 +303,8 @@ def test_per_cpu_offsets_zeroed(copy: DamagedCopy) -> None:
     tap0 = _devices(out)["tap0"]
     if copy.prog.type("struct net_device").has_member("core_stats"):  # 5.18+: per-CPU core_stats
         assert tap0["counters"] == {} and any("__per_cpu_offset" in n for n in tap0["notes"])
-    else:  # net_device atomics: not per-CPU, still read
-        assert tap0["counters"]["tx_dropped"] > 0
+    else:  # net_device atomics (to 5.17): not per-CPU, still read
+        assert "tx_dropped" in tap0["counters"] and not any("__per_cpu_offset" in n for n in tap0["notes"])
     assert all(c["note"] and "__per_cpu_offset" in c["note"] for c in stats["softnet"]["cpus"])
     assert any("cannot be trusted" in n for n in stats["notes"])
     if copy.prog.type("struct net_device").has_member("core_stats"):
@@ -375,8 +375,9 @@ def test_nr_cpu_ids_absurd(copy: DamagedCopy) -> None:
         out = copy.ring()
         stats = json.loads(copy.ok("--json", "stats", timeout=60).stdout)
         copy.ok("report", timeout=60)
-    assert any("nr_cpu_ids is 2147483647" in w for w in out["warnings"])
-    assert any("nr_cpu_ids" in n for n in stats["notes"])
+    if copy.prog.type("struct net_device").has_member("core_stats"):  # ring reads per-CPU counters
+        assert any("nr_cpu_ids is 2147483647" in w for w in out["warnings"])
+    assert any("nr_cpu_ids is 2147483647" in n for n in stats["notes"])
     from skbinspect.memory.percpu import possible_cpus
 
     assert [c["cpu"] for c in stats["softnet"]["cpus"]] == possible_cpus(copy.prog)
