@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple
 
 import click
 
@@ -138,14 +138,23 @@ def _finish(state: State) -> None:
     _bugs.extend(take_bugs(prog))
 
 
-# The group's options, also taken after the command (skbinspect ring tap0 --json): with their value or not.
-_GLOBAL_VALUED = ("-c", "--core", "--qemu", "-s", "--symbols", "--color")
-_GLOBAL_FLAGS = ("--json", "--no-default-symbols")
+def _group_options() -> Tuple[Set[str], Set[str]]:
+    """The group's own options (also taken after the command: ``skbinspect ring tap0 --json``), as
+    (options that take a value, flags), read from the click group itself so that a new global option is
+    hoisted too.  ``--version`` and ``--help`` are left where they are typed."""
+    valued: Set[str] = set()
+    flags: Set[str] = set()
+    for p in cli.params:
+        if isinstance(p, click.Option):
+            names = [n for n in p.opts + p.secondary_opts if n not in ("--version", "--help", "-h")]
+            (flags if p.is_flag else valued).update(names)
+    return valued, flags
 
 
 def hoist_global_options(args: List[str]) -> List[str]:
     """``args`` with the group's options that follow the command moved before it, so that they mean the
     same wherever they are typed.  Stops at ``--``; no command's own option shares their names."""
+    _GLOBAL_VALUED, _GLOBAL_FLAGS = _group_options()
     out: List[str] = []
     i = 0
     while i < len(args):  # the options before the command, and the command

@@ -52,6 +52,13 @@ def test_run_never_raises(monkeypatch: pytest.MonkeyPatch, exc: BaseException, c
             ["--qemu", "sock", "--no-default-symbols", "info"],
         ),
         (["--json"], ["--json"]),
+        # every option of the group, --types included (it was missing from a hand-written list)
+        (
+            ["--types", "dwarf", "-c", "v", "report", "-s", "x"],
+            ["--types", "dwarf", "-c", "v", "-s", "x", "report"],
+        ),
+        (["ring", "--types=btf"], ["--types=btf", "ring"]),
+        (["ring", "--help"], ["ring", "--help"]),
     ],
 )
 def test_hoist_global_options(args: list, want: list) -> None:
