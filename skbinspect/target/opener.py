@@ -264,7 +264,8 @@ def _set_target(prog: drgn.Program, kind: str, source: str) -> None:
             hint = "The dump has no VMCOREINFO: start QEMU with `-device vmcoreinfo` and load qemu_fw_cfg in the guest."
         elif kind == "vmcore":
             hint = "Is the file complete and really a Linux kernel dump?"
-        raise TargetError(f"cannot open {what} {source}: {msg}.", hint=hint)
+        # one line: what drgn said and what to check (a damaged dump's whole message)
+        raise TargetError(f"cannot open {what} {source}: {msg}." + (f" {hint}" if hint else ""))
 
 
 def _probe_memory(prog: drgn.Program, source: str) -> None:

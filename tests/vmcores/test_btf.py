@@ -47,7 +47,7 @@ COMMANDS = [
     "trace --all-instances",
     "trace -i skbinst --stacks",
     "trace --last 20 --since 0",
-    "trace --cpu 0 -e skb:kfree_skb",
+    "trace --cpu 0 --event skb:kfree_skb",
     "drops",
     "drops --all-instances --stacks 5",
     "drops --reason FULL_RING",
