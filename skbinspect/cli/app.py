@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Set, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple, TypeVar
 
 import click
 
@@ -17,7 +17,7 @@ from skbinspect.errors import SkbinspectError
 from skbinspect.output import set_color
 from skbinspect.target.opener import Target, open_target
 
-__all__ = ["State", "cli", "main", "pass_state", "run"]
+__all__ = ["State", "cli", "instance_options", "main", "pass_state", "run"]
 
 EPILOG = """\b
 Targets (before the command, as with drgn; the global options may also follow the command):
@@ -57,6 +57,26 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def instance_options(verb: str) -> Callable[[_Command], _Command]:
+    """``-i/--instance NAME`` and ``--all-instances``, as the commands that read the trace take them:
+    ``verb`` begins the latter's help ("Read", "Report")."""
+
+    def add(f: _Command) -> _Command:
+        f = click.option(
+            "--all-instances", is_flag=True, help=f"{verb} the top-level buffer and every instance."
+        )(f)
+        return click.option(
+            "-i",
+            "--instance",
+            metavar="NAME",
+            help="Read this trace instance (default: the top-level buffer).",
+        )(f)
+
+    return add
 
 
 @click.group(

@@ -6,7 +6,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 import click
 
-from skbinspect.cli.app import State, cli, pass_state
+from skbinspect.cli.app import State, cli, instance_options, pass_state
 from skbinspect.cli.progress import progress
 from skbinspect.errors import SkbinspectError
 
@@ -54,10 +54,7 @@ def _known_reasons(prog: Any, names: Sequence[str]) -> Tuple[str, ...]:
 
 
 @cli.command(epilog=_EPILOG_DROPS)
-@click.option(
-    "-i", "--instance", metavar="NAME", help="Read this trace instance (default: the top-level buffer)."
-)
-@click.option("--all-instances", is_flag=True, help="Report the top-level buffer and every instance.")
+@instance_options("Report")
 @click.option(
     "--reason",
     "reasons",

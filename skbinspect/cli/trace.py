@@ -8,7 +8,7 @@ from typing import Optional, Set, Tuple
 
 import click
 
-from skbinspect.cli.app import State, cli, pass_state
+from skbinspect.cli.app import State, cli, instance_options, pass_state
 from skbinspect.cli.progress import progress
 from skbinspect.errors import SkbinspectError
 
@@ -30,10 +30,7 @@ def _cpus(cpus: Set[int]) -> str:
 
 
 @cli.command(epilog=_EPILOG_TRACE)
-@click.option(
-    "-i", "--instance", metavar="NAME", help="Read this trace instance (default: the top-level buffer)."
-)
-@click.option("--all-instances", is_flag=True, help="Read the top-level buffer and every instance.")
+@instance_options("Read")
 @click.option(
     "--event",
     "events",

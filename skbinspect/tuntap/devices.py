@@ -511,13 +511,10 @@ def _tun_queues(
         "struct tun_file",
         "next",
         "disabled list",
-        limit=MAX_TAP_QUEUES + 1,
+        limit=MAX_TAP_QUEUES,  # a longer list is corrupt: the walk stops and says so in notes
         notes=notes,
     )
-    for k, tf in enumerate(disabled):
-        if k >= MAX_TAP_QUEUES:
-            notes.append("disabled list longer than MAX_TAP_QUEUES: corrupt list, stopped")
-            break
+    for tf in disabled:
         dq = _queue(prog, tf, "tx_ring", None, "disabled", live)
         dq.vnet_hdr_sz = vnet
         queues.append(dq)
@@ -556,13 +553,10 @@ def _tapdev_queues(
         "struct tap_queue",
         "next",
         "queue_list",
-        limit=MAX_TAP_QUEUES + 1,
+        limit=MAX_TAP_QUEUES,  # a longer list is corrupt: the walk stops and says so in notes
         notes=notes,
     )
-    for k, q in enumerate(queue_list):
-        if k >= MAX_TAP_QUEUES:
-            notes.append("queue_list longer than MAX_TAP_QUEUES: corrupt list, stopped")
-            break
+    for q in queue_list:
         idx = enabled_addrs.get(q.value_())
         state = "enabled" if idx is not None else "disabled"
         tq = _queue(prog, q, "ring", idx, state, live)
