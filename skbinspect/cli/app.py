@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import click
 
@@ -17,7 +17,7 @@ from skbinspect.errors import SkbinspectError
 from skbinspect.output import set_color
 from skbinspect.target.opener import Target, open_target
 
-__all__ = ["State", "cli", "main", "pass_state", "run"]
+__all__ = ["State", "cli", "json_document", "main", "pass_state", "run"]
 
 EPILOG = """\b
 Targets (before the command, as with drgn; the global options may also follow the command):
@@ -57,6 +57,18 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
+
+
+def json_document(target: Target, warnings: Sequence[str], body: Dict[str, Any]) -> Dict[str, Any]:
+    """A command's JSON document: ``target`` (kind, source, release) and ``warnings`` first, the same in
+    every command (docs/json.md), then the command's own members (a ``warnings`` of its own replaces
+    ``warnings``: info's has the target's and its own)."""
+    doc: Dict[str, Any] = {
+        "target": {"kind": target.kind, "source": target.source, "release": target.release},
+        "warnings": list(warnings),
+    }
+    doc.update(body)
+    return doc
 
 
 @click.group(

@@ -7,7 +7,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 import click
 
-from skbinspect.cli.app import State, cli, pass_state
+from skbinspect.cli.app import State, cli, json_document, pass_state
 
 __all__ = ["ring"]
 
@@ -76,13 +76,7 @@ def ring(
     # damage met on the way (a device list that loops, ...) is said with the target's warnings
     warnings = target.warnings + take_problems(target.prog)
     if state.json:
-        print_json(
-            {
-                "target": {"kind": target.kind, "source": target.source, "release": target.release},
-                "warnings": warnings,
-                "devices": [d.to_json(entries, raw=True) for d in devs],
-            }
-        )
+        print_json(json_document(target, warnings, {"devices": [d.to_json(entries, raw=True) for d in devs]}))
     else:
         for w in warnings:
             click.echo(f"warning: {w}", err=True)
