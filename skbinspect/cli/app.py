@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, TextIO, Tuple, cast
 
 import click
 
@@ -44,6 +44,7 @@ class State:
     # Set when running inside drgn: the session's program is used instead of opening a target.
     prog_factory: Optional[Callable[[], Target]] = None
     types: str = "auto"  # --types: auto, dwarf or btf
+    output: Optional[str] = None  # -o FILE, while the command writes there
 
     def target(self) -> Target:
         if self._target is None:
@@ -96,6 +97,13 @@ def json_document(target: Target, warnings: Sequence[str], body: Dict[str, Any])
 )
 @click.option("--json", "json_", is_flag=True, help="Machine-readable JSON output (every command).")
 @click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    type=click.Path(),
+    help="Write the output to FILE instead of stdout: plain text as when piped, or JSON with --json.",
+)
+@click.option(
     "--color",
     type=click.Choice(["auto", "always", "never"]),
     default="auto",
@@ -112,6 +120,7 @@ def cli(
     no_default_symbols: bool,
     types: str,
     json_: bool,
+    output: Optional[str],
     color: str,
 ) -> None:
     """Where did my packets go? Inspect tun/tap rings, drop reasons, per-CPU drop counters and the
@@ -120,7 +129,8 @@ def cli(
     if ctx.obj is None:
         ctx.obj = State(core, qemu, symbols, not no_default_symbols, json_, types=types)
         ctx.call_on_close(lambda: _finish(ctx.obj))
-    else:  # inside drgn: keep the session's program; take --json, and -s to add debug files to it
+        _redirect_output(ctx, output)
+    else:  # inside drgn: keep the session's program; take --json, -o, and -s to add debug files to it
         if core or qemu:
             raise SkbinspectError(
                 "-c/--qemu do not apply inside drgn: %skbinspect reads the session's program. Start drgn on the "
@@ -130,6 +140,65 @@ def cli(
         if symbols:
             ctx.obj.symbols = ctx.obj.symbols + tuple(symbols)
         ctx.call_on_close(lambda: _finish(ctx.obj))
+        _redirect_output(ctx, output)
+
+
+class _OutputFile:
+    """``-o FILE``: stdout for the command's output.  Not a terminal, so text is plain as when piped; a
+    write that fails (disk full) is an error naming the file, not a traceback."""
+
+    def __init__(self, path: str, file: TextIO) -> None:
+        self.path = path
+        self._file = file
+
+    def write(self, text: str) -> int:
+        try:
+            return self._file.write(text)
+        except OSError as e:
+            raise SkbinspectError(f"cannot write {self.path}: {e.strerror or e}") from e
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except OSError as e:
+            raise SkbinspectError(f"cannot write {self.path}: {e.strerror or e}") from e
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return self._file.encoding
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _redirect_output(ctx: click.Context, output: Optional[str]) -> None:
+    """``-o FILE``: sys.stdout is FILE until the command ends (``-`` is stdout).  The file is opened before
+    the target, so that a path that cannot be written fails at once."""
+    if output is None or output == "-":
+        return
+    try:
+        f = open(output, "w", encoding="utf-8")  # noqa: SIM115 - closed when the command ends
+    except OSError as e:
+        raise SkbinspectError(f"cannot write the output file {output}: {e.strerror or e}.") from e
+    ctx.obj.output = output
+    saved = sys.stdout
+    out = _OutputFile(output, f)
+    sys.stdout = cast(TextIO, out)
+
+    def restore() -> None:
+        sys.stdout = saved
+        try:
+            out.close()
+        except OSError as e:
+            raise SkbinspectError(f"cannot write {output}: {e.strerror or e}") from e
+
+    ctx.call_on_close(restore)
 
 
 #: Bugs met while reading (see :func:`skbinspect.memory.problems.note_bug`) by the command that ran last:

@@ -18,7 +18,8 @@ Examples:
   skbinspect -c vmcore ring tap0 -e    with the live entries, oldest first, headers decoded
   skbinspect ring --stale tapmq        the entries and the stale window (consumed, not yet zeroed)
   skbinspect ring -e tap0 --json       JSON: devices -> queues -> ring -> entries (see README)
-  (global options -c, -s, --qemu, --json, --color may also follow the command)
+  skbinspect ring -e -o ring.txt       the entries as plain text in ring.txt (-o: every command)
+  (global options -c, -s, --qemu, --json, -o, --color may also follow the command)
 \b
 Fullness follows the kernel: a ring is full when queue[producer] != NULL, which includes a producer
 that wrapped onto slots consumed but not yet zeroed (the stale window, at most batch-1 slots)."""
