@@ -104,6 +104,11 @@ def json_document(target: Target, warnings: Sequence[str], body: Dict[str, Any])
     help="Write the output to FILE instead of stdout: plain text as when piped, or JSON with --json.",
 )
 @click.option(
+    "--no-pager",
+    is_flag=True,
+    help="Do not page long text on a terminal (default pager: less -FRX; $SKBINSPECT_PAGER or $PAGER).",
+)
+@click.option(
     "--color",
     type=click.Choice(["auto", "always", "never"]),
     default="auto",
@@ -121,6 +126,7 @@ def cli(
     types: str,
     json_: bool,
     output: Optional[str],
+    no_pager: bool,
     color: str,
 ) -> None:
     """Where did my packets go? Inspect tun/tap rings, drop reasons, per-CPU drop counters and the
@@ -130,7 +136,10 @@ def cli(
         ctx.obj = State(core, qemu, symbols, not no_default_symbols, json_, types=types)
         ctx.call_on_close(lambda: _finish(ctx.obj))
         _redirect_output(ctx, output)
-    else:  # inside drgn: keep the session's program; take --json, -o, and -s to add debug files to it
+        if not (no_pager or json_ or ctx.obj.output):
+            _start_pager(ctx)
+    else:  # inside drgn: keep the session's program; take --json, -o, and -s to add debug files to it;
+        # never a pager (the session owns the terminal)
         if core or qemu:
             raise SkbinspectError(
                 "-c/--qemu do not apply inside drgn: %skbinspect reads the session's program. Start drgn on the "
@@ -197,6 +206,26 @@ def _redirect_output(ctx: click.Context, output: Optional[str]) -> None:
             out.close()
         except OSError as e:
             raise SkbinspectError(f"cannot write {output}: {e.strerror or e}") from e
+
+    ctx.call_on_close(restore)
+
+
+def _start_pager(ctx: click.Context) -> None:
+    """Text on a terminal goes through the pager (skbinspect/cli/pager.py) until the command ends."""
+    from skbinspect.cli.pager import PagedOutput, pager_command
+
+    argv = pager_command()
+    if argv is None or not sys.stdout.isatty():
+        return
+    saved = sys.stdout
+    paged = PagedOutput(argv, saved)
+    sys.stdout = cast(TextIO, paged)
+
+    def restore() -> None:
+        try:
+            paged.close()
+        finally:
+            sys.stdout = saved
 
     ctx.call_on_close(restore)
 

@@ -100,6 +100,7 @@ def _on_pty(lab: LabVmcore, columns: int, *args: str) -> str:
         os.environ.pop("LINES", None)
         os.environ["TERM"] = "xterm"
         os.environ["PYTHONPATH"] = REPO
+        os.environ["SKBINSPECT_PAGER"] = ""  # the output as printed, not through less (it waits for q)
         # the window size, set on the terminal before skbinspect starts (no race with the parent)
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
         os.execv(
