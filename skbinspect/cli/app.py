@@ -17,7 +17,10 @@ from skbinspect.errors import SkbinspectError
 from skbinspect.output import set_color
 from skbinspect.target.opener import Target, open_target
 
-__all__ = ["State", "cli", "json_document", "main", "pass_state", "run"]
+__all__ = ["COMPLETE_VAR", "State", "cli", "json_document", "main", "pass_state", "run"]
+
+#: The environment variable of click's shell-completion protocol (skbinspect completion bash|zsh|fish).
+COMPLETE_VAR = "_SKBINSPECT_COMPLETE"
 
 EPILOG = """\b
 Targets (before the command, as with drgn; the global options may also follow the command):
@@ -76,13 +79,20 @@ def json_document(target: Target, warnings: Sequence[str], body: Dict[str, Any])
     epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
 )
 @click.option(
-    "-c", "--core", metavar="PATH", help="Read a vmcore (ELF, or kdump-compressed by makedumpfile)."
+    "-c",
+    "--core",
+    metavar="PATH",
+    type=click.Path(),
+    help="Read a vmcore (ELF, or kdump-compressed by makedumpfile).",
 )
-@click.option("--qemu", metavar="SOCKET", help="Read a running QEMU guest through its QMP socket.")
+@click.option(
+    "--qemu", metavar="SOCKET", type=click.Path(), help="Read a running QEMU guest through its QMP socket."
+)
 @click.option(
     "-s",
     "--symbols",
     metavar="PATH",
+    type=click.Path(),
     multiple=True,
     help="Debug info: a vmlinux or module .ko file, or a directory to search. Repeatable.",
 )
@@ -215,7 +225,7 @@ def _start_pager(ctx: click.Context) -> None:
     from skbinspect.cli.pager import PagedOutput, pager_command
 
     argv = pager_command()
-    if argv is None or not sys.stdout.isatty():
+    if argv is None or not sys.stdout.isatty() or ctx.invoked_subcommand == "completion":
         return
     saved = sys.stdout
     paged = PagedOutput(argv, saved)
@@ -357,6 +367,11 @@ def _report_error(message: str, code: int) -> int:
 
 
 def main() -> None:
+    instruction = os.environ.get(COMPLETE_VAR)
+    if instruction:  # the shell asks for completions (the script of `skbinspect completion SHELL`)
+        from click.shell_completion import shell_complete
+
+        sys.exit(shell_complete(cli, {}, "skbinspect", COMPLETE_VAR, instruction))
     code = run()
     # A closed stdout (| head) leaves unwritten text buffered; the interpreter's exit would flush it and
     # report the BrokenPipeError (status 120).  Point the descriptor at /dev/null instead (the Python
