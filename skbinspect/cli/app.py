@@ -19,6 +19,9 @@ from skbinspect.target.opener import Target, open_target
 
 __all__ = ["COMPLETE_VAR", "State", "cli", "json_document", "main", "pass_state", "run"]
 
+#: The exit status of a usage error (an unknown option or command, a bad value): EX_USAGE.
+USAGE_EXIT = 64
+
 #: The environment variable of click's shell-completion protocol (skbinspect completion bash|zsh|fish).
 COMPLETE_VAR = "_SKBINSPECT_COMPLETE"
 
@@ -339,7 +342,9 @@ def run(args: Optional[List[str]] = None, obj: Any = None, prog_name: str = "skb
         return _report_error("aborted.", 130)
     except click.ClickException as e:
         e.show()
-        return e.exit_code
+        # a typo on the command line is 64 (EX_USAGE, sysexits.h), not click's 2: that is a target that
+        # cannot be opened
+        return USAGE_EXIT if isinstance(e, click.UsageError) else e.exit_code
     except BrokenPipeError:
         # the reader went away (| head): not an error; main() quiets the stream for the exit
         return 0

@@ -164,3 +164,16 @@ def test_output_file_write_error_is_clean(capsys) -> None:  # type: ignore[no-un
     code = _with_command(lambda: app.run(["out-test", "-o", "/dev/full"]))
     err = capsys.readouterr().err
     assert code == 1 and "cannot write /dev/full" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["nosuchcommand"], ["ring", "--nosuchoption"], ["--color", "purple", "info"], ["trace", "--last", "0"]],
+)
+def test_usage_errors_exit_64_not_2(args: list, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A typo on the command line is EX_USAGE (64): exit 2 is a target that cannot be opened."""
+    import skbinspect.cli  # noqa: F401 - registers the commands
+
+    assert app.run(args) == 64
+    err = capsys.readouterr().err
+    assert "Error:" in err and "Traceback" not in err
