@@ -151,7 +151,7 @@ def test_a_pager_that_cannot_run_prints_unpaged(lab_vmcore: LabVmcore) -> None:
 
 def test_less_pages_long_output_and_q_quits(lab_vmcore: LabVmcore) -> None:
     """The default, less -FRX, on a 24-line terminal: a long ``ring -e`` stops at a screen; q ends it all,
-    exit 0, no error.  A short ``info`` fits: less -F prints it and exits by itself."""
+    exit 0, no error.  ``info`` fits a 60-line terminal: less -F prints it and exits by itself, no key typed."""
     if not subprocess.run(["sh", "-c", "command -v less"], capture_output=True).stdout:
         pytest.fail("less is not installed (Debian package less): the default pager cannot be tested")
     code, term = on_pty(lab_vmcore, ["ring", "-e"], {}, keys=b"q")
@@ -159,7 +159,7 @@ def test_less_pages_long_output_and_q_quits(lab_vmcore: LabVmcore) -> None:
     assert "Traceback" not in term and "skbinspect: error" not in term
     lines = [line for line in visible(term).splitlines() if line.strip()]
     assert len(lines) < len(piped(lab_vmcore, "ring", "-e").splitlines())  # a screen, not everything
-    code, term = on_pty(lab_vmcore, ["info"], {})
+    code, term = on_pty(lab_vmcore, ["info"], {}, rows=60)
     assert code == 0 and lab_vmcore.kernel.release in visible(term), term[-2000:]
 
 
