@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 apt_pkgs=(python3 python3-venv qemu-system-x86 busybox-static iproute2 xz-utils zstd gcc libc6-dev dpkg tar util-linux
-          e2fsprogs debian-archive-keyring makedumpfile tcpdump)
+          e2fsprogs debian-archive-keyring makedumpfile tcpdump groff-base less)
 if [ "${1:-}" = --ci ]; then
     apt_pkgs+=(debootstrap pipx)
 fi

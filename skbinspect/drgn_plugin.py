@@ -33,7 +33,7 @@ def _target(prog: drgn.Program, symbols: Sequence[str] = ()) -> Target:
 @linux_kernel_custom_command(
     name="skbinspect",
     description="where did my packets go? (skbinspect)",
-    usage="**skbinspect** [--json] *COMMAND* [*OPTIONS*]",
+    usage="**skbinspect** [--json] [-o *FILE*] *COMMAND* [*OPTIONS*]",
     long_description="Runs a skbinspect command (info, ring, reasons, stats, trace, drops, report) on this "
     "program, with the same options and output as the skbinspect CLI. -c and --qemu do not apply (the "
     "session's program is used); -s PATH adds debug files (a vmlinux, a module, or a directory to search) to "

@@ -113,7 +113,16 @@ def test_cli_registers_every_command() -> None:
     from skbinspect.cli import cli, main
 
     assert callable(main)
-    assert sorted(cli.commands) == ["drops", "info", "reasons", "report", "ring", "stats", "trace"]
+    assert sorted(cli.commands) == [
+        "completion",
+        "drops",
+        "info",
+        "reasons",
+        "report",
+        "ring",
+        "stats",
+        "trace",
+    ]
 
 
 def test_entry_points_match_the_packaging() -> None:

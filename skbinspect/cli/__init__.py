@@ -6,7 +6,16 @@ own that registers itself on the group when imported here.
 
 from __future__ import annotations
 
-from skbinspect.cli import drops, info, reasons, report, ring, stats, trace  # noqa: F401  (registers the commands)
+from skbinspect.cli import (  # noqa: F401  (registers the commands)
+    completion,
+    drops,
+    info,
+    reasons,
+    report,
+    ring,
+    stats,
+    trace,
+)
 from skbinspect.cli.app import State, cli, main, run
 
 __all__ = ["State", "cli", "main", "run"]

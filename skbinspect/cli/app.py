@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, TextIO, Tuple, TypeVar, cast
 
 import click
 
@@ -17,7 +17,13 @@ from skbinspect.errors import SkbinspectError
 from skbinspect.output import set_color
 from skbinspect.target.opener import Target, open_target
 
-__all__ = ["State", "cli", "instance_options", "main", "pass_state", "run"]
+__all__ = ["COMPLETE_VAR", "State", "cli", "instance_options", "json_document", "main", "pass_state", "run"]
+
+#: The exit status of a usage error (an unknown option or command, a bad value): EX_USAGE.
+USAGE_EXIT = 64
+
+#: The environment variable of click's shell-completion protocol (skbinspect completion bash|zsh|fish).
+COMPLETE_VAR = "_SKBINSPECT_COMPLETE"
 
 EPILOG = """\b
 Targets (before the command, as with drgn; the global options may also follow the command):
@@ -44,6 +50,7 @@ class State:
     # Set when running inside drgn: the session's program is used instead of opening a target.
     prog_factory: Optional[Callable[[], Target]] = None
     types: str = "auto"  # --types: auto, dwarf or btf
+    output: Optional[str] = None  # -o FILE, while the command writes there
 
     def target(self) -> Target:
         if self._target is None:
@@ -79,17 +86,36 @@ def instance_options(verb: str) -> Callable[[_Command], _Command]:
     return add
 
 
+def json_document(target: Target, warnings: Sequence[str], body: Dict[str, Any]) -> Dict[str, Any]:
+    """A command's JSON document: ``target`` (kind, source, release) and ``warnings`` first, the same in
+    every command (docs/json.md), then the command's own members (a ``warnings`` of its own replaces
+    ``warnings``: info's has the target's and its own)."""
+    doc: Dict[str, Any] = {
+        "target": {"kind": target.kind, "source": target.source, "release": target.release},
+        "warnings": list(warnings),
+    }
+    doc.update(body)
+    return doc
+
+
 @click.group(
     epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
 )
 @click.option(
-    "-c", "--core", metavar="PATH", help="Read a vmcore (ELF, or kdump-compressed by makedumpfile)."
+    "-c",
+    "--core",
+    metavar="PATH",
+    type=click.Path(),
+    help="Read a vmcore (ELF, or kdump-compressed by makedumpfile).",
 )
-@click.option("--qemu", metavar="SOCKET", help="Read a running QEMU guest through its QMP socket.")
+@click.option(
+    "--qemu", metavar="SOCKET", type=click.Path(), help="Read a running QEMU guest through its QMP socket."
+)
 @click.option(
     "-s",
     "--symbols",
     metavar="PATH",
+    type=click.Path(),
     multiple=True,
     help="Debug info: a vmlinux or module .ko file, or a directory to search. Repeatable.",
 )
@@ -103,6 +129,18 @@ def instance_options(verb: str) -> Callable[[_Command], _Command]:
     "the rest (auto), or only one of them.",
 )
 @click.option("--json", "json_", is_flag=True, help="Machine-readable JSON output (every command).")
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    type=click.Path(),
+    help="Write the output to FILE instead of stdout: plain text as when piped, or JSON with --json.",
+)
+@click.option(
+    "--no-pager",
+    is_flag=True,
+    help="Do not page long text on a terminal (default pager: less -FRX; $SKBINSPECT_PAGER or $PAGER).",
+)
 @click.option(
     "--color",
     type=click.Choice(["auto", "always", "never"]),
@@ -120,6 +158,8 @@ def cli(
     no_default_symbols: bool,
     types: str,
     json_: bool,
+    output: Optional[str],
+    no_pager: bool,
     color: str,
 ) -> None:
     """Where did my packets go? Inspect tun/tap rings, drop reasons, per-CPU drop counters and the
@@ -128,7 +168,11 @@ def cli(
     if ctx.obj is None:
         ctx.obj = State(core, qemu, symbols, not no_default_symbols, json_, types=types)
         ctx.call_on_close(lambda: _finish(ctx.obj))
-    else:  # inside drgn: keep the session's program; take --json, and -s to add debug files to it
+        _redirect_output(ctx, output)
+        if not (no_pager or json_ or ctx.obj.output):
+            _start_pager(ctx)
+    else:  # inside drgn: keep the session's program; take --json, -o, and -s to add debug files to it;
+        # never a pager (the session owns the terminal)
         if core or qemu:
             raise SkbinspectError(
                 "-c/--qemu do not apply inside drgn: %skbinspect reads the session's program. Start drgn on the "
@@ -138,6 +182,85 @@ def cli(
         if symbols:
             ctx.obj.symbols = ctx.obj.symbols + tuple(symbols)
         ctx.call_on_close(lambda: _finish(ctx.obj))
+        _redirect_output(ctx, output)
+
+
+class _OutputFile:
+    """``-o FILE``: stdout for the command's output.  Not a terminal, so text is plain as when piped; a
+    write that fails (disk full) is an error naming the file, not a traceback."""
+
+    def __init__(self, path: str, file: TextIO) -> None:
+        self.path = path
+        self._file = file
+
+    def write(self, text: str) -> int:
+        try:
+            return self._file.write(text)
+        except OSError as e:
+            raise SkbinspectError(f"cannot write {self.path}: {e.strerror or e}") from e
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except OSError as e:
+            raise SkbinspectError(f"cannot write {self.path}: {e.strerror or e}") from e
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return self._file.encoding
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _redirect_output(ctx: click.Context, output: Optional[str]) -> None:
+    """``-o FILE``: sys.stdout is FILE until the command ends (``-`` is stdout).  The file is opened before
+    the target, so that a path that cannot be written fails at once."""
+    if output is None or output == "-":
+        return
+    try:
+        f = open(output, "w", encoding="utf-8")  # noqa: SIM115 - closed when the command ends
+    except OSError as e:
+        raise SkbinspectError(f"cannot write the output file {output}: {e.strerror or e}.") from e
+    ctx.obj.output = output
+    saved = sys.stdout
+    out = _OutputFile(output, f)
+    sys.stdout = cast(TextIO, out)
+
+    def restore() -> None:
+        sys.stdout = saved
+        try:
+            out.close()
+        except OSError as e:
+            raise SkbinspectError(f"cannot write {output}: {e.strerror or e}") from e
+
+    ctx.call_on_close(restore)
+
+
+def _start_pager(ctx: click.Context) -> None:
+    """Text on a terminal goes through the pager (skbinspect/cli/pager.py) until the command ends."""
+    from skbinspect.cli.pager import PagedOutput, pager_command
+
+    argv = pager_command()
+    if argv is None or not sys.stdout.isatty() or ctx.invoked_subcommand == "completion":
+        return
+    saved = sys.stdout
+    paged = PagedOutput(argv, saved)
+    sys.stdout = cast(TextIO, paged)
+
+    def restore() -> None:
+        try:
+            paged.close()
+        finally:
+            sys.stdout = saved
+
+    ctx.call_on_close(restore)
 
 
 #: Bugs met while reading (see :func:`skbinspect.memory.problems.note_bug`) by the command that ran last:
@@ -239,7 +362,9 @@ def run(args: Optional[List[str]] = None, obj: Any = None, prog_name: str = "skb
         return _report_error("aborted.", 130)
     except click.ClickException as e:
         e.show()
-        return e.exit_code
+        # a typo on the command line is 64 (EX_USAGE, sysexits.h), not click's 2: that is a target that
+        # cannot be opened
+        return USAGE_EXIT if isinstance(e, click.UsageError) else e.exit_code
     except BrokenPipeError:
         # the reader went away (| head): not an error; main() quiets the stream for the exit
         return 0
@@ -267,6 +392,11 @@ def _report_error(message: str, code: int) -> int:
 
 
 def main() -> None:
+    instruction = os.environ.get(COMPLETE_VAR)
+    if instruction:  # the shell asks for completions (the script of `skbinspect completion SHELL`)
+        from click.shell_completion import shell_complete
+
+        sys.exit(shell_complete(cli, {}, "skbinspect", COMPLETE_VAR, instruction))
     code = run()
     # A closed stdout (| head) leaves unwritten text buffered; the interpreter's exit would flush it and
     # report the BrokenPipeError (status 120).  Point the descriptor at /dev/null instead (the Python

@@ -6,7 +6,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 import click
 
-from skbinspect.cli.app import State, cli, instance_options, pass_state
+from skbinspect.cli.app import State, cli, instance_options, json_document, pass_state
 from skbinspect.cli.progress import progress
 from skbinspect.errors import SkbinspectError
 
@@ -92,11 +92,13 @@ def drops(
     from skbinspect.ftrace.reader import TraceReader
     from skbinspect.ftrace.render import render_drops
     from skbinspect.ftrace.select import selected_arrays
+    from skbinspect.memory.problems import take_problems
     from skbinspect.output import print_json
 
     if old_stacks is not None:  # the deprecated spelling, still honoured
         n_stacks = old_stacks
-    prog = state.target().prog
+    target = state.target()
+    prog = target.prog
     reasons = _known_reasons(prog, reasons)
     reports = []
     for tr in selected_arrays(prog, instance, all_instances):
@@ -106,10 +108,11 @@ def drops(
         finally:
             done()
     if state.json:
+        warnings = target.warnings + take_problems(prog)
         if len(reports) == 1 and not all_instances:
-            print_json(reports[0].to_json(n_stacks))
-        else:
-            print_json([r.to_json(n_stacks) for r in reports])
+            print_json(json_document(target, warnings, reports[0].to_json(n_stacks)))
+        else:  # one document: the instances' reports in a list
+            print_json(json_document(target, warnings, {"instances": [r.to_json(n_stacks) for r in reports]}))
         return
     for i, rep in enumerate(reports):
         if i:

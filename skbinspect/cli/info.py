@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skbinspect.cli.app import State, cli, pass_state
+from skbinspect.cli.app import State, cli, json_document, pass_state
 
 __all__ = ["info"]
 
@@ -20,8 +20,9 @@ def info(state: State) -> None:
     from skbinspect.target.info import target_info
     from skbinspect.target.render import render_info
 
-    ti = target_info(state.target())
+    target = state.target()
+    ti = target_info(target)
     if state.json:
-        print_json(ti.to_json())
+        print_json(json_document(target, ti.warnings, ti.to_json()))
     else:
         render_info(ti)

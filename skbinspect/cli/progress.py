@@ -5,27 +5,47 @@ from __future__ import annotations
 import sys
 from typing import Callable, Optional, Tuple
 
-__all__ = ["progress"]
+__all__ = ["clear_line", "progress"]
+
+#: Whether a progress line is on the terminal now (stderr), to be cleared before other output.
+_on_screen = False
+
+
+def clear_line() -> None:
+    """Erase the progress line, if one is shown (before a pager takes the terminal)."""
+    global _on_screen
+    if _on_screen:
+        _on_screen = False
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
 
 
 def progress(label: str) -> Tuple[Optional[Callable[[int, int], None]], Callable[[], None]]:
-    """A progress callback for long decodes, shown on stderr only when stderr is a terminal."""
+    """A progress callback for long decodes, shown on stderr only when stderr is a terminal, and not
+    while a pager holds the terminal (it would be drawn over the pager's screen)."""
+    from skbinspect.cli.pager import paging
+
     if not sys.stderr.isatty():
         return None, lambda: None
     state = {"last": 0, "shown": False}
 
     def cb(done: int, total: int) -> None:
+        global _on_screen
         if done - state["last"] < 256 and done != total:
+            return
+        if paging():
             return
         state["last"] = done
         state["shown"] = True
         pct = 100 * done // total if total else 100
+        _on_screen = True
         sys.stderr.write(f"\r{label}: {done}/{total} sub-buffers ({pct}%)")
         sys.stderr.flush()
+        if done == total:  # the decode is over and output follows on the same terminal: no trace left
+            clear_line()
 
     def end() -> None:
-        if state["shown"]:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+        if state["shown"] and not paging():
+            clear_line()
 
     return cb, end

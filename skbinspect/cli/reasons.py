@@ -6,7 +6,7 @@ from typing import Any, List, Optional
 
 import click
 
-from skbinspect.cli.app import State, cli, pass_state
+from skbinspect.cli.app import State, cli, json_document, pass_state
 from skbinspect.errors import SkbinspectError
 
 __all__ = ["reasons"]
@@ -48,6 +48,7 @@ def reasons(state: State, key: Optional[str], subsystem: Optional[str], tuntap: 
 
     from skbinspect.counters.reasons import drop_reason_table
     from skbinspect.counters.render import render_reason, render_reasons
+    from skbinspect.memory.problems import take_problems
     from skbinspect.output import print_json
 
     target = state.target()
@@ -80,7 +81,7 @@ def reasons(state: State, key: Optional[str], subsystem: Optional[str], tuntap: 
         d = table.to_json()
         d["reasons"] = [r.to_json() for r in shown]
         d["release"] = target.release
-        print_json(d)
+        print_json(json_document(target, target.warnings + take_problems(target.prog), d))
         return
     for w in target.warnings:
         click.echo(f"warning: {w}", err=True)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from skbinspect.cli.app import State, cli, pass_state
+from skbinspect.cli.app import State, cli, json_document, pass_state
 
 __all__ = ["report"]
 
@@ -36,10 +36,9 @@ def report(state: State, instance: Optional[str], no_stale: bool) -> None:
 
     target = state.target()
     rep = build_report(target.prog, instance, module_ok=target.debug.module_ok, stale=not no_stale)
-    rep.notes = list(target.warnings) + rep.notes + take_problems(target.prog)
-    if state.json:
-        d = rep.to_json()
-        d["target"] = {"kind": target.kind, "source": target.source, "release": target.release}
-        print_json(d)
+    problems = take_problems(target.prog)
+    rep.notes = list(target.warnings) + rep.notes + problems
+    if state.json:  # notes keep the warnings too, as before the top-level warnings
+        print_json(json_document(target, list(target.warnings) + problems, rep.to_json()))
     else:
         render_report(rep)

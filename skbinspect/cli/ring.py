@@ -7,7 +7,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 import click
 
-from skbinspect.cli.app import State, cli, pass_state
+from skbinspect.cli.app import State, cli, json_document, pass_state
 
 __all__ = ["ring"]
 
@@ -18,7 +18,8 @@ Examples:
   skbinspect -c vmcore ring tap0 -e    with the live entries, oldest first, headers decoded
   skbinspect ring --stale tapmq        the entries and the stale window (consumed, not yet zeroed)
   skbinspect ring -e tap0 --json       JSON: devices -> queues -> ring -> entries (see README)
-  (global options -c, -s, --qemu, --json, --color may also follow the command)
+  skbinspect ring -e -o ring.txt       the entries as plain text in ring.txt (-o: every command)
+  (global options -c, -s, --qemu, --json, -o, --color may also follow the command)
 \b
 Fullness follows the kernel: a ring is full when queue[producer] != NULL, which includes a producer
 that wrapped onto slots consumed but not yet zeroed (the stale window, at most batch-1 slots)."""
@@ -76,13 +77,7 @@ def ring(
     # damage met on the way (a device list that loops, ...) is said with the target's warnings
     warnings = target.warnings + take_problems(target.prog)
     if state.json:
-        print_json(
-            {
-                "target": {"kind": target.kind, "source": target.source, "release": target.release},
-                "warnings": warnings,
-                "devices": [d.to_json(entries, raw=True) for d in devs],
-            }
-        )
+        print_json(json_document(target, warnings, {"devices": [d.to_json(entries, raw=True) for d in devs]}))
     else:
         for w in warnings:
             click.echo(f"warning: {w}", err=True)

@@ -6,7 +6,7 @@ from typing import Tuple
 
 import click
 
-from skbinspect.cli.app import State, cli, pass_state
+from skbinspect.cli.app import State, cli, json_document, pass_state
 from skbinspect.errors import SkbinspectError
 
 __all__ = ["stats"]
@@ -56,10 +56,7 @@ def stats(state: State, devices: Tuple[str, ...], nonzero: bool) -> None:
     if nonzero:
         result = filter_nonzero(result)
     if state.json:
-        d = result.to_json()
-        d["target"] = {"kind": target.kind, "source": target.source, "release": target.release}
-        d["warnings"] = target.warnings
-        print_json(d)
+        print_json(json_document(target, target.warnings, result.to_json()))
         return
     for w in target.warnings:
         click.echo(f"warning: {w}", err=True)

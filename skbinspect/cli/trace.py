@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
-from typing import Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import click
 
-from skbinspect.cli.app import State, cli, instance_options, pass_state
+from skbinspect.cli.app import State, cli, instance_options, json_document, pass_state
 from skbinspect.cli.progress import progress
 from skbinspect.errors import SkbinspectError
 
@@ -61,7 +62,8 @@ def trace(
     """Events of the kernel's ftrace ring buffer, decoded from memory, oldest first.
 
     Text output has the line format of the tracefs trace file; with --json, one object per event per
-    line (streamed).  Losses (the buffer wrapped, events dropped) and anything skipped as corrupt are
+    line (streamed), then one summary object ("record": "summary": target, warnings, and each buffer's
+    losses and notes).  Losses (the buffer wrapped, events dropped) and anything skipped as corrupt are
     reported too.
     """
     from skbinspect.ftrace.reader import TraceReader
@@ -73,7 +75,8 @@ def trace(
         raise click.BadParameter(
             f"{since} is not a number of seconds (leave --since out for everything).", param_hint="--since"
         )
-    prog = state.target().prog
+    target = state.target()
+    prog = target.prog
     arrays = selected_arrays(prog, instance, all_instances)
     if cpus:
         have = {c.cpu for tr in arrays for c in tr.cpus}
@@ -89,6 +92,7 @@ def trace(
             )
     out = sys.stdout
     syms = symbolizer(prog)
+    summaries: List[Dict[str, Any]] = []
     for n, tr in enumerate(arrays):
         cb, done = progress(f"decoding {tr.name}")
         reader = TraceReader(prog, tr, cpus or None, cb)
@@ -113,10 +117,29 @@ def trace(
         finally:
             done()
         notes = loss_lines(tr, reader) + [f"warning: {w}" for w in reader.warnings]
-        if notes:
-            if state.json:
-                for line in notes:
-                    click.echo(f"skbinspect: {tr.name}: {line}", err=True)
-            else:
-                out.write("".join(f"# {line}\n" for line in notes))
+        if state.json:
+            summaries.append(_instance_summary(tr, reader, notes))
+            for line in notes:  # for the person watching too; the summary record has them
+                click.echo(f"skbinspect: {tr.name}: {line}", err=True)
+        elif notes:
+            out.write("".join(f"# {line}\n" for line in notes))
         out.flush()
+    if state.json:
+        from skbinspect.memory.problems import take_problems
+
+        doc = json_document(target, target.warnings + take_problems(prog), {"instances": summaries})
+        out.write(json.dumps({"record": "summary", **doc}, default=str) + "\n")
+        out.flush()
+
+
+def _instance_summary(tr: Any, reader: Any, notes: List[str]) -> Dict[str, Any]:
+    """One buffer's part of ``trace --json``'s summary record: what was lost and skipped (docs/json.md)."""
+    return {
+        "instance": tr.name,
+        "entries": sum(c.entries for c in reader.cpu_buffers),
+        "lost": sum(c.overrun + c.dropped + c.commit_overrun for c in reader.cpu_buffers),
+        "cpus": [c.to_json() for c in reader.cpu_buffers],
+        "missed_sub_buffers": reader.missed_pages,
+        "skipped": [str(d) for d in reader.damage],
+        "notes": notes,
+    }

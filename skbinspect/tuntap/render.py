@@ -135,7 +135,12 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
                     out.print(et)
             elif q.entries:
                 s = q.contents_summary()
-                out.print(f"  {label} holds: " + ", ".join(f"{n} {p}" for p, n in s["protocols"].items()))
-                for flow, n in s["top_flows"][:3]:
+                # flows of one packet tell nothing when every flow is unique (the top flow has 1 then)
+                flows = [(flow, n) for flow, n in s["top_flows"][:3] if n > 1]
+                unique = "; every flow a single packet" if s["top_flows"] and not flows else ""
+                out.print(
+                    f"  {label} holds: " + ", ".join(f"{n} {p}" for p, n in s["protocols"].items()) + unique
+                )
+                for flow, n in flows:
                     out.print(f"    {n:6} {flow}")
         out.print()

@@ -578,7 +578,7 @@ def test_trace_since_not_a_number_of_seconds(since: str) -> None:
 
     lab = lab_vmcore_for(DEFAULT_KERNEL)
     p = run_skbinspect("-c", lab.vmcore, *symbols_args(lab), "trace", "--since", since)
-    assert p.returncode == 2 and "--since" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 64 and "--since" in p.stderr and "Traceback" not in p.stderr  # a usage error
 
 
 def test_trace_cpu_that_does_not_exist() -> None:

@@ -100,6 +100,7 @@ def _on_pty(lab: LabVmcore, columns: int, *args: str) -> str:
         os.environ.pop("LINES", None)
         os.environ["TERM"] = "xterm"
         os.environ["PYTHONPATH"] = REPO
+        os.environ["SKBINSPECT_PAGER"] = ""  # the output as printed, not through less (it waits for q)
         # the window size, set on the terminal before skbinspect starts (no race with the parent)
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
         os.execv(
@@ -177,3 +178,42 @@ def test_drops_timeline_fits_the_terminal(lab_vmcore: LabVmcore, columns: int) -
     if "records no drop reasons" in term and not lines:
         return
     assert lines and max(len(line.rstrip()) for line in lines) <= columns, lines
+
+
+@pytest.mark.parametrize(
+    "args", [["ring", "-e"], ["stats"], ["report"], ["--json", "info"], ["--json", "trace"]], ids="-".join
+)
+def test_output_file_from_a_terminal_equals_piped_output(lab_vmcore: LabVmcore, tmp_path, args: list) -> None:  # type: ignore[no-untyped-def]
+    """``-o FILE`` typed on a terminal (after the command): the file holds exactly what the piped output
+    is (plain text, or JSON), and nothing of it reaches the terminal."""
+    from tests.conftest import run_skbinspect
+
+    out = tmp_path / "out"
+    terminal = _on_pty(lab_vmcore, 120, *args, "-o", str(out))
+    piped = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), *args)
+    assert piped.returncode == 0, piped.stderr
+    written = out.read_text()
+    assert written == piped.stdout
+    assert len(written) > 200
+    first = written.splitlines()[0]
+    assert first not in terminal, terminal[-2000:]
+
+
+def test_output_file_inside_drgn(lab_vmcore: LabVmcore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``%skbinspect ... -o FILE`` inside drgn writes the file; the session goes on, its output on the
+    terminal again."""
+    from tests.conftest import run_skbinspect
+
+    text, js = tmp_path / "ring.txt", tmp_path / "ring.json"
+    lines = [f"%skbinspect ring -o {text}", f"%skbinspect --json ring -o {js}", "print('still-here', 6 * 7)"]
+    out = drgn_repl(lab_vmcore, lines, columns=120)
+    assert "still-here 42" in out and "Traceback" not in out, out[-3000:]
+    piped = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "ring")
+    assert text.read_text() == piped.stdout
+    import json
+
+    doc = json.loads(js.read_text())
+    assert doc["target"]["release"] == lab_vmcore.kernel.release
+    assert {d["name"] for d in doc["devices"]} == {
+        line.split()[0] for line in piped.stdout.splitlines() if " ifindex " in line
+    }

@@ -303,3 +303,28 @@ def test_pcap_holds_what_the_guest_drained(lab_vmcore: LabVmcore, tmp_path: Any)
     got = _tcpdump_packets(pcap)
     assert len(got) == len(want) > 0
     assert got == want
+
+
+def test_text_lists_only_flows_that_repeat(lab_vmcore: LabVmcore) -> None:
+    """``ring``'s "holds" line per queue: the flows of more than one packet (of the 3 commonest) follow
+    it; when every flow is unique (the commonest has 1 packet) the line says so and lists none."""
+    summary = ring_json(lab_vmcore)
+    p = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "ring")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    checked = 0
+    for d in summary["devices"]:
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"{d['name']} ifindex "))
+        block = lines[start + 1 :]
+        block = block[: next((i for i, line in enumerate(block) if " ifindex " in line), len(block))]
+        for q in d["queues"]:
+            s = q.get("summary")
+            if not s or not s["top_flows"]:
+                continue
+            at = next(i for i, line in enumerate(block) if line.startswith(f"  queue {q['index']} holds: "))
+            repeat = [(f, n) for f, n in s["top_flows"][:3] if n > 1]
+            assert block[at].endswith("; every flow a single packet") == (not repeat), block[at]
+            shown = [line for line in block[at + 1 : at + 1 + len(repeat) + 1] if line.startswith("    ")]
+            assert [line.split(None, 1) for line in shown] == [[str(n), f] for f, n in repeat]
+            checked += 1
+    assert checked >= 4

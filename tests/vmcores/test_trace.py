@@ -270,11 +270,18 @@ def test_trace_filters(lab_vmcore: LabVmcore) -> None:
 
 def test_trace_json(lab_vmcore: LabVmcore) -> None:
     p = cli(lab_vmcore, "--json", "trace", "-i", "skbinst", "--stacks")
-    objs = [json.loads(line) for line in p.stdout.splitlines()]
+    *objs, summary = [json.loads(line) for line in p.stdout.splitlines()]
     check_trace_json(objs, truth_text(lab_vmcore, "skbinst"))
     assert all(o["instance"] == "skbinst" for o in objs)
-    # the losses of the wrapped instance are said on stderr
+    # the losses of the wrapped instance are in the last line, the summary record (and said on stderr)
     assert "overwritten" in p.stderr
+    assert summary["record"] == "summary" and "event" not in summary
+    assert summary["target"]["release"] == lab_vmcore.kernel.release and summary["warnings"] == []
+    (inst,) = summary["instances"]
+    entries, written, ncpu = map(int, _HEADER.search(truth_text(lab_vmcore, "skbinst")).groups())
+    assert inst["instance"] == "skbinst" and len(inst["cpus"]) == ncpu
+    assert (inst["entries"], inst["lost"]) == (entries, written - entries) and inst["lost"] > 0
+    assert [n for n in inst["notes"] if "overwritten" in n] and inst["skipped"] == []
 
 
 def check_trace_json(objs: List[Dict[str, Any]], truth: str) -> None:

@@ -1,0 +1,52 @@
+"""docs/skbinspect.1 is generated from the click commands (skbinspect/cli/manpage.py): the committed page
+is current, and groff renders it without a warning."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "skbinspect.1"
+
+
+def test_committed_man_page_is_current() -> None:
+    from skbinspect.cli import cli
+    from skbinspect.cli.manpage import render_man
+
+    assert PAGE.read_text() == render_man(cli), (
+        "docs/skbinspect.1 is stale: python3 -m skbinspect.cli.manpage > docs/skbinspect.1"
+    )
+
+
+def test_man_page_renders_with_every_command_and_option() -> None:
+    import click
+
+    from skbinspect.cli import cli
+
+    groff = shutil.which("groff")
+    if groff is None:
+        pytest.fail("groff is not installed (Debian package groff-base, in scripts/install-deps.sh)")
+    p = subprocess.run(
+        [groff, "-man", "-Tutf8", "-ww", "-rLL=80n", str(PAGE)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+        timeout=60,
+    )
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    import re
+
+    text = re.sub(".\b", "", p.stdout)  # overstrike (bold, underline)
+    text = text.replace("\u2010", "-").replace("\u2212", "-")
+    assert "SKBINSPECT(1)" in text and "EXIT STATUS" in text
+    for name, cmd in cli.commands.items():
+        assert f"skbinspect {name}" in text, name
+        for param in cmd.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert all(o in text for o in param.opts), (name, param.opts)
+    for param in cli.params:
+        if isinstance(param, click.Option) and not param.hidden:
+            assert all(o in text for o in param.opts), param.opts
