@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from skbinspect.chart import BLOCKS
 from tests.vmcores.drgn_session import drgn_repl
 from tests.vmcores.lab import LabVmcore
 from tests.vmcores.test_lab_info import symbols_args
@@ -169,11 +170,14 @@ def test_info_paths_never_broken_on_a_narrow_terminal(lab_vmcore: LabVmcore) -> 
     assert mods and mods[0].split()[-1].endswith("tun.ko") and os.path.isfile(mods[0].split()[-1]), term
 
 
-@pytest.mark.parametrize("columns", [50, 80])
-def test_drops_timeline_fits_the_terminal(lab_vmcore: LabVmcore, columns: int) -> None:
-    """The timeline's buckets are summed in groups on a narrow terminal: no line is wider than it."""
+@pytest.mark.parametrize("columns", [80, 120])
+def test_drops_chart_fits_the_terminal(lab_vmcore: LabVmcore, columns: int) -> None:
+    """The drops-over-time chart takes as many buckets as fit: no line of it is wider than the window,
+    and its rows use the block characters on a UTF-8 terminal (every lab kernel's trace has drops)."""
     term = _on_pty(lab_vmcore, columns, "drops", "--top-stacks", "0")
-    lines = [line for line in term.splitlines() if "|" in line]
-    if "records no drop reasons" in term and not lines:
-        return
-    assert lines and max(len(line.rstrip()) for line in lines) <= columns, lines
+    lines = term.splitlines()
+    start = lines.index("drops over time, seconds before the last drop in the trace:")
+    chart = lines[start : start + 1 + next(i for i, x in enumerate(lines[start:]) if "one scale" in x)]
+    rows = [x for x in chart if any(c in x for c in BLOCKS[1:]) and "one scale" not in x]
+    assert rows and max(len(line.rstrip()) for line in chart) <= columns, chart
+    assert all(" peak " in x for x in rows), rows
