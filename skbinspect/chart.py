@@ -4,6 +4,8 @@ printed per row, and a time axis in seconds before the chart's end (the "now" th
 ``drops`` and ``report`` pass the time stamp of the trace's latest drop; the kernel's clock at the dump
 is not read).
 
+Also the occupancy of a ring as a bar of its size (live, stale and free slots) for ``ring``.
+
 Pure: numbers in, text lines (or an SVG document) out.  No kernel access, no rich."""
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ __all__ = [
     "chart_for_console",
     "fit_chart",
     "level",
+    "occupancy_bar",
+    "occupancy_lines",
+    "split_cells",
     "rate_text",
     "sparkline",
 ]
@@ -310,3 +315,62 @@ def chart_for_console(
         return []
     pad = " " * margin
     return [pad + line for line in ch.lines(ascii_only=not unicode_ok(getattr(con, "encoding", None)))]
+
+
+# ---- ring occupancy ------------------------------------------------------------------------------------
+
+#: live, stale, free slots
+OCCUPANCY_CHARS = "█▒░"
+OCCUPANCY_ASCII = "#~."
+
+
+def split_cells(parts: Sequence[int], width: int) -> List[int]:
+    """``width`` cells shared among ``parts`` in proportion (largest remainder), every non-zero part
+    getting at least one cell when there are cells enough; the cells sum to ``width`` (0 if all parts
+    are 0)."""
+    total = sum(p for p in parts if p > 0)
+    if total <= 0 or width <= 0:
+        return [0] * len(parts)
+    exact = [max(0, p) * width / total for p in parts]
+    cells = [int(x) for x in exact]
+    for i in sorted(range(len(parts)), key=lambda i: -(exact[i] - cells[i]))[: width - sum(cells)]:
+        cells[i] += 1
+    # a part with slots but no cell takes one from the largest part
+    for i, p in enumerate(parts):
+        if p > 0 and cells[i] == 0:
+            j = max(range(len(cells)), key=lambda k: cells[k])
+            if cells[j] > 1:
+                cells[j] -= 1
+                cells[i] = 1
+    return cells
+
+
+def occupancy_bar(live: int, stale: int, free: int, width: int, ascii_only: bool = False) -> str:
+    """A ring's slots as a bar ``width`` cells wide: live, then stale, then free."""
+    chars = OCCUPANCY_ASCII if ascii_only else OCCUPANCY_CHARS
+    return "".join(c * n for c, n in zip(chars, split_cells([live, stale, free], width)))
+
+
+def occupancy_lines(
+    rows: Sequence[Tuple[str, int, int, int]],
+    columns: Optional[int],
+    ascii_only: bool = False,
+    indent: int = 2,
+) -> List[str]:
+    """The occupancy histogram of a device's queues: a legend, then per queue (label, live, stale,
+    free) a bar of its ring size and the numbers; the bars up to 50 cells, fewer to fit ``columns``."""
+    if not rows:
+        return []
+    chars = OCCUPANCY_ASCII if ascii_only else OCCUPANCY_CHARS
+    label_w = max(len(r[0]) for r in rows)
+    nums = [f"{lv} live, {st} stale, {fr} free of {lv + st + fr}" for _, lv, st, fr in rows]
+    num_w = max(len(n) for n in nums)
+    width = 50
+    if columns is not None:
+        width = max(10, min(width, columns - indent - label_w - 1 - 2 - num_w))
+    out = [" " * indent + f"ring occupancy ({chars[0]} live, {chars[1]} stale, {chars[2]} free):"]
+    for (label, lv, st, fr), n in zip(rows, nums):
+        out.append(
+            " " * indent + f"{label.rjust(label_w)} {occupancy_bar(lv, st, fr, width, ascii_only)}  {n}"
+        )
+    return out

@@ -1,5 +1,5 @@
 """skbinspect.chart on numbers: bucketing, one scale across rows, peak rates, the time axis, the ASCII
-fallback and the SVG."""
+fallback, the occupancy bars and the SVG."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from skbinspect.chart import (
     build_chart,
     fit_chart,
     level,
+    occupancy_bar,
+    occupancy_lines,
     rate_text,
     sparkline,
+    split_cells,
     unicode_ok,
 )
 
@@ -122,6 +125,31 @@ def test_nothing_to_chart() -> None:
     assert build_chart({"A": []}, 10, True) is None
     one = build_chart({"A": [5]}, 10, True)
     assert one is not None and one.buckets == 1 and one.rows == [("A", [1])] and one.bucket_s is None
+
+
+def test_split_cells() -> None:
+    assert split_cells([1000, 0, 0], 40) == [40, 0, 0]
+    assert split_cells([113, 5, 138], 50) == [22, 1, 27]
+    assert split_cells([0, 2, 254], 50) == [0, 1, 49]  # two stale slots still show
+    assert split_cells([0, 0, 0], 50) == [0, 0, 0]
+    rng = random.Random(5)
+    for _ in range(500):
+        parts = [rng.randrange(0, 300) for _ in range(3)]
+        w = rng.randrange(3, 80)
+        cells = split_cells(parts, w)
+        if sum(parts):
+            assert sum(cells) == w
+            assert all(c >= 1 for c, p in zip(cells, parts) if p)
+
+
+def test_occupancy_lines() -> None:
+    assert occupancy_bar(3, 1, 4, 8) == "███▒░░░░"
+    assert occupancy_bar(3, 1, 4, 8, ascii_only=True) == "###~...."
+    lines = occupancy_lines([("0", 113, 5, 138), ("-", 0, 2, 254)], 80)
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[1].endswith("113 live, 5 stale, 138 free of 256")
+    piped = occupancy_lines([("0", 1000, 0, 0)], None, ascii_only=True)
+    assert "#" * 50 in piped[1] and all(ord(c) < 128 for line in piped for c in line)
 
 
 def test_svg_is_well_formed() -> None:

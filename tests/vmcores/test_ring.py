@@ -303,3 +303,28 @@ def test_pcap_holds_what_the_guest_drained(lab_vmcore: LabVmcore, tmp_path: Any)
     got = _tcpdump_packets(pcap)
     assert len(got) == len(want) > 0
     assert got == want
+
+
+def test_occupancy_bars_equal_the_json(lab_vmcore: LabVmcore, ring_all: Dict[str, Any]) -> None:
+    """``ring``'s occupancy bars (piped: ASCII): per queue, in the table's order, the live, stale and free
+    counts of the JSON (whose sum is the ring size), and cells in proportion to them."""
+    import re
+
+    from skbinspect.chart import split_cells
+
+    p = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "ring")
+    assert p.returncode == 0, p.stderr
+    rows = re.findall(r"^  (\S+) ([#~.]+)  (\d+) live, (\d+) stale, (\d+) free of (\d+)$", p.stdout, re.M)
+    want = []
+    for d in ring_all["devices"]:
+        for q in d["queues"]:
+            r = q["ring"]
+            want.append(
+                ("-" if q["index"] is None else str(q["index"]), r["live"], r["stale"], r["free"], r["size"])
+            )
+    assert [(x[0], int(x[2]), int(x[3]), int(x[4]), int(x[5])) for x in rows] == want
+    for _label, bar, live, stale, free, size in rows:
+        assert int(live) + int(stale) + int(free) == int(size)
+        cells = split_cells([int(live), int(stale), int(free)], len(bar))
+        assert bar == "#" * cells[0] + "~" * cells[1] + "." * cells[2]
+    assert any("~" in x[1] for x in rows)  # tapmq's stale window shows
