@@ -50,3 +50,22 @@ def test_chart_counts_equal_the_guest_trace(lab_vmcore: LabVmcore, array: str) -
     assert sum(int(r[3]) for r in rows) == sum(want.values())
     full = BLOCKS[-1]
     assert sum(r[1].count(full) for r in rows) >= 1  # the busiest bucket of all rows reaches the top
+
+
+def test_report_svg(lab_vmcore: LabVmcore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``report --svg FILE``: well-formed SVG whose bars count every kfree_skb event of the guest's
+    top-level trace, one labelled row per reason."""
+    import xml.etree.ElementTree as ET
+
+    want = _guest_drops(lab_vmcore, "top")
+    path = tmp_path / "drops.svg"
+    p = cli(lab_vmcore, "report", "--svg", str(path))
+    assert f"to {path}" in p.stderr
+    root = ET.parse(path).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.tag == ns + "svg"
+    bars = [int(r.find(ns + "title").text.split()[0]) for r in root.iter(ns + "rect")]  # type: ignore[union-attr]
+    assert sum(bars) == sum(want.values())
+    texts = [t.text or "" for t in root.iter(ns + "text")]
+    rows = [t for t in texts if t in want]
+    assert sorted(rows) == sorted(want) and "seconds before the last drop in the trace" in texts
