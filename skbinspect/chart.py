@@ -146,30 +146,37 @@ class Chart:
         span = self.span_s
         if span is None or n < 2:
             return ""
-        labels = [" "] * n
+        base = [" "] * n
 
-        def place(col: int, text: str, right: bool = False) -> None:
+        def place(labels: List[str], col: int, text: str, right: bool = False) -> bool:
             lo = col - len(text) + 1 if right else col
             hi = lo + len(text)
             if lo < 0 or hi > n or any(c != " " for c in labels[max(0, lo - 2) : min(n, hi + 2)]):
-                return
+                return False
             labels[lo:hi] = list(text)
+            return True
 
-        place(n - 1, _secs_text(0.0), right=True)
-        place(0, f"{-span:.3g}s")
-        # round times (0, -step, -2*step, ...) at the column whose bucket holds them; fewer when crowded
-        for ticks in (4, 2, 1):
-            trial = labels[:]
+        place(base, n - 1, _secs_text(0.0), right=True)
+        place(base, 0, f"{-span:.3g}s")
+        # round times (-step, -2*step, ...) from the column of the bucket that holds them: the step that
+        # places at least two (else the most) labels
+        labels = base
+        best = -1
+        for ticks in (4, 3, 2, 1):
+            trial = base[:]
             step = nice_step(span, ticks)
+            placed = 0
             k = 1
             while k * step <= span * (1 + 1e-9) and k < 50:
                 t = -k * step
-                col = round((span + t) / span * (n - 1))
-                place(col, _secs_text(round(t / step) * step if step >= 1 else float(f"{t:.6g}")))
+                col = min(n - 1, int((span + t) / span * n))
+                text = _secs_text(round(t / step) * step if step >= 1 else float(f"{t:.6g}"))
+                placed += place(trial, col, text)
                 k += 1
-            if sum(1 for c in labels if c == "s") >= 3 or ticks == 1:
+            if placed > best:
+                labels, best = trial, placed
+            if placed >= 2:
                 break
-            labels[:] = trial
         return (" " * indent + "".join(labels)).rstrip()
 
     def width(self, indent: int = 2) -> int:

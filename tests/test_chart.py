@@ -95,6 +95,15 @@ def test_axis_counts_seconds_before_the_end() -> None:
     # round seconds at the column of the bucket they fall in: -2s is the middle bucket
     assert axis[col0 + 20 : col0 + 23] == "-2s"
     assert row[col0 + 20] == BLOCKS[8]  # the drop at t=2 s is in that bucket
+    # a round time next to the left edge's label is left out, the others stay
+    odd = build_chart({"X": [0, 4_712_954_000]}, 42, True)
+    assert odd is not None
+    ax = odd.axis(0)
+    assert (
+        ax.startswith("-4.71s")
+        and ax.endswith(" 0")
+        and ax.index("-2s") == int((4.712954 - 2) / 4.712954 * 42)
+    )
 
 
 def test_fit_chart_fits_columns() -> None:
