@@ -8,9 +8,15 @@ from typing import Callable, Optional, Tuple
 __all__ = ["progress"]
 
 
-def progress(label: str) -> Tuple[Optional[Callable[[int, int], None]], Callable[[], None]]:
-    """A progress callback for long decodes, shown on stderr only when stderr is a terminal."""
-    if not sys.stderr.isatty():
+def progress(
+    label: str, streaming: bool = False
+) -> Tuple[Optional[Callable[[int, int], None]], Callable[[], None]]:
+    """A progress callback for long decodes, shown on stderr only when stderr is a terminal.
+
+    :param streaming: the command writes its output while it decodes (``trace``): no progress line when
+        stdout is a terminal too, where it would be drawn in the middle of the output (the output shows
+        the progress); shown when stdout goes to a file or a pipe."""
+    if not sys.stderr.isatty() or (streaming and sys.stdout.isatty()):
         return None, lambda: None
     state = {"last": 0, "shown": False}
 

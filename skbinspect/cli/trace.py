@@ -93,7 +93,7 @@ def trace(
     out = sys.stdout
     syms = symbolizer(prog)
     for n, tr in enumerate(arrays):
-        cb, done = progress(f"decoding {tr.name}")
+        cb, done = progress(f"decoding {tr.name}", streaming=True)
         reader = TraceReader(prog, tr, cpus or None, cb)
         want = event_ids(reader, events)
         fmt = TraceTextFormatter(reader, syms)
