@@ -74,7 +74,7 @@ def _known_reasons(prog: Any, names: Sequence[str]) -> Tuple[str, ...]:
 @click.option(
     "--stacks", "old_stacks", type=click.IntRange(min=0), hidden=True, help="Deprecated: --top-stacks."
 )
-@click.option("--no-timeline", is_flag=True, help="Leave out the per-reason timeline.")
+@click.option("--no-timeline", is_flag=True, help="Leave out the chart of drops over time.")
 @pass_state
 def drops(
     state: State,
@@ -86,8 +86,9 @@ def drops(
     no_timeline: bool,
 ) -> None:
     """kfree_skb drops in the trace buffer, grouped by reason and location: counts, first and last
-    time, rate, the most common stacks, the tasks, the device when the buffer names it, and a timeline
-    of each reason over the recorded span."""
+    time, rate, the most common stacks, the tasks, the device when the buffer names it, and a chart of
+    each reason's drops over time (one sparkline per reason on one scale, its peak rate, seconds before
+    the last drop in the trace)."""
     from skbinspect.ftrace.drops import drops_report
     from skbinspect.ftrace.reader import TraceReader
     from skbinspect.ftrace.render import render_drops

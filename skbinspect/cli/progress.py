@@ -20,12 +20,18 @@ def clear_line() -> None:
         sys.stderr.flush()
 
 
-def progress(label: str) -> Tuple[Optional[Callable[[int, int], None]], Callable[[], None]]:
+def progress(
+    label: str, streaming: bool = False
+) -> Tuple[Optional[Callable[[int, int], None]], Callable[[], None]]:
     """A progress callback for long decodes, shown on stderr only when stderr is a terminal, and not
-    while a pager holds the terminal (it would be drawn over the pager's screen)."""
+    while a pager holds the terminal (it would be drawn over the pager's screen).
+
+    :param streaming: the command writes its output while it decodes (``trace``): no progress line when
+        stdout is a terminal too, where it would be drawn in the middle of the output (the output shows
+        the progress); shown when stdout goes to a file or a pipe."""
     from skbinspect.cli.pager import paging
 
-    if not sys.stderr.isatty():
+    if not sys.stderr.isatty() or (streaming and sys.stdout.isatty()):
         return None, lambda: None
     state = {"last": 0, "shown": False}
 

@@ -19,6 +19,8 @@ Examples:
   skbinspect ring --stale tapmq        the entries and the stale window (consumed, not yet zeroed)
   skbinspect ring -e tap0 --json       JSON: devices -> queues -> ring -> entries (see README)
   skbinspect ring -e -o ring.txt       the entries as plain text in ring.txt (-o: every command)
+  skbinspect ring --stale --pcap q.pcapng
+                                       the rings' packets for Wireshark/tcpdump, stale window included
   (global options -c, -s, --qemu, --json, -o, --color may also follow the command)
 \b
 Fullness follows the kernel: a ring is full when queue[producer] != NULL, which includes a producer
@@ -41,7 +43,9 @@ that wrapped onto slots consumed but not yet zeroed (the stale window, at most b
     "pcap",
     metavar="FILE",
     type=click.Path(dir_okay=False, writable=True),
-    help="Also write the live entries' packets to FILE as pcapng (whole linear part of each frame).",
+    help="Also write the ring's packets to FILE as pcapng (the whole linear part of each frame): the live "
+    "entries, what vhost-net took into its rxq batch, and with --stale the stale window; each packet "
+    "commented with device, queue, ring or batch index, skb address and its set.",
 )
 @pass_state
 def ring(
@@ -73,7 +77,7 @@ def ring(
             module_ok=target.debug.module_ok,
         )
         if pcap:
-            _write_pcap(pcap, devs)
+            _write_pcap(pcap, devs, stale)
     # damage met on the way (a device list that loops, ...) is said with the target's warnings
     warnings = target.warnings + take_problems(target.prog)
     if state.json:
@@ -84,29 +88,42 @@ def ring(
         render_ring(devs, entries, stale)
 
 
-def _write_pcap(path: str, devs: List[Any]) -> None:
-    """The live entries of every ring listed, oldest first per queue, as pcapng (see tuntap/pcap.py)."""
+def _write_pcap(path: str, devs: List[Any], stale: bool = False) -> None:
+    """The packets of every ring listed as pcapng (see tuntap/pcap.py), per queue in the order the
+    reader meets them: with ``stale``, the stale window (consumed, not yet zeroed), then what vhost-net
+    took into its rxq batch, then the live entries.  Each packet's comment names its set."""
+    from collections import Counter
+
     from skbinspect.errors import SkbinspectError
     from skbinspect.tuntap.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapPacket, write_pcapng
 
     skipped = 0
+    sets: Counter = Counter()
 
     def packets() -> Iterator[PcapPacket]:
         nonlocal skipped
         for d in devs:
             for q in d.queues:
                 queue = "-" if q.index is None else q.index
-                for e in q.entries:
+                batch: List[Tuple[str, Any, str]] = []
+                if stale:
+                    batch += [(f"ring index {e.index}", e, "stale") for e in q.stale_entries]
+                for v in q.vhost:
+                    what = f"vhost-net batch of pid {v.pid}"
+                    batch += [(f"rxq batch index {v.rxq_head + e.index}", e, what) for e in v.entries]
+                batch += [(f"ring index {e.index}", e, "live") for e in q.entries]
+                for where, e, what in batch:
                     if e.error or not e.data:
                         skipped += 1
                         continue
+                    sets["vhost" if what.startswith("vhost") else what] += 1
                     yield PcapPacket(
                         d.name,
                         LINKTYPE_ETHERNET if e.l2 else LINKTYPE_RAW,
                         e.data,
                         e.length or len(e.data),
                         e.tstamp_ns or 0,
-                        f"{d.name} queue {queue} ring index {e.index} {e.kind} {e.address:#x}",
+                        f"{d.name} queue {queue} {where} {e.kind} {e.address:#x} {what}",
                     )
 
     try:
@@ -114,7 +131,11 @@ def _write_pcap(path: str, devs: List[Any]) -> None:
             n = write_pcapng(f, packets())
     except OSError as e:
         raise SkbinspectError(f"cannot write {path}: {e.strerror or e}") from e
+    names = {"live": "live", "stale": "stale", "vhost": "from vhost-net's rxq batch"}
+    parts = [f"{sets[k]} {names[k]}" for k in ("live", "stale", "vhost") if sets[k]]
     click.echo(
-        f"wrote {n} packets to {path}" + (f" ({skipped} unreadable entries left out)" if skipped else ""),
+        f"wrote {n} packets to {path}"
+        + (f" ({', '.join(parts)})" if parts else "")
+        + (f"; {skipped} unreadable entries left out" if skipped else ""),
         err=True,
     )

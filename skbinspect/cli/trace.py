@@ -94,7 +94,7 @@ def trace(
     syms = symbolizer(prog)
     summaries: List[Dict[str, Any]] = []
     for n, tr in enumerate(arrays):
-        cb, done = progress(f"decoding {tr.name}")
+        cb, done = progress(f"decoding {tr.name}", streaming=True)
         reader = TraceReader(prog, tr, cpus or None, cb)
         want = event_ids(reader, events)
         fmt = TraceTextFormatter(reader, syms)

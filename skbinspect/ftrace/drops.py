@@ -176,6 +176,8 @@ class DropsReport:
     bucket_s: float = 0.0
     notes: List[str] = field(default_factory=list)
     filtered: bool = False
+    #: every counted drop's time stamp per reason label (for :mod:`skbinspect.chart`; not in the JSON)
+    times: Dict[str, List[int]] = field(default_factory=dict, repr=False)
 
     @property
     def span_s(self) -> Optional[float]:
@@ -390,6 +392,7 @@ def drops_report(
         bucket_s,
         notes,
         bool(want),
+        times,
     )
 
 

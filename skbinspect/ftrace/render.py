@@ -1,5 +1,5 @@
 """Rendering for ``skbinspect trace`` and ``skbinspect drops``: the tracefs ``trace`` line format, JSON
-objects, and the drops tables and timelines.  No kernel access here beyond the decoded events (the trace
+objects, and the drops tables and chart (:mod:`skbinspect.chart`).  No kernel access here beyond the decoded events (the trace
 file's columns are described in docs/kernel/ftrace.md)."""
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ __all__ = [
     "loss_lines",
     "render_drops",
     "drops_json",
-    "histogram_line",
 ]
 
 #: FTRACE_TRAMPOLINE_MARKER (kernel/trace/trace.h: (unsigned long)INT_MAX) in a stack: Linux kernel commit
@@ -692,24 +691,6 @@ class JsonLines:
 
 # ---- drops ----------------------------------------------------------------------------------------------
 
-_BLOCKS = " ▁▂▃▄▅▆▇█"
-
-
-def histogram_line(counts: Sequence[int], ascii_only: bool = False) -> str:
-    """A one-line terminal histogram (block characters, or digits-like ASCII when piped)."""
-    peak = max(counts) if counts else 0
-    if not peak:
-        return " " * len(counts)
-    chars = " .:-=+*#%@" if ascii_only else _BLOCKS
-    top = len(chars) - 1
-    out = []
-    for c in counts:
-        if c == 0:
-            out.append(chars[0])
-        else:
-            out.append(chars[max(1, min(top, (c * top + peak - 1) // peak))])
-    return "".join(out)
-
 
 def _secs(ns: Optional[int], in_ns: bool = True) -> str:
     if ns is None:
@@ -726,7 +707,6 @@ def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool =
     from skbinspect.output import console, fit_hints
 
     con = out or console()
-    tty = con.is_terminal
     tr = report.trace_array
     title = "top-level buffer" if tr.is_top else f"instance {tr.name}"
     con.print(
@@ -783,27 +763,11 @@ def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool =
                 con.print(f"  {n} x {escape(frames[0]) if frames else ''}")
                 for fr in frames[1:]:
                     con.print(f"        {escape(fr)}")
-    if timeline and report.timelines:
-        first, last = report.first_ts, report.last_ts
-        timelines = report.timelines
-        width = len(next(iter(timelines.values())))
-        name_w = max(len(k) for k in timelines)
-        bucket_s = report.bucket_s
-        # on a terminal narrower than the line: adjacent buckets summed, so that a line fits the window
-        room = con.width - (2 + name_w + 2 + 1 + len(str(max(sum(c) for c in timelines.values()))))
-        if not getattr(con, "plain", False) and con.is_terminal and 0 < room < width:
-            k = -(-width // room)
-            timelines = {n: [sum(c[i : i + k]) for i in range(0, len(c), k)] for n, c in timelines.items()}
-            width = len(next(iter(timelines.values())))
-            bucket_s *= k
-        con.print(
-            f"[bold]timeline[/bold] {_secs(first, report.in_ns)} s .. {_secs(last, report.in_ns)} s, "
-            f"{width} buckets of {bucket_s:.6f} s"
-        )
-        for name, counts in timelines.items():
-            con.print(
-                f"  {name.ljust(name_w)} |{histogram_line(counts, not tty)}| {sum(counts)}", markup=False
-            )
+    if timeline and report.times:
+        from skbinspect.chart import chart_for_console
+
+        for line in chart_for_console(con, report.times, report.in_ns, report.last_ts):
+            con.print(escape(line), highlight=False)
 
 
 def drops_json(report: Any) -> Dict[str, Any]:

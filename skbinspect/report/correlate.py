@@ -21,7 +21,7 @@ Logic only; rendering is in :mod:`skbinspect.report.render`.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import drgn
@@ -236,9 +236,13 @@ class Report:
     shared_drops: List[Dict[str, Any]] = field(default_factory=list)
     #: ring-full drops at a driver's enqueue function tied to no device: function, module, count
     unattributed_drops: List[Dict[str, Any]] = field(default_factory=list)
+    #: the trace's drop time stamps per reason label, whether the clock counts ns, and the latest drop's
+    #: time stamp (for the drops-over-time chart, :mod:`skbinspect.chart`; not in the JSON)
+    drop_times: Optional[Tuple[Dict[str, List[int]], bool, Optional[int]]] = field(default=None, repr=False)
 
     def to_json(self) -> Dict[str, Any]:
-        d = asdict(self)
+        d = asdict(replace(self, drop_times=None))
+        d.pop("drop_times", None)
         for v in d["verdicts"]:
             for s in v["stale_skbs"]:
                 s["address"] = "%#x" % s["address"]
@@ -750,6 +754,7 @@ def build_report(
         notes,
         shared,
         unattr,
+        (rep.times, rep.in_ns, rep.last_ts) if rep is not None and rep.times else None,
     )
 
 

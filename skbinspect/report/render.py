@@ -10,7 +10,18 @@ from rich.markup import escape
 from skbinspect.output import console
 from skbinspect.report.correlate import Report, ReusedSkb
 
-__all__ = ["render_report"]
+__all__ = ["render_report", "render_timeline"]
+
+
+def render_timeline(out: Console, rep: Report, margin: int = 0) -> None:
+    """The trace's drops over time (:mod:`skbinspect.chart`), sized to the terminal."""
+    if rep.drop_times is None:
+        return
+    from skbinspect.chart import chart_for_console
+
+    times, in_ns, end = rep.drop_times
+    for line in chart_for_console(out, times, in_ns, end, margin=margin):
+        out.print(escape(line), highlight=False)
 
 
 def _s(x: Optional[float], fmt: str = "%.6f") -> str:
@@ -114,6 +125,7 @@ def render_report(rep: Report, out: Optional[Console] = None) -> None:
         )
         for n in t.notes:
             p(f"    note: {escape(n)}")
+    render_timeline(out, rep, margin=2)
     for n in rep.notes:
         p(f"  note: {escape(n)}")
     p()

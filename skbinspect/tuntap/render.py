@@ -32,6 +32,23 @@ def _fill(q: TapQueue) -> str:
     return s
 
 
+def _occupancy(out: Console, d: TapDevice) -> None:
+    """The device's queues as bars of their ring size: live, stale and free slots (ASCII when piped)."""
+    from rich.markup import escape
+
+    from skbinspect.chart import occupancy_lines, unicode_ok
+
+    rows = []
+    for q in d.queues:
+        if q.ring.error:
+            continue
+        a = q.ring.analysis
+        rows.append(("-" if q.index is None else str(q.index), len(a.live), len(a.stale), a.free))
+    tty = out.is_terminal and not getattr(out, "plain", False)
+    for line in occupancy_lines(rows, out.width if tty else None, not (tty and unicode_ok(out.encoding))):
+        out.print(escape(line), highlight=False)
+
+
 def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optional[Console] = None) -> None:
     out = out or console()
     if not devices:
@@ -90,6 +107,7 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
             )
         fit_hints(t, wrap=("held by",), drop=("batch", "stale", "free", "size", "tail", "head", "prod"))
         out.print(t)
+        _occupancy(out, d)
         for q in d.queues:
             label = f"queue {q.index if q.index is not None else '(disabled)'}"
             for p in q.ring.analysis.problems + q.notes:

@@ -328,3 +328,99 @@ def test_text_lists_only_flows_that_repeat(lab_vmcore: LabVmcore) -> None:
             assert [line.split(None, 1) for line in shown] == [[str(n), f] for f, n in repeat]
             checked += 1
     assert checked >= 4
+
+
+def test_occupancy_bars_equal_the_json(lab_vmcore: LabVmcore, ring_all: Dict[str, Any]) -> None:
+    """``ring``'s occupancy bars (piped: ASCII): per queue, in the table's order, the live, stale and free
+    counts of the JSON (whose sum is the ring size), and cells in proportion to them."""
+    import re
+
+    from skbinspect.chart import split_cells
+
+    p = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "ring")
+    assert p.returncode == 0, p.stderr
+    rows = re.findall(r"^  (\S+) ([#~.]+)  (\d+) live, (\d+) stale, (\d+) free of (\d+)$", p.stdout, re.M)
+    want = []
+    for d in ring_all["devices"]:
+        for q in d["queues"]:
+            r = q["ring"]
+            want.append(
+                ("-" if q["index"] is None else str(q["index"]), r["live"], r["stale"], r["free"], r["size"])
+            )
+    assert [(x[0], int(x[2]), int(x[3]), int(x[4]), int(x[5])) for x in rows] == want
+    for _label, bar, live, stale, free, size in rows:
+        assert int(live) + int(stale) + int(free) == int(size)
+        cells = split_cells([int(live), int(stale), int(free)], len(bar))
+        assert bar == "#" * cells[0] + "~" * cells[1] + "." * cells[2]
+    assert any("~" in x[1] for x in rows)  # tapmq's stale window shows
+
+
+def _pcap_comments(path: str) -> List[str]:
+    """The comment of each packet of a pcapng file, in order (tcpdump does not print them)."""
+    from tests.tuntap.test_pcap import _blocks, _options
+
+    with open(path, "rb") as f:
+        blocks = _blocks(f.read())
+    out = []
+    for kind, body in blocks:
+        if kind == 6:
+            caplen = struct.unpack_from("<I", body, 12)[0]
+            opts = dict(_options(body[20 + caplen + (-caplen % 4) :]))
+            out.append(opts.get(1, b"").decode())
+    return out
+
+
+def test_pcap_with_the_stale_window(lab_vmcore: LabVmcore, tmp_path: Any) -> None:
+    """``ring --stale --pcap``: per queue the stale window's entries, then the live ones; tcpdump reads
+    them and they equal the entries skbinspect lists in the same run (the stale skbs are freed, so their
+    bytes are whatever the slab holds now), the live ones equal what the guest drained; each packet's
+    comment names its device, queue, ring index, skb address and set."""
+    pcap = str(tmp_path / "stale.pcapng")
+    ring = ring_json(lab_vmcore, "--stale", "--pcap", pcap)
+    want: List[str] = []
+    comments: List[str] = []
+    n_stale = 0
+    for d in ring["devices"]:
+        for q in d["queues"]:
+            queue = "-" if q["index"] is None else q["index"]
+            _, tq = truth_queue(lab_vmcore, q["holders"][0])
+            hdr = q["vnet_hdr_sz"]
+            readable = [e for e in q["stale_entries"] if e["error"] is None and e["data"]]
+            n_stale += len(readable)
+            want += [e["data"] for e in readable]
+            comments += [
+                f"{d['name']} queue {queue} ring index {e['index']} {e['kind']} {e['address']} stale"
+                for e in readable
+            ]
+            live = [f["hex"][2 * hdr :] for f in tq["frames_drained"]]
+            assert [e["data"] for e in q["entries"]] == live
+            want += live
+            comments += [
+                f"{d['name']} queue {queue} ring index {e['index']} {e['kind']} {e['address']} live"
+                for e in q["entries"]
+            ]
+    assert n_stale > 0  # tapmq's read queue has a stale window (see test_stale_window_and_disabled_queue)
+    got = _tcpdump_packets(pcap)
+    assert len(got) == len(want) and got == want
+    assert _pcap_comments(pcap) == comments
+
+
+def test_pcap_with_vhost_net_batch(vhost_vmcore: LabVmcore, tmp_path: Any) -> None:
+    """``ring --pcap`` on a queue vhost-net reads: the entries vhost took into its rxq batch come first,
+    then the ring's; together they are what the guest drained after vhost gave the batch back."""
+    lab = vhost_vmcore
+    pcap = str(tmp_path / "vhost.pcapng")
+    out = ring_json(lab, "-e", "--pcap", pcap, "tapvh")
+    q = out["devices"][0]["queues"][0]
+    v = q["vhost"][0]
+    assert v["rxq_count"] > 0
+    drained = [f["hex"] for f in lab.truth["holders"]["vhost"]["queues"][0]["frames_drained"]]
+    got = _tcpdump_packets(pcap)
+    assert got == drained
+    comments = _pcap_comments(pcap)
+    queue = q["index"]
+    assert comments == [
+        f"tapvh queue {queue} rxq batch index {v['rxq_head'] + i} {e['kind']} {e['address']} "
+        f"vhost-net batch of pid {v['pid']}"
+        for i, e in enumerate(v["entries"])
+    ] + [f"tapvh queue {queue} ring index {e['index']} {e['kind']} {e['address']} live" for e in q["entries"]]

@@ -391,7 +391,7 @@ def test_drops_text(lab_vmcore: LabVmcore) -> None:
     assert "by reason and location" in p.stdout
     assert "tun_net_xmit" in p.stdout
     if lab_vmcore.kernel.release.split(".")[0] != "5":
-        assert "FULL_RING" in p.stdout and "timeline" in p.stdout
+        assert "FULL_RING" in p.stdout and "drops over time" in p.stdout
     else:
         assert "no drop reasons" in p.stdout
 
