@@ -99,13 +99,21 @@ def drops(
 
     if old_stacks is not None:  # the deprecated spelling, still honoured
         n_stacks = old_stacks
-    prog = state.target().prog
+    target = state.target()
+    prog = target.prog
     reasons = _known_reasons(prog, reasons)
     reports = []
     for tr in selected_arrays(prog, instance, all_instances):
         cb, done = progress(f"decoding {tr.name}")
         try:
-            reports.append(drops_report(prog, reader=TraceReader(prog, tr, None, cb), reasons=reasons))
+            reports.append(
+                drops_report(
+                    prog,
+                    reader=TraceReader(prog, tr, None, cb),
+                    reasons=reasons,
+                    module_ok=target.debug.module_ok,
+                )
+            )
         finally:
             done()
     if state.json:

@@ -7,6 +7,7 @@ from typing import Optional
 import click
 
 from skbinspect.cli.app import State, cli, pass_state
+from skbinspect.cli.progress import progress
 
 __all__ = ["report"]
 
@@ -35,7 +36,13 @@ def report(state: State, instance: Optional[str], no_stale: bool) -> None:
     from skbinspect.report.render import render_report
 
     target = state.target()
-    rep = build_report(target.prog, instance, module_ok=target.debug.module_ok, stale=not no_stale)
+    cb, done = progress(f"decoding {instance or 'the trace'}")
+    try:
+        rep = build_report(
+            target.prog, instance, module_ok=target.debug.module_ok, stale=not no_stale, progress=cb
+        )
+    finally:
+        done()
     rep.notes = list(target.warnings) + rep.notes + take_problems(target.prog)
     if state.json:
         d = rep.to_json()

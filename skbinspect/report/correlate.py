@@ -27,7 +27,14 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 import drgn
 
 from skbinspect.errors import SkbinspectError
-from skbinspect.tuntap.topology import Topology, read_topology
+from skbinspect.ftrace.attribution import (
+    ENQUEUE_FUNCTIONS,
+    KIND_COUNTER,
+    KIND_MODULE,
+    Portion,
+    location_function,
+    location_module,
+)
 
 __all__ = [
     "DropRef",
@@ -53,35 +60,12 @@ CAUSE_CODES = {
     "queues-unreadable": "ring-full drops on a device whose queues could not be read",
 }
 
-#: The function of each driver module that puts a frame in a queue's ptr_ring and frees it when the ring
-#: is full (drivers/net/tun.c tun_net_xmit(), drivers/net/tap.c tap_handle_frame(); 5.10 .. 7.x).  Used
-#: when the kernel records no drop reason (before 5.17) and to tell ring-full drops from other drops in
-#: the same module (e.g. tun_queue_purge() when a queue is closed).
-ENQUEUE_FUNCTIONS = {"tun": "tun_net_xmit", "tap": "tap_handle_frame"}
-
-#: The driver module whose code handles each device kind's queues.
-_KIND_MODULE = {"tun": "tun", "macvtap": "tap", "ipvtap": "tap"}
-
-#: The device counter the driver increments for a ring-full drop (drivers/net/tun.c tun_net_xmit(): drop:
-#: dev_core_stats_tx_dropped_inc(); atomic_long_inc(&dev->tx_dropped) in 5.11 to 5.17, tun's own per-CPU
-#: tx_dropped in 5.10; drivers/net/tap.c tap_handle_frame(): drop: tap->count_rx_dropped() ->
-#: macvlan/ipvlan rx_dropped).  See docs/kernel/counters.md.
-_KIND_COUNTER = {"tun": "tx_dropped", "macvtap": "rx_dropped", "ipvtap": "rx_dropped"}
-
 #: Stale skbs read per queue (the most recent drops: their slab objects are the least likely reused).
 MAX_STALE_PER_QUEUE = 8
-_MAX_EVENTS = 1_000_000
 
 
-def _fn(location_symbol: Optional[str]) -> str:
-    return (location_symbol or "").split("+", 1)[0].split(" ", 1)[0]
-
-
-def _module(location_symbol: Optional[str]) -> Optional[str]:
-    s = location_symbol or ""
-    if s.endswith("]") and "[" in s:
-        return s.rsplit("[", 1)[1][:-1]
-    return None
+_fn = location_function
+_module = location_module
 
 
 @dataclass
@@ -310,38 +294,13 @@ def _task_state(prog: drgn.Program, pid: int) -> Optional[str]:
         return None
 
 
-def _kfree_addresses(
-    prog: drgn.Program, instance: Optional[str]
-) -> Tuple[Dict[int, List[Tuple[int, Optional[str]]]], Dict[int, int], List[str]]:
-    """skbaddr -> [(ts, location function)] of the kfree_skb events, and skbaddr -> time of the last
-    consume_skb event (bounded)."""
-    from skbinspect.ftrace.skb_events import iter_skb_events
-
-    out: Dict[int, List[Tuple[int, Optional[str]]]] = {}
-    consumed: Dict[int, int] = {}
-    notes: List[str] = []
-    n = 0
-    try:
-        for e in iter_skb_events(prog, instance, kinds=["skb:kfree_skb", "skb:consume_skb"]):
-            if e.kind == "consume_skb":
-                consumed[e.skbaddr] = e.ts
-            else:
-                out.setdefault(e.skbaddr, []).append((e.ts, _fn(e.location_symbol)))
-            n += 1
-            if n >= _MAX_EVENTS:
-                notes.append(f"stopped after {_MAX_EVENTS} skb events")
-                break
-    except (drgn.FaultError, SkbinspectError, ValueError) as e:
-        notes.append(f"kfree_skb addresses unreadable: {e}")
-    return out, consumed, notes
-
-
 def build_report(
     prog: drgn.Program,
     instance: Optional[str] = None,
     module_ok: Any = None,
     stale: bool = True,
     max_stale: int = MAX_STALE_PER_QUEUE,
+    progress: Any = None,
 ) -> Report:
     """Read the target once and correlate queues, trace and counters.
 
@@ -349,6 +308,7 @@ def build_report(
     :param module_ok: ``callable(name) -> bool``: whether a module has debug info (see
         :class:`~skbinspect.target.debuginfo.DebugInfoReport`); None: assume yes.
     :param stale: read what is left of freed skbs tied to full queues.
+    :param progress: ``progress(done, total)`` called while the trace's sub-buffers are decoded.
     """
     from skbinspect.counters.stats import drop_stats
     from skbinspect.ftrace.drops import drops_report
@@ -364,40 +324,6 @@ def build_report(
         notes.append(f"tun/tap queues: {e}")
     for d in devs:
         notes += [f"{d.name}: {n}" for n in d.notes]
-
-    rep = None
-    trace: Optional[TraceLimits] = None
-    try:
-        rep = drops_report(prog, instance)
-    except SkbinspectError as e:
-        notes.append(f"trace: {e}")
-    if rep is not None:
-        tr = rep.trace_array
-        trace = TraceLimits(
-            tr.name,
-            tr.entries,
-            tr.written,
-            tr.lost,
-            _sec(rep.first_ts, rep.in_ns),
-            _sec(rep.last_ts, rep.in_ns),
-            rep.kfree_total,
-            rep.consumed,
-            rep.has_reasons,
-            list(rep.notes),
-        )
-        if not tr.written:
-            trace.notes.append(
-                "the buffer is empty (tracing off, or never enabled for skb events): no drop history"
-            )
-        elif not rep.kfree_total:
-            trace.notes.append("no skb:kfree_skb events in the buffer (the event is not enabled?)")
-        if not rep.has_reasons:
-            trace.notes.append(
-                "this kernel records no drop reasons (skb:kfree_skb has no reason before 5.17): "
-                "drops are told apart by location only"
-            )
-    end_ts = rep.last_ts if rep is not None else None
-    in_ns = rep.in_ns if rep is not None else True
 
     # devices and counters
     try:
@@ -434,77 +360,63 @@ def build_report(
     if dm is not None:
         notes += [f"drop_monitor: {n}" for n in dm.notes]
 
-    # ring-full drop groups per driver module, split into portions by the evidence of each drop, each
-    # portion counted once for the devices it can belong to
-    drv_devs: Dict[str, List[Any]] = {}
-    for d in devs:
-        mod = _KIND_MODULE.get(d.kind)
-        if mod:
-            drv_devs.setdefault(mod, []).append(d)
-    topo: Optional[Topology] = None
-    portions: List[_Portion] = []
-    unattributed: Counter = Counter()  # driver module -> ring-full drops tied to no device
-    tied_groups = set()
-    if rep is not None:
-        for gi, g in enumerate(rep.groups):
-            mod = _module(g.location_symbol)
-            fn = _fn(g.location_symbol)
-            if mod not in ENQUEUE_FUNCTIONS:
-                continue
-            ring_full = g.reason == "FULL_RING" if rep.has_reasons else fn == ENQUEUE_FUNCTIONS[mod]
-            if not ring_full:
-                continue
-            tied_groups.add(gi)
-            targets = {d.name for d in drv_devs.get(mod, [])}
-            rest = g.count
-            for key, cnt in g.devices.most_common():
-                name, _, qs = key.partition(" queue ")
-                if name in targets:
-                    cands, by = {name}, "device"
-                else:
-                    if topo is None:
-                        topo = _topology(prog, notes)
-                    cands, by = topo.reach(name, targets), f"topology (via {name})"
-                if not cands or cnt <= 0:
-                    continue
-                queue = int(qs) if qs.isdigit() and name in targets else None
-                portions.append(_Portion(g, mod, cnt, g.first_ts, g.last_ts, sorted(cands), by, queue))
-                rest -= cnt
-            if rest <= 0:
-                continue
-            # the drops the trace names no (known) device for: the driver's devices with a full queue,
-            # else those whose drop counter moved (or could not all be read), else all of them
-            drv = drv_devs.get(mod, [])
-            pick = [d for d in drv if any(q.ring.analysis.full for q in d.queues)]
-            if not pick:
-                pick = [
-                    d
-                    for d in drv
-                    if not dev_complete.get(d.name, False)
-                    or dev_totals.get(d.name, d.counters).get(_KIND_COUNTER.get(d.kind, ""), 0)
-                ] or drv
-            if not pick:
-                unattributed[mod] += rest
-                continue
-            kinds = {d.kind for d in pick}
-            split = _split_by_caller(g, kinds) if len(kinds) > 1 and rest == g.count else None
-            if split is None:
-                portions.append(
-                    _Portion(g, mod, rest, g.first_ts, g.last_ts, [d.name for d in pick], "driver")
-                )
-                continue
-            for kind, (n, first_ts, last_ts) in split.items():
-                names = [d.name for d in pick if kind is None or d.kind == kind]
-                portions.append(
-                    _Portion(g, mod, n, first_ts, last_ts, names, "driver" if kind is None else "stack")
-                )
+    def moved(d: Any) -> bool:
+        """The device's ring-full drop counter moved, or could not all be read."""
+        return not dev_complete.get(d.name, False) or bool(
+            dev_totals.get(d.name, d.counters).get(KIND_COUNTER.get(d.kind, ""), 0)
+        )
 
-    # kfree_skb addresses: memory reuse and stale reads
-    kaddrs: Dict[int, List[Tuple[int, Optional[str]]]] = {}
+    # one pass over the trace: the drop groups, their ring-full drops tied to the devices (the rules
+    # `drops` uses), and the skb addresses for memory reuse and stale reads
+    rep = None
+    trace: Optional[TraceLimits] = None
+    try:
+        from skbinspect.ftrace.reader import trace_reader
+
+        reader = trace_reader(prog, instance, progress=progress)
+        rep = drops_report(prog, reader=reader, devices=devs, moved=moved, addresses=True)
+    except SkbinspectError as e:
+        notes.append(f"trace: {e}")
+    if rep is not None:
+        tr = rep.trace_array
+        trace = TraceLimits(
+            tr.name,
+            tr.entries,
+            tr.written,
+            tr.lost,
+            _sec(rep.first_ts, rep.in_ns),
+            _sec(rep.last_ts, rep.in_ns),
+            rep.kfree_total,
+            rep.consumed,
+            rep.has_reasons,
+            list(rep.notes),
+        )
+        if not tr.written:
+            trace.notes.append(
+                "the buffer is empty (tracing off, or never enabled for skb events): no drop history"
+            )
+        elif not rep.kfree_total:
+            trace.notes.append("no skb:kfree_skb events in the buffer (the event is not enabled?)")
+        if not rep.has_reasons:
+            trace.notes.append(
+                "this kernel records no drop reasons (skb:kfree_skb has no reason before 5.17): "
+                "drops are told apart by location only"
+            )
+    end_ts = rep.last_ts if rep is not None else None
+    in_ns = rep.in_ns if rep is not None else True
+
+    portions: List[Portion] = []
+    unattributed: Counter = Counter()  # driver module -> ring-full drops tied to no device
+    tied_groups: Set[int] = set()
+    # kfree_skb addresses (skbaddr -> [events, last time stamp, group]): memory reuse and stale reads
+    kaddrs: Dict[int, List[Any]] = {}
     consumed: Dict[int, int] = {}
-    if rep is not None and (stale or any(d.queues for d in devs)):
-        kaddrs, consumed, kn = _kfree_addresses(prog, instance)
-        notes += kn
+    kfns: Dict[Any, str] = {}  # group key (reason value, location) -> location function
+    if rep is not None:
+        if rep.tying is not None:
+            portions, unattributed, tied_groups = rep.tying.portions, rep.tying.unattributed, rep.tying.groups
+        kaddrs, consumed = rep.kfree_addresses, rep.consume_addresses
+        kfns = {(g.reason_value, g.location): _fn(g.location_symbol) for g in rep.groups}
     reused: List[ReusedSkb] = []
     for d in devs:
         for q in d.queues:
@@ -512,16 +424,16 @@ def build_report(
             for i in q.ring.analysis.live:
                 a = r.slots[i] & ~1
                 if a in kaddrs:
-                    reused.append(ReusedSkb(a, len(kaddrs[a]), d.name, q.index, i))
+                    reused.append(ReusedSkb(a, kaddrs[a][0], d.name, q.index, i))
 
     names_by_addr = {d.address: d.name for d in devs}
-    by_dev: Dict[str, List[_Portion]] = {}
+    by_dev: Dict[str, List[Portion]] = {}
     for p in portions:
         for name in p.candidates:
             by_dev.setdefault(name, []).append(p)
     verdicts: List[QueueVerdict] = []
     for d in devs:
-        ctr_name = _KIND_COUNTER.get(d.kind)
+        ctr_name = KIND_COUNTER.get(d.kind)
         ctr_val = dev_totals.get(d.name, {}).get(ctr_name) if ctr_name else None
         if ctr_val is None and ctr_name:
             ctr_val = d.counters.get(ctr_name)
@@ -529,7 +441,7 @@ def build_report(
         full_idx = [q.index for q in qlist if q.ring.analysis.full]
         # each portion of this device's drops goes to one queue: the queue the trace names, else its only
         # full queue, else (several full) the first full one, noted as split among them
-        per_q: Dict[Optional[int], List[_Portion]] = {}
+        per_q: Dict[Optional[int], List[Portion]] = {}
         for p in by_dev.get(d.name, []):
             if p.queue is not None and p.queue in {q.index for q in qlist}:
                 qi: Optional[int] = p.queue
@@ -645,6 +557,7 @@ def build_report(
                 v.stale_skbs = _stale_skbs(
                     prog,
                     kaddrs,
+                    kfns,
                     consumed,
                     {_fn(p.group.location_symbol) for p in parts},
                     names_by_addr,
@@ -669,7 +582,7 @@ def build_report(
         if v.device in seen or v.counter is None or v.counter_value is None:
             continue
         seen.add(v.device)
-        mod = _KIND_MODULE.get(kind_of.get(v.device, ""), "")
+        mod = KIND_MODULE.get(kind_of.get(v.device, ""), "")
         c = _counter_check(
             v.device,
             v.counter,
@@ -736,7 +649,7 @@ def build_report(
                     }
                 )
         stacks = sorted(allst, key=lambda s: -s["count"])[:5]
-    return Report(
+    out = Report(
         release,
         verdicts,
         other,
@@ -751,70 +664,7 @@ def build_report(
         shared,
         unattr,
     )
-
-
-#: Device kinds that drop in one shared function (drivers/net/tap.c tap_handle_frame() serves macvtap
-#: and ipvtap, 5.10 .. 7.x) are told apart by the callers in each drop's stack: macvlan's broadcast work
-#: or rx handler (``macvlan_*``) delivers to macvtap, ipvlan's (``ipvlan_*``) to ipvtap.
-CALLER_PREFIXES = (("macvlan_", "macvtap"), ("ipvlan_", "ipvtap"))
-
-
-def _split_by_caller(g: Any, kinds: Set[str]) -> Optional[Dict[Optional[str], Tuple[int, Any, Any]]]:
-    """A drop group's (count, first, last time stamp) per device kind, from the stacks recorded with its
-    events; ``None`` holds the drops whose stack names no caller (or no stack was recorded, e.g. softirqs
-    run by ksoftirqd).  None when no stack tells the kinds apart."""
-    parts: Dict[Optional[str], List[Any]] = {}
-
-    def add(kind: Optional[str], n: int, first: Optional[int], last: Optional[int]) -> None:
-        p = parts.get(kind)
-        if p is None:
-            parts[kind] = [n, first, last]
-            return
-        p[0] += n
-        if first is not None and (p[1] is None or first < p[1]):
-            p[1] = first
-        if last is not None and (p[2] is None or last > p[2]):
-            p[2] = last
-
-    for st, n in g.stacks.items():
-        names = [f.split(" ", 1)[0] for f in g.frames(st)]
-        found = {
-            kind
-            for prefix, kind in CALLER_PREFIXES
-            if kind in kinds and any(name.startswith(prefix) for name in names)
-        }
-        first, last = g.stack_spans.get(st, (g.first_ts, g.last_ts))
-        add(found.pop() if len(found) == 1 else None, n, first, last)
-    rest = g.count - sum(g.stacks.values())
-    if rest > 0:
-        add(None, rest, g.first_ts, g.last_ts)
-    if not any(k is not None for k in parts):
-        return None
-    return {k: (v[0], v[1], v[2]) for k, v in parts.items()}
-
-
-@dataclass
-class _Portion:
-    """Ring-full drops of one group with the same evidence: counted once, for one or several devices."""
-
-    group: Any  # DropGroup
-    module: str
-    count: int
-    first_ts: Optional[int]
-    last_ts: Optional[int]
-    candidates: List[str]
-    by: str
-    queue: Optional[int] = None
-
-
-def _topology(prog: drgn.Program, notes: List[str]) -> Topology:
-    try:
-        topo = read_topology(prog)
-    except (drgn.FaultError, LookupError, ValueError) as e:
-        notes.append(f"device topology unreadable: {e}")
-        return Topology()
-    notes += [f"device topology: {n}" for n in topo.notes]
-    return topo
+    return out
 
 
 def _and(xs: List[Any]) -> str:
@@ -1011,7 +861,8 @@ def _freelist_word(prog: drgn.Program, addr: int) -> Tuple[str, Optional[Tuple[i
 
 def _stale_skbs(
     prog: drgn.Program,
-    kaddrs: Dict[int, List[Tuple[int, Optional[str]]]],
+    kaddrs: Dict[int, List[Any]],
+    kfns: Dict[Any, str],
     consumed: Dict[int, int],
     fns: Set[str],
     names_by_addr: Dict[int, str],
@@ -1029,9 +880,8 @@ def _stale_skbs(
 
     lay = struct_layout(prog, "struct sk_buff", _STALE_FIELDS)
     cand: List[Tuple[int, int]] = []
-    for a, evs in kaddrs.items():
-        ts, fn = evs[-1]
-        if fn in fns:
+    for a, (_, ts, gk) in kaddrs.items():
+        if kfns.get(gk) in fns:
             cand.append((ts, a))
     cand.sort(reverse=True)
     out: List[StaleSkb] = []

@@ -9,6 +9,7 @@ from typing import Any, Dict
 import pytest
 
 from tests.conftest import run_skbinspect
+from tests.vmcores.agreement import assert_agree
 from tests.vmcores.drgn_session import location_key, truth_callers_at, truth_kfree_counts
 from tests.vmcores.lab import LabVmcore
 from tests.vmcores.test_lab_info import symbols_args
@@ -244,3 +245,22 @@ def test_memory_reuse_equals_ring_entries_at_dropped_addresses(
                     want.add((d["name"], q["index"], e["index"], a, dropped[a]))
     got = {(r["device"], r["queue"], r["slot"], int(r["address"], 16), r["drops"]) for r in report["reused"]}
     assert got == want
+
+
+def test_report_and_drops_agree(lab_vmcore: LabVmcore) -> None:
+    """Issue 14: per device, the traced drops the report ties equal what ``drops`` attributes to that
+    device and the devices that feed it, in the top-level buffer and in each trace instance."""
+    instances = [None] + sorted(lab_vmcore.truth["trace"].get("instances") or {})
+    for inst in instances:
+        args = ["-i", inst] if inst else []
+        out = {}
+        for cmd in ("drops", "report"):
+            p = run_skbinspect(
+                "-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "--json", cmd, *args
+            )
+            assert p.returncode == 0, p.stderr
+            out[cmd] = json.loads(p.stdout)
+        assert_agree(out["drops"], out["report"])
+        if inst is None:
+            # the lab's full queues all have traced drops, tied on both sides
+            assert {v["device"] for v in out["report"]["verdicts"] if v["drop_count"]} == set(LAB_FULL)
