@@ -13,7 +13,9 @@ __all__ = ["report"]
 
 _EPILOG = """\b
 Examples:
-  skbinspect -c vmcore report                 verdicts first, then the evidence and the rules used
+  skbinspect -c vmcore report                 one line per verdict, then the detail and the evidence
+  skbinspect -c vmcore report --explain       ... and the rules that tied drops to queues
+  skbinspect -c vmcore report --verbose       ... listing every stale skb read
   skbinspect -c vmcore report -i skbinst      drops from a trace instance
   skbinspect -c vmcore --json report | jq '.verdicts[] | .summary'
 \b
@@ -25,8 +27,12 @@ The exit status is 0 even when problems are found: this is a report, not a check
     "-i", "--instance", metavar="NAME", help="Read drops from this trace instance (default: top-level)."
 )
 @click.option("--no-stale", is_flag=True, help="Do not read what is left of freed (dropped) skbs.")
+@click.option("--explain", is_flag=True, help="Also print the rules that tied drops to devices and queues.")
+@click.option(
+    "--verbose", is_flag=True, help="List each stale skb read (by default folded into a count per queue)."
+)
 @pass_state
-def report(state: State, instance: Optional[str], no_stale: bool) -> None:
+def report(state: State, instance: Optional[str], no_stale: bool, explain: bool, verbose: bool) -> None:
     """Post-mortem summary: each tun/tap queue that is full or was dropping (drops by reason and location,
     time span, rate, the stalled reader), then the evidence: counters, stacks, the trace buffer's limits,
     and how the drops were tied to queues."""
@@ -49,4 +55,4 @@ def report(state: State, instance: Optional[str], no_stale: bool) -> None:
         d["target"] = {"kind": target.kind, "source": target.source, "release": target.release}
         print_json(d)
     else:
-        render_report(rep)
+        render_report(rep, explain=explain, verbose=verbose)

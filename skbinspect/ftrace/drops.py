@@ -473,7 +473,7 @@ def _tie(
                 devices = read_tap_devices(
                     prog, (), None, entries=False, stale=False, holders=False, module_ok=module_ok
                 )
-        except (SkbinspectError, drgn.FaultError, LookupError, ValueError) as e:
+        except (SkbinspectError, drgn.FaultError, LookupError, ValueError, TypeError) as e:
             notes.append(f"tun/tap devices unreadable ({e}): drops are not tied to them")
             return None
     if moved is None:

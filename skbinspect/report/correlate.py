@@ -149,6 +149,9 @@ class QueueVerdict:
     notes: List[str] = field(default_factory=list)
     cause_code: str = ""
     vhost_batch: int = 0
+    #: the first and last drop, seconds before the dump (at least: see :attr:`Report.dump_s`)
+    first_before_dump_s: Optional[float] = None
+    last_before_dump_s: Optional[float] = None
 
     @property
     def ambiguous_count(self) -> int:
@@ -220,6 +223,13 @@ class Report:
     shared_drops: List[Dict[str, Any]] = field(default_factory=list)
     #: ring-full drops at a driver's enqueue function tied to no device: function, module, count
     unattributed_drops: List[Dict[str, Any]] = field(default_factory=list)
+    #: the dump's time on the trace clock, in seconds, as a lower bound (the latest run-queue clock of
+    #: any CPU; None when that clock is not the trace's), and how it was read
+    dump_s: Optional[float] = None
+    dump_basis: str = ""
+    #: one line per device with a verdict, for people (see :func:`headlines`): device, queues,
+    #: cause_code, text
+    headlines: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -404,6 +414,7 @@ def build_report(
             )
     end_ts = rep.last_ts if rep is not None else None
     in_ns = rep.in_ns if rep is not None else True
+    trace_clock = rep.trace_array.clock if rep is not None else None
 
     portions: List[Portion] = []
     unattributed: Counter = Counter()  # driver module -> ring-full drops tied to no device
@@ -649,6 +660,13 @@ def build_report(
                     }
                 )
         stacks = sorted(allst, key=lambda s: -s["count"])[:5]
+    dump_s, dump_basis = _dump_time(prog, trace_clock, end_ts, in_ns)
+    if dump_s is not None:
+        for v in verdicts:
+            if v.first_drop_s is not None:
+                v.first_before_dump_s = dump_s - v.first_drop_s
+            if v.last_drop_s is not None:
+                v.last_before_dump_s = dump_s - v.last_drop_s
     out = Report(
         release,
         verdicts,
@@ -663,7 +681,10 @@ def build_report(
         notes,
         shared,
         unattr,
+        dump_s,
+        dump_basis,
     )
+    out.headlines = headlines(out)
     return out
 
 
@@ -955,4 +976,184 @@ def _stale_skbs(
             notes.append(f"headers undecodable: {ex}")
         if notes:
             s.error = "; ".join(notes)
+    return out
+
+
+def _dump_time(
+    prog: drgn.Program, clock: Optional[str], end_ts: Optional[int], in_ns: bool
+) -> Tuple[Optional[float], str]:
+    """The dump's time on the trace clock, in seconds: a lower bound, the latest run-queue clock
+    (``rq->clock``, kernel/sched/core.c update_rq_clock(): ``sched_clock_cpu()``) of any online CPU.
+
+    ``rq->clock`` is the trace clock's own base only for the ``global`` clock
+    (kernel/trace/trace_clock.c trace_clock_global(): ``sched_clock_cpu()``), and for ``local``
+    (``sched_clock()``) when the scheduler clock is stable (kernel/sched/clock.c sched_clock_cpu():
+    ``sched_clock() + __sched_clock_offset``).  Other clocks: None.  A value earlier than the trace's last
+    event is not a dump time: None.  See docs/kernel/report.md."""
+    if clock is None or not in_ns:
+        return None, "the trace clock is not in nanoseconds"
+    offset = 0
+    try:
+        if clock == "local":
+            if int(prog["__sched_clock_stable"].key.enabled.counter) <= 0:
+                return None, "the local trace clock (sched_clock) is not the run queues' clock: unstable"
+            offset = int(prog["__sched_clock_offset"])
+        elif clock != "global":
+            return None, f"the {clock} trace clock is not the run queues' clock"
+        from drgn.helpers.linux.cpumask import for_each_online_cpu
+        from drgn.helpers.linux.percpu import per_cpu
+
+        rq = prog["runqueues"]
+        latest = None
+        for i, cpu in enumerate(for_each_online_cpu(prog)):
+            if i >= 8192:
+                break
+            c = int(per_cpu(rq, cpu).clock) - offset
+            latest = c if latest is None else max(latest, c)
+    except (drgn.FaultError, LookupError, ValueError, TypeError) as e:
+        return None, f"the run queues' clocks are unreadable: {e}"
+    if latest is None or (end_ts is not None and latest < end_ts):
+        return None, "the run queues' clocks are earlier than the trace's last event"
+    return latest / 1e9, "the latest run-queue clock of any CPU (the dump is no earlier)"
+
+
+_STATE_WORDS = {
+    "R": "running",
+    "S": "asleep",
+    "D": "blocked",
+    "T": "stopped",
+    "t": "traced",
+    "Z": "zombie",
+    "I": "idle",
+}
+
+#: The width a verdict's one-line headline must fit: an 80-column terminal, less the two columns of
+#: indentation the text report gives it.
+HEADLINE_WIDTH = 78
+
+
+def _secs(x: float) -> str:
+    if x < 1:
+        return f"{x * 1000:.0f} ms"
+    return f"{x:.1f} s" if x < 100 else f"{x:.0f} s"
+
+
+def _rate_s(r: float) -> str:
+    return f"{r / 1000:.1f}k/s" if r >= 1000 else f"{r:.0f}/s"
+
+
+def _who(hs: List[Holder], comm: bool, state: bool = True) -> str:
+    """The first holder (pid, command, state) and how many more."""
+    if not hs:
+        return "none"
+    h = hs[0]
+    st = ""
+    if state and h.state:
+        st = f" {_STATE_WORDS[h.state]} ({h.state})" if h.state in _STATE_WORDS else f" ({h.state})"
+    return (
+        f"pid {h.pid}" + (f" ({h.comm})" if comm else "") + st + (f" +{len(hs) - 1}" if len(hs) > 1 else "")
+    )
+
+
+def _headline_cause(
+    code: str, head: QueueVerdict, procs: List[Holder], workers: List[Holder], comm: bool, short: bool = False
+) -> str:
+    if code == "vhost-no-guest-buffers":
+        if short:
+            return f"vhost holds {head.vhost_batch} skbs: no guest RX buffers"
+        return f"vhost {_who(workers, comm, False)} holds {head.vhost_batch} skbs: no guest RX buffers"
+    if short and code in ("reader-stalled", "vhost-stalled"):
+        h = (procs if code == "reader-stalled" else workers)[:1]
+        if h:
+            st = f" ({h[0].state})" if h[0].state else ""
+            more = len(procs if code == "reader-stalled" else workers) - 1
+            return f"{'vhost ' if code == 'vhost-stalled' else ''}pid {h[0].pid}{st}" + (
+                f" +{more}" if more else ""
+            )
+    if code == "no-reader":
+        return "no process holds the queue"
+    if code == "queues-unreadable":
+        return "queues unreadable"
+    if code == "reader-caught-up":
+        return "the reader caught up"
+    if code == "vhost-stalled":
+        return f"vhost {_who(workers, comm)} not consuming"
+    return ("reader " if len(procs) == 1 else "readers ") + _who(procs, comm)
+
+
+def headlines(rep: Report, width: int = HEADLINE_WIDTH) -> List[Dict[str, Any]]:
+    """One line per device with a verdict, at most ``width`` columns: the device and its queues, whether
+    full, the ring-full drops tied to it (count, reason, function, span, rate, how long before the dump),
+    and the cause (the reader and its state, or vhost-net's held batch).  Every part comes from the
+    verdict; parts are left out, least important first, until the line fits."""
+    out: List[Dict[str, Any]] = []
+    order: List[str] = []
+    by_dev: Dict[str, List[QueueVerdict]] = {}
+    for v in rep.verdicts:
+        if v.device not in by_dev:
+            order.append(v.device)
+        by_dev.setdefault(v.device, []).append(v)
+    for dev in order:
+        vs = by_dev[dev]
+        head = max(vs, key=lambda v: (v.drop_count + v.ambiguous_count, v.full))
+        queues = sorted(v.queue for v in vs if v.queue is not None)
+        where = dev + (" q" + ",q".join(str(q) for q in queues) if queues else " (queues unread)")
+        fulls = [v for v in vs if v.full]
+        if fulls:
+            sizes = {(v.live, v.size) for v in fulls}
+            state = "FULL " + (f"{fulls[0].live}/{fulls[0].size}" if len(sizes) == 1 else "")
+        else:  # not full: how full, when all its queues say the same
+            sizes = {(v.live, v.size) for v in vs if v.queue is not None}
+            state = f"{vs[0].live}/{vs[0].size}" if len(sizes) == 1 else "not full"
+        state = state.strip()
+        n = sum(v.drop_count for v in vs)
+        amb = sum(v.ambiguous_count for v in vs)
+        refs = [r for v in vs for r in v.drops]
+        if refs:
+            reason = refs[0].reason or "drops"
+            fn = _fn(refs[0].location_symbol)
+            drops = f"{n} {reason}" + (f" (+{amb} shared)" if amb else "")
+            at = f" @ {fn}"
+            if refs[0].reason is None:  # no drop reasons (before 5.17): the function is what says ring-full
+                drops, at = f"{n} drops @ {fn}" + (f" (+{amb} shared)" if amb else ""), ""
+        else:
+            drops, at = "no drops tied", ""
+        span = f" over {_secs(head.span_s)}" if refs and head.span_s else ""
+        rate = f" ({_rate_s(head.rate_per_s)})" if refs and head.rate_per_s else ""
+        when = ""
+        if refs and head.last_before_dump_s is not None:
+            when = f", ≥{_secs(head.last_before_dump_s)} before the dump"
+        elif refs and head.ago_s is not None:
+            when = f", {_secs(head.ago_s)} before the trace's end"
+        code = head.cause_code
+        seen: Dict[int, Holder] = {}
+        for v in vs:
+            for h in v.holders:
+                seen.setdefault(h.pid, h)
+        procs = [h for h in seen.values() if h.kind == "process"]
+        workers = [h for h in seen.values() if h.kind == "vhost"]
+
+        short_when = when.replace(" before the dump", " ago").replace(
+            " before the trace's end", " before trace end"
+        )
+        # from the most to the least detail, the first that fits: the location function, the reader's
+        # command, the span and the rate go first; the count, the time before the dump and the reader last
+        tries = [
+            (True, True, span, rate, when, False),
+            (False, True, span, rate, when, False),
+            (False, False, span, rate, when, False),
+            (False, False, "", rate, when, False),
+            (False, False, "", rate, short_when, False),
+            (False, False, "", "", short_when, False),
+            (False, False, "", rate, short_when, True),
+            (False, False, "", "", short_when, True),
+            (False, False, "", "", "", True),
+        ]
+        text = ""
+        for loc, comm, sp, rt, wh, short in tries:
+            cause = _headline_cause(code, head, procs, workers, comm, short)
+            text = f"{where} {state} · {drops}{at if loc else ''}{sp}{rt}{wh} · {cause}"
+            if len(text) <= width:
+                break
+        out.append({"device": dev, "queues": queues, "cause_code": code, "text": text})
     return out

@@ -150,3 +150,29 @@ def test_property_counted_once_and_counters_agree(any_boot: LabVmcore) -> None:
             )
         elif v["full"]:
             assert v["cause_code"] == ("reader-stalled" if holders == {"process"} else "no-reader"), v
+
+
+def test_headlines_name_the_split_and_the_vhost_batch(any_boot: LabVmcore) -> None:
+    """Issue 14: one line per device, within 80 columns (with its indent): a device whose full queues
+    share their drops names them all with the device's count; a vhost-net verdict names the batch."""
+    rep = _json(any_boot, "report")
+    heads = {h["device"]: h for h in rep["headlines"]}
+    assert list(heads) == list(dict.fromkeys(v["device"] for v in rep["verdicts"]))
+    for h in rep["headlines"]:
+        assert len(h["text"]) <= 78, h
+        vs = [v for v in rep["verdicts"] if v["device"] == h["device"]]
+        assert h["queues"] == sorted(v["queue"] for v in vs if v["queue"] is not None)
+        n = sum(v["drop_count"] for v in vs)
+        if any(v["drops"] for v in vs):
+            assert h["text"].split(" · ")[1].split(" ")[0] == str(n)
+        batch = max(v["vhost_batch"] for v in vs)
+        if h["cause_code"] == "vhost-no-guest-buffers":
+            assert batch and f"holds {batch} skbs" in h["text"]
+    if "mq0" in heads:
+        q = sorted(v["queue"] for v in rep["verdicts"] if v["device"] == "mq0" and v["full"])
+        assert len(q) > 1 and heads["mq0"]["text"].startswith(
+            "mq0 " + ",".join(f"q{i}" for i in q) + " FULL "
+        )
+        assert f" {_counter(any_boot, 'mq0', 'tx_dropped')} FULL_RING" in heads["mq0"]["text"] or _old(
+            any_boot
+        )
