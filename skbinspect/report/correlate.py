@@ -1114,10 +1114,9 @@ def headlines(rep: Report, width: int = HEADLINE_WIDTH) -> List[Dict[str, Any]]:
             fn = _fn(refs[0].location_symbol)
             drops = f"{n} {reason}" + (f" (+{amb} shared)" if amb else "")
             at = f" @ {fn}"
-            if refs[0].reason is None:  # no drop reasons (before 5.17): the function is what says ring-full
-                drops, at = f"{n} drops @ {fn}" + (f" (+{amb} shared)" if amb else ""), ""
+            keep_at = refs[0].reason is None  # no drop reasons (before 5.17): the function says ring-full
         else:
-            drops, at = "no drops tied", ""
+            drops, at, keep_at = "no drops tied", "", False
         span = f" over {_secs(head.span_s)}" if refs and head.span_s else ""
         rate = f" ({_rate_s(head.rate_per_s)})" if refs and head.rate_per_s else ""
         when = ""
@@ -1149,10 +1148,17 @@ def headlines(rep: Report, width: int = HEADLINE_WIDTH) -> List[Dict[str, Any]]:
             (False, False, "", "", short_when, True),
             (False, False, "", "", "", True),
         ]
+        if keep_at:  # the function is kept until nothing else is left to leave out
+            tries = [(True, *t[1:]) for t in tries] + [(False, *tries[-1][1:])]
         text = ""
         for loc, comm, sp, rt, wh, short in tries:
             cause = _headline_cause(code, head, procs, workers, comm, short)
-            text = f"{where} {state} · {drops}{at if loc else ''}{sp}{rt}{wh} · {cause}"
+            if keep_at:
+                text = f"{where} {state} · {n} drops{at if loc else ''}"
+                text += f" (+{amb} shared)" if amb else ""
+                text += f"{sp}{rt}{wh} · {cause}"
+            else:
+                text = f"{where} {state} · {drops}{at if loc else ''}{sp}{rt}{wh} · {cause}"
             if len(text) <= width:
                 break
         out.append({"device": dev, "queues": queues, "cause_code": code, "text": text})
