@@ -105,7 +105,14 @@ def drops(
     for tr in selected_arrays(prog, instance, all_instances):
         cb, done = progress(f"decoding {tr.name}")
         try:
-            reports.append(drops_report(prog, reader=TraceReader(prog, tr, None, cb), reasons=reasons))
+            reports.append(
+                drops_report(
+                    prog,
+                    reader=TraceReader(prog, tr, None, cb),
+                    reasons=reasons,
+                    module_ok=target.debug.module_ok,
+                )
+            )
         finally:
             done()
     if state.json:

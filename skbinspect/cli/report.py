@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Optional
 import click
 
 from skbinspect.cli.app import State, cli, json_document, pass_state
+from skbinspect.cli.progress import progress
 
 if TYPE_CHECKING:
     from skbinspect.report.correlate import Report
@@ -15,7 +16,9 @@ __all__ = ["report"]
 
 _EPILOG = """\b
 Examples:
-  skbinspect -c vmcore report                 verdicts first, then the evidence and the rules used
+  skbinspect -c vmcore report                 one line per verdict, then the detail and the evidence
+  skbinspect -c vmcore report --explain       ... and the rules that tied drops to queues
+  skbinspect -c vmcore report --verbose       ... listing every stale skb read
   skbinspect -c vmcore report -i skbinst      drops from a trace instance
   skbinspect -c vmcore --json report | jq '.verdicts[] | .summary'
   skbinspect -c vmcore report --svg drops.svg  also the drops-over-time chart as an SVG file
@@ -28,6 +31,10 @@ The exit status is 0 even when problems are found: this is a report, not a check
     "-i", "--instance", metavar="NAME", help="Read drops from this trace instance (default: top-level)."
 )
 @click.option("--no-stale", is_flag=True, help="Do not read what is left of freed (dropped) skbs.")
+@click.option("--explain", is_flag=True, help="Also print the rules that tied drops to devices and queues.")
+@click.option(
+    "--verbose", is_flag=True, help="List each stale skb read (by default folded into a count per queue)."
+)
 @click.option(
     "--svg",
     "svg",
@@ -36,7 +43,9 @@ The exit status is 0 even when problems are found: this is a report, not a check
     help="Also write the drops-over-time chart to FILE as a standalone SVG (to attach to a ticket).",
 )
 @pass_state
-def report(state: State, instance: Optional[str], no_stale: bool, svg: Optional[str]) -> None:
+def report(
+    state: State, instance: Optional[str], no_stale: bool, explain: bool, verbose: bool, svg: Optional[str]
+) -> None:
     """Post-mortem summary: each tun/tap queue that is full or was dropping (drops by reason and location,
     time span, rate, the stalled reader), then the evidence: counters, stacks, the trace buffer's limits,
     and how the drops were tied to queues."""
@@ -46,7 +55,13 @@ def report(state: State, instance: Optional[str], no_stale: bool, svg: Optional[
     from skbinspect.report.render import render_report
 
     target = state.target()
-    rep = build_report(target.prog, instance, module_ok=target.debug.module_ok, stale=not no_stale)
+    cb, done = progress(f"decoding {instance or 'the trace'}")
+    try:
+        rep = build_report(
+            target.prog, instance, module_ok=target.debug.module_ok, stale=not no_stale, progress=cb
+        )
+    finally:
+        done()
     problems = take_problems(target.prog)
     rep.notes = list(target.warnings) + rep.notes + problems
     if svg:
@@ -54,7 +69,7 @@ def report(state: State, instance: Optional[str], no_stale: bool, svg: Optional[
     if state.json:  # notes keep the warnings too, as before the top-level warnings
         print_json(json_document(target, list(target.warnings) + problems, rep.to_json()))
     else:
-        render_report(rep)
+        render_report(rep, explain=explain, verbose=verbose)
 
 
 def _write_svg(path: str, rep: "Report", release: str) -> None:

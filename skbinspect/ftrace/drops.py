@@ -5,7 +5,10 @@ time, rate, the most common stacks, the tasks that dropped, and the device (and 
 buffer holds an event that names the device for the same skb (``net:net_dev_queue``,
 ``net:net_dev_start_xmit``, ``net:netif_receive_skb``, ... recorded before the drop).  The kfree_skb event
 itself carries no device, and the skb's own memory is freed (and soon reused) by the time the event is
-read, so no guess is made from it.
+read, so no guess is made from it.  The ring-full drops of tun/tap drivers are tied to the devices that
+dropped them by the rules ``report`` uses (:mod:`skbinspect.ftrace.attribution`): the device a net event
+names, or the tap device its frames reach (a veth's peer, a macvlan/ipvlan lower device), else the
+driver's full devices (told apart by their stacks' callers).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import drgn
 
@@ -55,9 +58,10 @@ class DropGroup:
     :ivar stacks: distinct stacks (tuples of return addresses) and how often each was recorded.
     :ivar stack_spans: each distinct stack's first and last time stamp.
     :ivar devices: ``"dev"`` or ``"dev queue N"`` -> count, from net events of the same skb in the buffer.
-    :ivar attributed: for drops in a tun/tap driver, the dropping device(s) the named devices lead to
-        (``"mt0 (via v0)"``, ``"mt0 or it0 (via br0)"``) -> count, by the devices read from the dump
-        (:mod:`skbinspect.tuntap.topology`); empty when no net event names a device.
+    :ivar attributed: for ring-full drops in a tun/tap driver, the dropping device(s) (``"mt0"``,
+        ``"mq0 queue 1"``, ``"mt0 (via v0)"``, ``"mt0 or it0"``) -> count, tied as ``report`` ties them
+        (:func:`skbinspect.ftrace.attribution.tie_ring_full`); for other groups, or when the tun/tap
+        devices cannot be read, the devices the named ones lead to (:func:`attribute_devices`).
     """
 
     reason: Optional[str]
@@ -178,6 +182,12 @@ class DropsReport:
     filtered: bool = False
     #: every counted drop's time stamp per reason label (for :mod:`skbinspect.chart`; not in the JSON)
     times: Dict[str, List[int]] = field(default_factory=dict, repr=False)
+    #: the ring-full drops tied to tun/tap devices (None: not tied, see :func:`drops_report`'s ``tie``)
+    tying: Any = None
+    #: with ``addresses``: skbaddr -> [kfree_skb events, time stamp of the last, its group]
+    kfree_addresses: Dict[int, List[Any]] = field(default_factory=dict)
+    #: with ``addresses``: skbaddr -> time stamp of its last consume_skb event
+    consume_addresses: Dict[int, int] = field(default_factory=dict)
 
     @property
     def span_s(self) -> Optional[float]:
@@ -219,11 +229,23 @@ def drops_report(
     reasons: Sequence[str] = (),
     reader: Optional[TraceReader] = None,
     buckets: int = TIMELINE_BUCKETS,
+    tie: bool = True,
+    devices: Optional[List[Any]] = None,
+    moved: Optional[Callable[[Any], bool]] = None,
+    module_ok: Optional[Callable[[str], bool]] = None,
+    addresses: bool = False,
 ) -> DropsReport:
-    """Group the kfree_skb events of a trace array by reason and location.
+    """Group the kfree_skb events of a trace array by reason and location, in one pass over the buffer.
 
     :param instance: trace instance name; None for the top-level buffer.
     :param reasons: keep only these reason names (case-insensitive); default all.
+    :param tie: tie the ring-full drops of tun/tap drivers to their devices
+        (:func:`skbinspect.ftrace.attribution.tie_ring_full`, the rules ``report`` uses), filling
+        :attr:`DropGroup.attributed`; ``devices`` are the tun/tap devices when already read (else read
+        here, ``module_ok`` telling which modules have debug info), ``moved(dev)`` whether a device's
+        ring-full drop counter moved (default: its core counter read with the device).
+    :param addresses: also collect the skb addresses of kfree_skb and consume_skb events
+        (:attr:`DropsReport.kfree_addresses`, :attr:`DropsReport.consume_addresses`) in the same pass.
     """
     r = reader or trace_reader(prog, instance)
     tr = r.tr
@@ -260,6 +282,14 @@ def drops_report(
         kstruct = struct.Struct("<4xi" + kdec.scalar_struct.format[9:])
         kmin = max(kdec.min_len, 8)
 
+    cdec = consume.decoder if consume else None
+    cstruct, cmin, c_skb = struct.Struct("<"), 1 << 30, 0
+    if cdec is not None and "skbaddr" in cdec.scalar_names:
+        cstruct, cmin = cdec.scalar_struct, cdec.min_len
+        c_skb = list(cdec.scalar_names).index("skbaddr")
+    kaddrs: Dict[int, List[Any]] = {}
+    caddrs: Dict[int, int] = {}
+
     def idx(name: str) -> Optional[int]:
         return knames.index(name) + 1 if name in knames else None
 
@@ -282,8 +312,16 @@ def drops_report(
             continue
         if t == cid:
             consumed += 1
-            if last_dev:  # the skb is freed: a later skb at its address is another one
-                last_dev.pop(TraceEvent(r, k, page).fields.get("skbaddr", 0), None)
+            if last_dev or addresses:  # the skb is freed: a later skb at its address is another one
+                ev = TraceEvent(r, k, page)
+                if ev.length >= cmin:
+                    caddr = cstruct.unpack_from(page, ev.off)[c_skb]
+                else:
+                    caddr = ev.fields.get("skbaddr", 0)
+                if last_dev:
+                    last_dev.pop(caddr, None)
+                if addresses:
+                    caddrs[caddr] = k >> ts_shift
             continue
         if t != kid:
             continue
@@ -344,6 +382,14 @@ def drops_report(
             device = last_dev.pop(skbaddr, None)  # freed: a later skb at this address is another one
             if device is not None:
                 groups[gk].devices[device] += 1
+        if addresses:
+            a = kaddrs.get(skbaddr)
+            if a is None:
+                kaddrs[skbaddr] = [1, ts, gk]
+            else:
+                a[0] += 1
+                a[1] = ts
+                a[2] = gk
     for (gk, proto, pid), count in per.items():
         g = groups[gk]
         g.protocols[proto] += count
@@ -375,10 +421,13 @@ def drops_report(
     if tr.lost:
         notes.append(f"the buffer lost {tr.lost} older events (it wrapped): earlier drops are not counted")
     notes += [f"skipped: {d}" for d in r.damage]
-    if any(g.devices for g in groups.values()):
-        notes += attribute_devices(prog, groups.values())
     ordered = sorted(groups.values(), key=lambda g: (-g.count, g.reason_label, g.location_symbol or ""))
-    return DropsReport(
+    tying = None
+    if tie:
+        tying = _tie(prog, ordered, has_reasons, devices, moved, module_ok, notes)
+    if tying is None and any(g.devices for g in groups.values()):
+        notes += attribute_devices(prog, groups.values())
+    rep = DropsReport(
         tr,
         ordered,
         total,
@@ -393,7 +442,53 @@ def drops_report(
         notes,
         bool(want),
         times,
+        tying,
     )
+    if addresses:
+        rep.kfree_addresses, rep.consume_addresses = kaddrs, caddrs
+    return rep
+
+
+def _tie(
+    prog: drgn.Program,
+    groups: List[DropGroup],
+    has_reasons: bool,
+    devices: Optional[List[Any]],
+    moved: Optional[Callable[[Any], bool]],
+    module_ok: Optional[Callable[[str], bool]],
+    notes: List[str],
+) -> Any:
+    """The ring-full drops tied to tun/tap devices (:func:`~skbinspect.ftrace.attribution.tie_ring_full`),
+    each group's :attr:`DropGroup.attributed` filled from them; None when no group is a tun/tap driver's
+    or the devices cannot be read."""
+    from skbinspect.errors import SkbinspectError
+    from skbinspect.ftrace.attribution import ENQUEUE_FUNCTIONS, KIND_COUNTER, location_module, tie_ring_full
+
+    if not any(location_module(g.location_symbol) in ENQUEUE_FUNCTIONS for g in groups):
+        return None
+    if devices is None:
+        from skbinspect.tuntap.devices import read_tap_devices
+
+        try:
+            if module_ok is None:
+                devices = read_tap_devices(prog, (), None, entries=False, stale=False, holders=False)
+            else:
+                devices = read_tap_devices(
+                    prog, (), None, entries=False, stale=False, holders=False, module_ok=module_ok
+                )
+        except (SkbinspectError, drgn.FaultError, LookupError, ValueError, TypeError) as e:
+            notes.append(f"tun/tap devices unreadable ({e}): drops are not tied to them")
+            return None
+    if moved is None:
+
+        def moved(d: Any) -> bool:
+            return not d.counters or bool(d.counters.get(KIND_COUNTER.get(d.kind, ""), 0))
+
+    tying = tie_ring_full(prog, groups, has_reasons, devices, moved)
+    notes += tying.notes
+    for p in tying.portions:
+        p.group.attributed[p.label] += p.count
+    return tying
 
 
 def attribute_devices(prog: drgn.Program, groups: Any, topo: Any = None) -> List[str]:

@@ -27,7 +27,14 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 import drgn
 
 from skbinspect.errors import SkbinspectError
-from skbinspect.tuntap.topology import Topology, read_topology
+from skbinspect.ftrace.attribution import (
+    ENQUEUE_FUNCTIONS,
+    KIND_COUNTER,
+    KIND_MODULE,
+    Portion,
+    location_function,
+    location_module,
+)
 
 __all__ = [
     "DropRef",
@@ -53,35 +60,12 @@ CAUSE_CODES = {
     "queues-unreadable": "ring-full drops on a device whose queues could not be read",
 }
 
-#: The function of each driver module that puts a frame in a queue's ptr_ring and frees it when the ring
-#: is full (drivers/net/tun.c tun_net_xmit(), drivers/net/tap.c tap_handle_frame(); 5.10 .. 7.x).  Used
-#: when the kernel records no drop reason (before 5.17) and to tell ring-full drops from other drops in
-#: the same module (e.g. tun_queue_purge() when a queue is closed).
-ENQUEUE_FUNCTIONS = {"tun": "tun_net_xmit", "tap": "tap_handle_frame"}
-
-#: The driver module whose code handles each device kind's queues.
-_KIND_MODULE = {"tun": "tun", "macvtap": "tap", "ipvtap": "tap"}
-
-#: The device counter the driver increments for a ring-full drop (drivers/net/tun.c tun_net_xmit(): drop:
-#: dev_core_stats_tx_dropped_inc(); atomic_long_inc(&dev->tx_dropped) in 5.11 to 5.17, tun's own per-CPU
-#: tx_dropped in 5.10; drivers/net/tap.c tap_handle_frame(): drop: tap->count_rx_dropped() ->
-#: macvlan/ipvlan rx_dropped).  See docs/kernel/counters.md.
-_KIND_COUNTER = {"tun": "tx_dropped", "macvtap": "rx_dropped", "ipvtap": "rx_dropped"}
-
 #: Stale skbs read per queue (the most recent drops: their slab objects are the least likely reused).
 MAX_STALE_PER_QUEUE = 8
-_MAX_EVENTS = 1_000_000
 
 
-def _fn(location_symbol: Optional[str]) -> str:
-    return (location_symbol or "").split("+", 1)[0].split(" ", 1)[0]
-
-
-def _module(location_symbol: Optional[str]) -> Optional[str]:
-    s = location_symbol or ""
-    if s.endswith("]") and "[" in s:
-        return s.rsplit("[", 1)[1][:-1]
-    return None
+_fn = location_function
+_module = location_module
 
 
 @dataclass
@@ -165,6 +149,9 @@ class QueueVerdict:
     notes: List[str] = field(default_factory=list)
     cause_code: str = ""
     vhost_batch: int = 0
+    #: the first and last drop, seconds before the dump (at least: see :attr:`Report.dump_s`)
+    first_before_dump_s: Optional[float] = None
+    last_before_dump_s: Optional[float] = None
 
     @property
     def ambiguous_count(self) -> int:
@@ -239,6 +226,13 @@ class Report:
     #: the trace's drop time stamps per reason label, whether the clock counts ns, and the latest drop's
     #: time stamp (for the drops-over-time chart, :mod:`skbinspect.chart`; not in the JSON)
     drop_times: Optional[Tuple[Dict[str, List[int]], bool, Optional[int]]] = field(default=None, repr=False)
+    #: the dump's time on the trace clock, in seconds, as a lower bound (the latest run-queue clock of
+    #: any CPU; None when that clock is not the trace's), and how it was read
+    dump_s: Optional[float] = None
+    dump_basis: str = ""
+    #: one line per device with a verdict, for people (see :func:`headlines`): device, queues,
+    #: cause_code, text
+    headlines: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
         d = asdict(replace(self, drop_times=None))
@@ -314,38 +308,13 @@ def _task_state(prog: drgn.Program, pid: int) -> Optional[str]:
         return None
 
 
-def _kfree_addresses(
-    prog: drgn.Program, instance: Optional[str]
-) -> Tuple[Dict[int, List[Tuple[int, Optional[str]]]], Dict[int, int], List[str]]:
-    """skbaddr -> [(ts, location function)] of the kfree_skb events, and skbaddr -> time of the last
-    consume_skb event (bounded)."""
-    from skbinspect.ftrace.skb_events import iter_skb_events
-
-    out: Dict[int, List[Tuple[int, Optional[str]]]] = {}
-    consumed: Dict[int, int] = {}
-    notes: List[str] = []
-    n = 0
-    try:
-        for e in iter_skb_events(prog, instance, kinds=["skb:kfree_skb", "skb:consume_skb"]):
-            if e.kind == "consume_skb":
-                consumed[e.skbaddr] = e.ts
-            else:
-                out.setdefault(e.skbaddr, []).append((e.ts, _fn(e.location_symbol)))
-            n += 1
-            if n >= _MAX_EVENTS:
-                notes.append(f"stopped after {_MAX_EVENTS} skb events")
-                break
-    except (drgn.FaultError, SkbinspectError, ValueError) as e:
-        notes.append(f"kfree_skb addresses unreadable: {e}")
-    return out, consumed, notes
-
-
 def build_report(
     prog: drgn.Program,
     instance: Optional[str] = None,
     module_ok: Any = None,
     stale: bool = True,
     max_stale: int = MAX_STALE_PER_QUEUE,
+    progress: Any = None,
 ) -> Report:
     """Read the target once and correlate queues, trace and counters.
 
@@ -353,6 +322,7 @@ def build_report(
     :param module_ok: ``callable(name) -> bool``: whether a module has debug info (see
         :class:`~skbinspect.target.debuginfo.DebugInfoReport`); None: assume yes.
     :param stale: read what is left of freed skbs tied to full queues.
+    :param progress: ``progress(done, total)`` called while the trace's sub-buffers are decoded.
     """
     from skbinspect.counters.stats import drop_stats
     from skbinspect.ftrace.drops import drops_report
@@ -368,40 +338,6 @@ def build_report(
         notes.append(f"tun/tap queues: {e}")
     for d in devs:
         notes += [f"{d.name}: {n}" for n in d.notes]
-
-    rep = None
-    trace: Optional[TraceLimits] = None
-    try:
-        rep = drops_report(prog, instance)
-    except SkbinspectError as e:
-        notes.append(f"trace: {e}")
-    if rep is not None:
-        tr = rep.trace_array
-        trace = TraceLimits(
-            tr.name,
-            tr.entries,
-            tr.written,
-            tr.lost,
-            _sec(rep.first_ts, rep.in_ns),
-            _sec(rep.last_ts, rep.in_ns),
-            rep.kfree_total,
-            rep.consumed,
-            rep.has_reasons,
-            list(rep.notes),
-        )
-        if not tr.written:
-            trace.notes.append(
-                "the buffer is empty (tracing off, or never enabled for skb events): no drop history"
-            )
-        elif not rep.kfree_total:
-            trace.notes.append("no skb:kfree_skb events in the buffer (the event is not enabled?)")
-        if not rep.has_reasons:
-            trace.notes.append(
-                "this kernel records no drop reasons (skb:kfree_skb has no reason before 5.17): "
-                "drops are told apart by location only"
-            )
-    end_ts = rep.last_ts if rep is not None else None
-    in_ns = rep.in_ns if rep is not None else True
 
     # devices and counters
     try:
@@ -438,77 +374,64 @@ def build_report(
     if dm is not None:
         notes += [f"drop_monitor: {n}" for n in dm.notes]
 
-    # ring-full drop groups per driver module, split into portions by the evidence of each drop, each
-    # portion counted once for the devices it can belong to
-    drv_devs: Dict[str, List[Any]] = {}
-    for d in devs:
-        mod = _KIND_MODULE.get(d.kind)
-        if mod:
-            drv_devs.setdefault(mod, []).append(d)
-    topo: Optional[Topology] = None
-    portions: List[_Portion] = []
-    unattributed: Counter = Counter()  # driver module -> ring-full drops tied to no device
-    tied_groups = set()
-    if rep is not None:
-        for gi, g in enumerate(rep.groups):
-            mod = _module(g.location_symbol)
-            fn = _fn(g.location_symbol)
-            if mod not in ENQUEUE_FUNCTIONS:
-                continue
-            ring_full = g.reason == "FULL_RING" if rep.has_reasons else fn == ENQUEUE_FUNCTIONS[mod]
-            if not ring_full:
-                continue
-            tied_groups.add(gi)
-            targets = {d.name for d in drv_devs.get(mod, [])}
-            rest = g.count
-            for key, cnt in g.devices.most_common():
-                name, _, qs = key.partition(" queue ")
-                if name in targets:
-                    cands, by = {name}, "device"
-                else:
-                    if topo is None:
-                        topo = _topology(prog, notes)
-                    cands, by = topo.reach(name, targets), f"topology (via {name})"
-                if not cands or cnt <= 0:
-                    continue
-                queue = int(qs) if qs.isdigit() and name in targets else None
-                portions.append(_Portion(g, mod, cnt, g.first_ts, g.last_ts, sorted(cands), by, queue))
-                rest -= cnt
-            if rest <= 0:
-                continue
-            # the drops the trace names no (known) device for: the driver's devices with a full queue,
-            # else those whose drop counter moved (or could not all be read), else all of them
-            drv = drv_devs.get(mod, [])
-            pick = [d for d in drv if any(q.ring.analysis.full for q in d.queues)]
-            if not pick:
-                pick = [
-                    d
-                    for d in drv
-                    if not dev_complete.get(d.name, False)
-                    or dev_totals.get(d.name, d.counters).get(_KIND_COUNTER.get(d.kind, ""), 0)
-                ] or drv
-            if not pick:
-                unattributed[mod] += rest
-                continue
-            kinds = {d.kind for d in pick}
-            split = _split_by_caller(g, kinds) if len(kinds) > 1 and rest == g.count else None
-            if split is None:
-                portions.append(
-                    _Portion(g, mod, rest, g.first_ts, g.last_ts, [d.name for d in pick], "driver")
-                )
-                continue
-            for kind, (n, first_ts, last_ts) in split.items():
-                names = [d.name for d in pick if kind is None or d.kind == kind]
-                portions.append(
-                    _Portion(g, mod, n, first_ts, last_ts, names, "driver" if kind is None else "stack")
-                )
+    def moved(d: Any) -> bool:
+        """The device's ring-full drop counter moved, or could not all be read."""
+        return not dev_complete.get(d.name, False) or bool(
+            dev_totals.get(d.name, d.counters).get(KIND_COUNTER.get(d.kind, ""), 0)
+        )
 
-    # kfree_skb addresses: memory reuse and stale reads
-    kaddrs: Dict[int, List[Tuple[int, Optional[str]]]] = {}
+    # one pass over the trace: the drop groups, their ring-full drops tied to the devices (the rules
+    # `drops` uses), and the skb addresses for memory reuse and stale reads
+    rep = None
+    trace: Optional[TraceLimits] = None
+    try:
+        from skbinspect.ftrace.reader import trace_reader
+
+        reader = trace_reader(prog, instance, progress=progress)
+        rep = drops_report(prog, reader=reader, devices=devs, moved=moved, addresses=True)
+    except SkbinspectError as e:
+        notes.append(f"trace: {e}")
+    if rep is not None:
+        tr = rep.trace_array
+        trace = TraceLimits(
+            tr.name,
+            tr.entries,
+            tr.written,
+            tr.lost,
+            _sec(rep.first_ts, rep.in_ns),
+            _sec(rep.last_ts, rep.in_ns),
+            rep.kfree_total,
+            rep.consumed,
+            rep.has_reasons,
+            list(rep.notes),
+        )
+        if not tr.written:
+            trace.notes.append(
+                "the buffer is empty (tracing off, or never enabled for skb events): no drop history"
+            )
+        elif not rep.kfree_total:
+            trace.notes.append("no skb:kfree_skb events in the buffer (the event is not enabled?)")
+        if not rep.has_reasons:
+            trace.notes.append(
+                "this kernel records no drop reasons (skb:kfree_skb has no reason before 5.17): "
+                "drops are told apart by location only"
+            )
+    end_ts = rep.last_ts if rep is not None else None
+    in_ns = rep.in_ns if rep is not None else True
+    trace_clock = rep.trace_array.clock if rep is not None else None
+
+    portions: List[Portion] = []
+    unattributed: Counter = Counter()  # driver module -> ring-full drops tied to no device
+    tied_groups: Set[int] = set()
+    # kfree_skb addresses (skbaddr -> [events, last time stamp, group]): memory reuse and stale reads
+    kaddrs: Dict[int, List[Any]] = {}
     consumed: Dict[int, int] = {}
-    if rep is not None and (stale or any(d.queues for d in devs)):
-        kaddrs, consumed, kn = _kfree_addresses(prog, instance)
-        notes += kn
+    kfns: Dict[Any, str] = {}  # group key (reason value, location) -> location function
+    if rep is not None:
+        if rep.tying is not None:
+            portions, unattributed, tied_groups = rep.tying.portions, rep.tying.unattributed, rep.tying.groups
+        kaddrs, consumed = rep.kfree_addresses, rep.consume_addresses
+        kfns = {(g.reason_value, g.location): _fn(g.location_symbol) for g in rep.groups}
     reused: List[ReusedSkb] = []
     for d in devs:
         for q in d.queues:
@@ -516,16 +439,16 @@ def build_report(
             for i in q.ring.analysis.live:
                 a = r.slots[i] & ~1
                 if a in kaddrs:
-                    reused.append(ReusedSkb(a, len(kaddrs[a]), d.name, q.index, i))
+                    reused.append(ReusedSkb(a, kaddrs[a][0], d.name, q.index, i))
 
     names_by_addr = {d.address: d.name for d in devs}
-    by_dev: Dict[str, List[_Portion]] = {}
+    by_dev: Dict[str, List[Portion]] = {}
     for p in portions:
         for name in p.candidates:
             by_dev.setdefault(name, []).append(p)
     verdicts: List[QueueVerdict] = []
     for d in devs:
-        ctr_name = _KIND_COUNTER.get(d.kind)
+        ctr_name = KIND_COUNTER.get(d.kind)
         ctr_val = dev_totals.get(d.name, {}).get(ctr_name) if ctr_name else None
         if ctr_val is None and ctr_name:
             ctr_val = d.counters.get(ctr_name)
@@ -533,7 +456,7 @@ def build_report(
         full_idx = [q.index for q in qlist if q.ring.analysis.full]
         # each portion of this device's drops goes to one queue: the queue the trace names, else its only
         # full queue, else (several full) the first full one, noted as split among them
-        per_q: Dict[Optional[int], List[_Portion]] = {}
+        per_q: Dict[Optional[int], List[Portion]] = {}
         for p in by_dev.get(d.name, []):
             if p.queue is not None and p.queue in {q.index for q in qlist}:
                 qi: Optional[int] = p.queue
@@ -649,6 +572,7 @@ def build_report(
                 v.stale_skbs = _stale_skbs(
                     prog,
                     kaddrs,
+                    kfns,
                     consumed,
                     {_fn(p.group.location_symbol) for p in parts},
                     names_by_addr,
@@ -673,7 +597,7 @@ def build_report(
         if v.device in seen or v.counter is None or v.counter_value is None:
             continue
         seen.add(v.device)
-        mod = _KIND_MODULE.get(kind_of.get(v.device, ""), "")
+        mod = KIND_MODULE.get(kind_of.get(v.device, ""), "")
         c = _counter_check(
             v.device,
             v.counter,
@@ -740,7 +664,14 @@ def build_report(
                     }
                 )
         stacks = sorted(allst, key=lambda s: -s["count"])[:5]
-    return Report(
+    dump_s, dump_basis = _dump_time(prog, trace_clock, end_ts, in_ns)
+    if dump_s is not None:
+        for v in verdicts:
+            if v.first_drop_s is not None:
+                v.first_before_dump_s = dump_s - v.first_drop_s
+            if v.last_drop_s is not None:
+                v.last_before_dump_s = dump_s - v.last_drop_s
+    out = Report(
         release,
         verdicts,
         other,
@@ -755,71 +686,11 @@ def build_report(
         shared,
         unattr,
         (rep.times, rep.in_ns, rep.last_ts) if rep is not None and rep.times else None,
+        dump_s,
+        dump_basis,
     )
-
-
-#: Device kinds that drop in one shared function (drivers/net/tap.c tap_handle_frame() serves macvtap
-#: and ipvtap, 5.10 .. 7.x) are told apart by the callers in each drop's stack: macvlan's broadcast work
-#: or rx handler (``macvlan_*``) delivers to macvtap, ipvlan's (``ipvlan_*``) to ipvtap.
-CALLER_PREFIXES = (("macvlan_", "macvtap"), ("ipvlan_", "ipvtap"))
-
-
-def _split_by_caller(g: Any, kinds: Set[str]) -> Optional[Dict[Optional[str], Tuple[int, Any, Any]]]:
-    """A drop group's (count, first, last time stamp) per device kind, from the stacks recorded with its
-    events; ``None`` holds the drops whose stack names no caller (or no stack was recorded, e.g. softirqs
-    run by ksoftirqd).  None when no stack tells the kinds apart."""
-    parts: Dict[Optional[str], List[Any]] = {}
-
-    def add(kind: Optional[str], n: int, first: Optional[int], last: Optional[int]) -> None:
-        p = parts.get(kind)
-        if p is None:
-            parts[kind] = [n, first, last]
-            return
-        p[0] += n
-        if first is not None and (p[1] is None or first < p[1]):
-            p[1] = first
-        if last is not None and (p[2] is None or last > p[2]):
-            p[2] = last
-
-    for st, n in g.stacks.items():
-        names = [f.split(" ", 1)[0] for f in g.frames(st)]
-        found = {
-            kind
-            for prefix, kind in CALLER_PREFIXES
-            if kind in kinds and any(name.startswith(prefix) for name in names)
-        }
-        first, last = g.stack_spans.get(st, (g.first_ts, g.last_ts))
-        add(found.pop() if len(found) == 1 else None, n, first, last)
-    rest = g.count - sum(g.stacks.values())
-    if rest > 0:
-        add(None, rest, g.first_ts, g.last_ts)
-    if not any(k is not None for k in parts):
-        return None
-    return {k: (v[0], v[1], v[2]) for k, v in parts.items()}
-
-
-@dataclass
-class _Portion:
-    """Ring-full drops of one group with the same evidence: counted once, for one or several devices."""
-
-    group: Any  # DropGroup
-    module: str
-    count: int
-    first_ts: Optional[int]
-    last_ts: Optional[int]
-    candidates: List[str]
-    by: str
-    queue: Optional[int] = None
-
-
-def _topology(prog: drgn.Program, notes: List[str]) -> Topology:
-    try:
-        topo = read_topology(prog)
-    except (drgn.FaultError, LookupError, ValueError) as e:
-        notes.append(f"device topology unreadable: {e}")
-        return Topology()
-    notes += [f"device topology: {n}" for n in topo.notes]
-    return topo
+    out.headlines = headlines(out)
+    return out
 
 
 def _and(xs: List[Any]) -> str:
@@ -1016,7 +887,8 @@ def _freelist_word(prog: drgn.Program, addr: int) -> Tuple[str, Optional[Tuple[i
 
 def _stale_skbs(
     prog: drgn.Program,
-    kaddrs: Dict[int, List[Tuple[int, Optional[str]]]],
+    kaddrs: Dict[int, List[Any]],
+    kfns: Dict[Any, str],
     consumed: Dict[int, int],
     fns: Set[str],
     names_by_addr: Dict[int, str],
@@ -1034,9 +906,8 @@ def _stale_skbs(
 
     lay = struct_layout(prog, "struct sk_buff", _STALE_FIELDS)
     cand: List[Tuple[int, int]] = []
-    for a, evs in kaddrs.items():
-        ts, fn = evs[-1]
-        if fn in fns:
+    for a, (_, ts, gk) in kaddrs.items():
+        if kfns.get(gk) in fns:
             cand.append((ts, a))
     cand.sort(reverse=True)
     out: List[StaleSkb] = []
@@ -1110,4 +981,190 @@ def _stale_skbs(
             notes.append(f"headers undecodable: {ex}")
         if notes:
             s.error = "; ".join(notes)
+    return out
+
+
+def _dump_time(
+    prog: drgn.Program, clock: Optional[str], end_ts: Optional[int], in_ns: bool
+) -> Tuple[Optional[float], str]:
+    """The dump's time on the trace clock, in seconds: a lower bound, the latest run-queue clock
+    (``rq->clock``, kernel/sched/core.c update_rq_clock(): ``sched_clock_cpu()``) of any online CPU.
+
+    ``rq->clock`` is the trace clock's own base only for the ``global`` clock
+    (kernel/trace/trace_clock.c trace_clock_global(): ``sched_clock_cpu()``), and for ``local``
+    (``sched_clock()``) when the scheduler clock is stable (kernel/sched/clock.c sched_clock_cpu():
+    ``sched_clock() + __sched_clock_offset``).  Other clocks: None.  A value earlier than the trace's last
+    event is not a dump time: None.  See docs/kernel/report.md."""
+    if clock is None or not in_ns:
+        return None, "the trace clock is not in nanoseconds"
+    offset = 0
+    try:
+        if clock == "local":
+            if int(prog["__sched_clock_stable"].key.enabled.counter) <= 0:
+                return None, "the local trace clock (sched_clock) is not the run queues' clock: unstable"
+            offset = int(prog["__sched_clock_offset"])
+        elif clock != "global":
+            return None, f"the {clock} trace clock is not the run queues' clock"
+        from drgn.helpers.linux.cpumask import for_each_online_cpu
+        from drgn.helpers.linux.percpu import per_cpu
+
+        rq = prog["runqueues"]
+        latest = None
+        for i, cpu in enumerate(for_each_online_cpu(prog)):
+            if i >= 8192:
+                break
+            c = int(per_cpu(rq, cpu).clock) - offset
+            latest = c if latest is None else max(latest, c)
+    except (drgn.FaultError, LookupError, ValueError, TypeError) as e:
+        return None, f"the run queues' clocks are unreadable: {e}"
+    if latest is None or (end_ts is not None and latest < end_ts):
+        return None, "the run queues' clocks are earlier than the trace's last event"
+    return latest / 1e9, "the latest run-queue clock of any CPU (the dump is no earlier)"
+
+
+_STATE_WORDS = {
+    "R": "running",
+    "S": "asleep",
+    "D": "blocked",
+    "T": "stopped",
+    "t": "traced",
+    "Z": "zombie",
+    "I": "idle",
+}
+
+#: The width a verdict's one-line headline must fit: an 80-column terminal, less the two columns of
+#: indentation the text report gives it.
+HEADLINE_WIDTH = 78
+
+
+def _secs(x: float) -> str:
+    if x < 1:
+        return f"{x * 1000:.0f} ms"
+    return f"{x:.1f} s" if x < 100 else f"{x:.0f} s"
+
+
+def _rate_s(r: float) -> str:
+    return f"{r / 1000:.1f}k/s" if r >= 1000 else f"{r:.0f}/s"
+
+
+def _who(hs: List[Holder], comm: bool, state: bool = True) -> str:
+    """The first holder (pid, command, state) and how many more."""
+    if not hs:
+        return "none"
+    h = hs[0]
+    st = ""
+    if state and h.state:
+        st = f" {_STATE_WORDS[h.state]} ({h.state})" if h.state in _STATE_WORDS else f" ({h.state})"
+    return (
+        f"pid {h.pid}" + (f" ({h.comm})" if comm else "") + st + (f" +{len(hs) - 1}" if len(hs) > 1 else "")
+    )
+
+
+def _headline_cause(
+    code: str, head: QueueVerdict, procs: List[Holder], workers: List[Holder], comm: bool, short: bool = False
+) -> str:
+    if code == "vhost-no-guest-buffers":
+        if short:
+            return f"vhost holds {head.vhost_batch} skbs: no guest RX buffers"
+        return f"vhost {_who(workers, comm, False)} holds {head.vhost_batch} skbs: no guest RX buffers"
+    if short and code in ("reader-stalled", "vhost-stalled"):
+        h = (procs if code == "reader-stalled" else workers)[:1]
+        if h:
+            st = f" ({h[0].state})" if h[0].state else ""
+            more = len(procs if code == "reader-stalled" else workers) - 1
+            return f"{'vhost ' if code == 'vhost-stalled' else ''}pid {h[0].pid}{st}" + (
+                f" +{more}" if more else ""
+            )
+    if code == "no-reader":
+        return "no process holds the queue"
+    if code == "queues-unreadable":
+        return "queues unreadable"
+    if code == "reader-caught-up":
+        return "the reader caught up"
+    if code == "vhost-stalled":
+        return f"vhost {_who(workers, comm)} not consuming"
+    return ("reader " if len(procs) == 1 else "readers ") + _who(procs, comm)
+
+
+def headlines(rep: Report, width: int = HEADLINE_WIDTH) -> List[Dict[str, Any]]:
+    """One line per device with a verdict, at most ``width`` columns: the device and its queues, whether
+    full, the ring-full drops tied to it (count, reason, function, span, rate, how long before the dump),
+    and the cause (the reader and its state, or vhost-net's held batch).  Every part comes from the
+    verdict; parts are left out, least important first, until the line fits."""
+    out: List[Dict[str, Any]] = []
+    order: List[str] = []
+    by_dev: Dict[str, List[QueueVerdict]] = {}
+    for v in rep.verdicts:
+        if v.device not in by_dev:
+            order.append(v.device)
+        by_dev.setdefault(v.device, []).append(v)
+    for dev in order:
+        vs = by_dev[dev]
+        head = max(vs, key=lambda v: (v.drop_count + v.ambiguous_count, v.full))
+        queues = sorted(v.queue for v in vs if v.queue is not None)
+        where = dev + (" q" + ",q".join(str(q) for q in queues) if queues else " (queues unread)")
+        fulls = [v for v in vs if v.full]
+        if fulls:
+            sizes = {(v.live, v.size) for v in fulls}
+            state = "FULL " + (f"{fulls[0].live}/{fulls[0].size}" if len(sizes) == 1 else "")
+        else:  # not full: how full, when all its queues say the same
+            sizes = {(v.live, v.size) for v in vs if v.queue is not None}
+            state = f"{vs[0].live}/{vs[0].size}" if len(sizes) == 1 else "not full"
+        state = state.strip()
+        n = sum(v.drop_count for v in vs)
+        amb = sum(v.ambiguous_count for v in vs)
+        refs = [r for v in vs for r in v.drops]
+        if refs:
+            reason = refs[0].reason or "drops"
+            fn = _fn(refs[0].location_symbol)
+            drops = f"{n} {reason}" + (f" (+{amb} shared)" if amb else "")
+            at = f" @ {fn}"
+            keep_at = refs[0].reason is None  # no drop reasons (before 5.17): the function says ring-full
+        else:
+            drops, at, keep_at = "no drops tied", "", False
+        span = f" over {_secs(head.span_s)}" if refs and head.span_s else ""
+        rate = f" ({_rate_s(head.rate_per_s)})" if refs and head.rate_per_s else ""
+        when = ""
+        if refs and head.last_before_dump_s is not None:
+            when = f", ≥{_secs(head.last_before_dump_s)} before the dump"
+        elif refs and head.ago_s is not None:
+            when = f", {_secs(head.ago_s)} before the trace's end"
+        code = head.cause_code
+        seen: Dict[int, Holder] = {}
+        for v in vs:
+            for h in v.holders:
+                seen.setdefault(h.pid, h)
+        procs = [h for h in seen.values() if h.kind == "process"]
+        workers = [h for h in seen.values() if h.kind == "vhost"]
+
+        short_when = when.replace(" before the dump", " ago").replace(
+            " before the trace's end", " before trace end"
+        )
+        # from the most to the least detail, the first that fits: the location function, the reader's
+        # command, the span and the rate go first; the count, the time before the dump and the reader last
+        tries = [
+            (True, True, span, rate, when, False),
+            (False, True, span, rate, when, False),
+            (False, False, span, rate, when, False),
+            (False, False, "", rate, when, False),
+            (False, False, "", rate, short_when, False),
+            (False, False, "", "", short_when, False),
+            (False, False, "", rate, short_when, True),
+            (False, False, "", "", short_when, True),
+            (False, False, "", "", "", True),
+        ]
+        if keep_at:  # the function is kept until nothing else is left to leave out
+            tries = [(True, *t[1:]) for t in tries] + [(False, *tries[-1][1:])]
+        text = ""
+        for loc, comm, sp, rt, wh, short in tries:
+            cause = _headline_cause(code, head, procs, workers, comm, short)
+            if keep_at:
+                text = f"{where} {state} · {n} drops{at if loc else ''}"
+                text += f" (+{amb} shared)" if amb else ""
+                text += f"{sp}{rt}{wh} · {cause}"
+            else:
+                text = f"{where} {state} · {drops}{at if loc else ''}{sp}{rt}{wh} · {cause}"
+            if len(text) <= width:
+                break
+        out.append({"device": dev, "queues": queues, "cause_code": code, "text": text})
     return out

@@ -28,10 +28,37 @@ def _s(x: Optional[float], fmt: str = "%.6f") -> str:
     return "-" if x is None else fmt % x
 
 
-def render_report(rep: Report, out: Optional[Console] = None) -> None:
+def _ago(rep: Report, t: Optional[float]) -> str:
+    """`` (≥3.2 s before the dump)`` for a trace time, when the dump's time is known."""
+    if t is None or rep.dump_s is None:
+        return ""
+    return f" (≥{rep.dump_s - t:.1f} s before the dump)"
+
+
+def render_report(
+    rep: Report,
+    out: Optional[Console] = None,
+    explain: bool = False,
+    verbose: bool = False,
+    height: Optional[int] = None,
+) -> None:
+    """The report: one line per verdict first, then each verdict's detail, the evidence, and (with
+    ``explain``) the rules that tied drops to queues.  Stale-skb reads are folded into a count unless
+    ``verbose``.  When the whole is longer than a screen (``height`` rows, the terminal's by default,
+    at least 24), the verdict lines are repeated at the end."""
     out = out or console()
-    p = out.print
+    lines: List[str] = []
+    p = _Lines(lines)
     p(f"[bold]skbinspect report[/bold] ({escape(rep.release)})")
+    for hl in rep.headlines:
+        p(f"  {escape(hl['text'])}")
+    if not rep.headlines:
+        p(
+            "  no tun/tap queue is full and no ring-full drops are in the trace"
+            + (" (some devices could not be read: see the notes)" if rep.notes else "")
+        )
+    if rep.dump_s is not None:
+        p(f"  [dim](times since boot on the trace clock; the dump at ≥{rep.dump_s:.3f})[/dim]")
     p()
     p("[bold]Verdicts[/bold]")
     if not rep.verdicts:
@@ -45,7 +72,7 @@ def render_report(rep: Report, out: Optional[Console] = None) -> None:
         for r in v.drops:
             p(
                 f"      {r.count:>7} {escape(r.reason or '-')} at {escape(r.location_symbol or '-')}, "
-                f"{_s(r.first_s)} .. {_s(r.last_s)}"
+                f"{_s(r.first_s)} .. {_s(r.last_s)}{_ago(rep, r.last_s)}"
                 + (f", {r.rate_per_s:.1f}/s" if r.rate_per_s else "")
                 + f" (tied by {r.tied_by})"
             )
@@ -57,7 +84,16 @@ def render_report(rep: Report, out: Optional[Console] = None) -> None:
             )
         if v.counter is not None and v.counter_value is not None:
             p(f"      counter: {v.counter} = {v.counter_value}")
-        for s in v.stale_skbs:
+        if v.stale_skbs and not verbose:
+            states: Dict[str, int] = {}
+            for s in v.stale_skbs:
+                states[s.slab_state] = states.get(s.slab_state, 0) + 1
+            p(
+                f"      {len(v.stale_skbs)} stale skbs of its last drops read ("
+                + ", ".join(f"{n} {st}" for st, n in sorted(states.items()))
+                + "); --verbose lists them"
+            )
+        for s in v.stale_skbs if verbose else []:
             what = ", ".join(
                 x
                 for x in (
@@ -129,6 +165,38 @@ def render_report(rep: Report, out: Optional[Console] = None) -> None:
     for n in rep.notes:
         p(f"  note: {escape(n)}")
     p()
-    p("[bold]How drops were tied to queues[/bold]")
-    for rule in rep.rules:
-        p(f"  {escape(rule['name'])}: {escape(rule['explanation'])}")
+    if explain:
+        p("[bold]How drops were tied to queues[/bold]")
+        for rule in rep.rules:
+            p(f"  {escape(rule['name'])}: {escape(rule['explanation'])}")
+    else:
+        p("[dim]--explain: how drops were tied to queues[/dim]")
+    rows = height if height is not None else max(24, out.size.height if out.is_terminal else 24)
+    if rep.headlines and _rows(lines, out.width) > rows:
+        p()
+        p("[bold]Verdicts (again)[/bold]")
+        for hl in rep.headlines:
+            p(f"  {escape(hl['text'])}")
+    for line in lines:
+        out.print(line)
+
+
+class _Lines:
+    """``print``-like collector of the report's lines (markup strings)."""
+
+    def __init__(self, lines: List[str]) -> None:
+        self.lines = lines
+
+    def __call__(self, s: str = "") -> None:
+        self.lines.append(s)
+
+
+def _rows(lines: List[str], width: int) -> int:
+    """Terminal rows the lines take at ``width`` columns (markup left out)."""
+    from rich.text import Text
+
+    n = 0
+    for line in lines:
+        plain = Text.from_markup(line).plain
+        n += max(1, -(-len(plain) // max(width, 1)))
+    return n

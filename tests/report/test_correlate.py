@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from skbinspect.report.correlate import (
     CAUSE_CODES,
     DropRef,
@@ -101,3 +103,69 @@ def test_cause_codes() -> None:
     assert _cause_and_code(False, [h], 1.0, 3, True, 0)[1] == "reader-caught-up"
     assert _cause_and_code(False, [], None, 3, False, 0)[1] == "queues-unreadable"
     assert {c for c in CAUSE_CODES} >= {"reader-stalled", "vhost-no-guest-buffers"}
+
+
+def _report(verdicts: list, dump_s: float = 15.8) -> Any:
+    from skbinspect.report.correlate import Report
+
+    return Report("6.1", verdicts, [], [], [], [], None, [], [], [], dump_s=dump_s)
+
+
+def test_headlines_fit_and_keep_what_matters_most() -> None:
+    """Issue 14: one line per device within 78 columns (80 with its indent); parts left out least
+    important first, the count, the time before the dump and the reader kept."""
+    from skbinspect.report.correlate import headlines
+
+    h = Holder(102, "a-long-command-name", 3, "S")
+    ref = DropRef("FULL_RING", "0x1", "tun_net_xmit+0x2c5 [tun]", 208, 12.6, 12.619, 10600.0, "driver")
+    qs = []
+    for q in (0, 2):
+        qs.append(
+            QueueVerdict(
+                "mq0",
+                2,
+                "tun",
+                q,
+                True,
+                64,
+                64,
+                [h],
+                [ref] if q == 0 else [],
+                208 if q == 0 else 0,
+                12.6,
+                12.619,
+                0.019,
+                10600.0,
+                0.0,
+                "tx_dropped",
+                208,
+                "x",
+                "",
+                cause_code="reader-stalled",
+                last_before_dump_s=3.181 if q == 0 else None,
+            )  # fmt: skip
+        )
+    (line,) = headlines(_report(qs))
+    assert line["device"] == "mq0" and line["queues"] == [0, 2] and line["cause_code"] == "reader-stalled"
+    t = line["text"]
+    assert len(t) <= 78, t
+    assert t.startswith("mq0 q0,q2 FULL 64/64 · 208 FULL_RING") and "≥3.2 s" in t and "pid 102" in t
+    # wide enough: everything, in the issue's order
+    (wide,) = headlines(_report(qs), width=200)
+    assert wide["text"] == (
+        "mq0 q0,q2 FULL 64/64 · 208 FULL_RING @ tun_net_xmit over 19 ms (10.6k/s), ≥3.2 s before the dump"
+        " · reader pid 102 (a-long-command-name) asleep (S)"
+    )
+
+
+def test_vhost_headline_names_the_batch() -> None:
+    from skbinspect.report.correlate import headlines
+
+    w = Holder(119, "vhost-115", 5, "S", "vhost")
+    v = QueueVerdict(
+        "tapvh", 4, "tun", 0, False, 0, 256, [Holder(115, "qemu", 3, "S"), w], [], 0, None, None, None,
+        None, None, "tx_dropped", 0, "x", "", cause_code="vhost-no-guest-buffers", vhost_batch=64,
+    )  # fmt: skip
+    (line,) = headlines(_report([v]))
+    assert len(line["text"]) <= 78 and "holds 64 skbs" in line["text"]
+    assert line["text"].startswith("tapvh q0 0/256 · no drops tied · ")

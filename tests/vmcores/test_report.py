@@ -9,6 +9,7 @@ from typing import Any, Dict
 import pytest
 
 from tests.conftest import run_skbinspect
+from tests.vmcores.agreement import assert_agree
 from tests.vmcores.drgn_session import location_key, truth_callers_at, truth_kfree_counts
 from tests.vmcores.lab import LabVmcore
 from tests.vmcores.test_lab_info import symbols_args
@@ -175,13 +176,62 @@ def test_text_report_names_queue_reason_location_and_reader(
     lab_vmcore: LabVmcore, report: Dict[str, Any], report_text: str
 ) -> None:
     head, _, rest = report_text.partition("Evidence")
-    assert "How drops were tied to queues" in rest
+    # the rules are behind --explain
+    assert "How drops were tied to queues" not in rest and "--explain" in rest
     for v in report["verdicts"]:
         assert " ".join(v["summary"].split()) in " ".join(head.split())
         for h in v["holders"]:
             assert f"reader: pid {h['pid']} ({h['comm']})" in head
         for d in v["drops"]:
             assert f"{d['count']} {d['reason'] or '-'} at {d['location_symbol']}" in " ".join(head.split())
+
+
+def _run_text(lab: LabVmcore, *args: str) -> str:
+    p = run_skbinspect(
+        "-c", lab.vmcore, *symbols_args(lab.symbols), "report", *args, env={"COLUMNS": "80", "LINES": "24"}
+    )
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    return p.stdout
+
+
+def test_verdict_lines_come_first_and_fit_80_columns(lab_vmcore: LabVmcore, report: Dict[str, Any]) -> None:
+    """Issue 14: one line per device with a verdict, right under the title, each within 80 columns, each
+    naming the device, its full queues and the count of drops tied to it, derived from the verdicts."""
+    text = _run_text(lab_vmcore)
+    lines = text.splitlines()
+    heads = report["headlines"]
+    assert [h["device"] for h in heads] == list(dict.fromkeys(v["device"] for v in report["verdicts"]))
+    assert [l.strip() for l in lines[1 : 1 + len(heads)]] == [h["text"] for h in heads]
+    links = {l["ifname"]: l for l in lab_vmcore.truth["ip_link"]}
+    for h, line in zip(heads, lines[1 : 1 + len(heads)]):
+        assert len(line) <= 80, line
+        vs = [v for v in report["verdicts"] if v["device"] == h["device"]]
+        n = sum(v["drop_count"] for v in vs)
+        amb = sum(_unsure(v) for v in vs)
+        size = links[h["device"]]["txqlen"]
+        assert line.split(" · ")[0].strip() == f"{h['device']} q0 FULL {size}/{size}"
+        assert line.split(" · ")[1].startswith(f"{n} FULL_RING" if not _old(lab_vmcore) else f"{n} drops")
+        assert (f"(+{amb} shared)" in line) == bool(amb)
+        holder = LAB_FULL[h["device"]][0]
+        assert f"pid {lab_vmcore.truth['holders'][holder]['pid']} " in line
+        assert h["cause_code"] == vs[0]["cause_code"] == "reader-stalled"
+    # the time before the dump: a lower bound from the run queues' clocks, never before the trace's end
+    assert report["dump_s"] is None or report["dump_s"] >= report["trace"]["last_s"]
+    # the whole report is longer than a screen: the verdict lines are repeated at the end
+    assert lines[-len(heads) - 1 :] == ["Verdicts (again)"] + lines[1 : 1 + len(heads)]
+
+
+def test_report_explain_and_verbose(lab_vmcore: LabVmcore, report: Dict[str, Any]) -> None:
+    """The tying rules only with --explain; stale skbs folded into a count, listed with --verbose."""
+    plain = _run_text(lab_vmcore)
+    assert "How drops were tied to queues" not in plain
+    assert "How drops were tied to queues" in _run_text(lab_vmcore, "--explain")
+    stale = sum(len(v["stale_skbs"]) for v in report["verdicts"])
+    assert stale  # the lab's full queues have recent drops
+    assert "stale skb 0x" not in plain
+    assert plain.count("--verbose lists them") == sum(1 for v in report["verdicts"] if v["stale_skbs"])
+    assert _run_text(lab_vmcore, "--verbose").count("stale skb 0x") == stale
 
 
 def test_report_without_module_debug_info(lab_vmcore: LabVmcore) -> None:
@@ -244,3 +294,22 @@ def test_memory_reuse_equals_ring_entries_at_dropped_addresses(
                     want.add((d["name"], q["index"], e["index"], a, dropped[a]))
     got = {(r["device"], r["queue"], r["slot"], int(r["address"], 16), r["drops"]) for r in report["reused"]}
     assert got == want
+
+
+def test_report_and_drops_agree(lab_vmcore: LabVmcore) -> None:
+    """Issue 14: per device, the traced drops the report ties equal what ``drops`` attributes to that
+    device and the devices that feed it, in the top-level buffer and in each trace instance."""
+    instances = [None] + sorted(lab_vmcore.truth["trace"].get("instances") or {})
+    for inst in instances:
+        args = ["-i", inst] if inst else []
+        out = {}
+        for cmd in ("drops", "report"):
+            p = run_skbinspect(
+                "-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "--json", cmd, *args
+            )
+            assert p.returncode == 0, p.stderr
+            out[cmd] = json.loads(p.stdout)
+        assert_agree(out["drops"], out["report"])
+        if inst is None:
+            # the lab's full queues all have traced drops, tied on both sides
+            assert {v["device"] for v in out["report"]["verdicts"] if v["drop_count"]} == set(LAB_FULL)
