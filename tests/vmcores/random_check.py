@@ -190,7 +190,10 @@ def check(lab: LabVmcore, report: Dict[str, Any], sc: Optional[Scenario] = None)
             )
         # (c) per queue
         drained = _drained(lab, g)
-        qv = {int(v["queue"]): v for v in vs}
+        qv = {int(v["queue"]): v for v in vs if v["queue"] is not None}
+        for v in vs:  # a device-level verdict (no queue full): neither full nor stalled
+            if v["queue"] is None and (v["full"] or v["cause_code"] in STALLED):
+                fail(f"{g.device}: a verdict for no queue says {v['cause_code']}: {v['summary']}")
         for q in range(g.queues):
             v = qv.get(q)
             if q in g.read:
@@ -289,7 +292,7 @@ def long_run(kernels: List[str], seeds: List[int], jobs: int, keep: bool, out_pa
     from concurrent.futures import ThreadPoolExecutor
 
     from .config import KERNELS
-    from .kernels import LabError, fetch_kernel
+    from .kernels import fetch_kernel
     from .lab import build_vmcore
     from .scenarios import boot_name
 
@@ -309,7 +312,7 @@ def long_run(kernels: List[str], seeds: List[int], jobs: int, keep: bool, out_pa
             o = check(lab, run_report(lab), sc)
             rec.update(failures=o.failures, facts=o.facts, vmcore=lab.vmcore)
             msg = o.message(lab) if o.failures else f"{name} seed {seed}: ok {json.dumps(o.facts)}"
-        except (LabError, AssertionError) as e:
+        except Exception as e:  # a lab error, a report that failed, or the checker's own bug: recorded
             rec["failures"] = [f"{type(e).__name__}: {e}"]
             msg = f"{name} seed {seed}: ERROR {e}\n  {sc.short()}"
         rec["seconds"] = round(time.monotonic() - t, 1)
