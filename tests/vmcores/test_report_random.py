@@ -67,7 +67,7 @@ def test_the_checks_catch_wrong_reports(random_boot: LabVmcore) -> None:
     if tied:  # counted twice: a verdict's drops given again to another queue of the device
         bad = copy.deepcopy(rep)
         twin = copy.deepcopy(tied[0])
-        twin["queue"] = (twin["queue"] + 1) % 16
+        twin["queue"] = 15  # a queue of no verdict
         bad["verdicts"].append(twin)
         assert any("more than" in f for f in check(random_boot, bad).failures)
         bad = copy.deepcopy(rep)  # or not tied at all
