@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         "--boot",
         action="append",
         help="scenario boot to build, repeatable (default: the boots the "
-        f"test suite uses: {', '.join(TEST_BOOTS)}); others: bench-ring, ...",
+        f"test suite uses: {', '.join(TEST_BOOTS)}); others: bench-ring, ..., random-<seed>",
     )
     r = sub.add_parser(
         "random",

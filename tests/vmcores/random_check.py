@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .lab import LabVmcore
-from .scenarios import Group, Scenario, generate, seed_of
+from .scenarios import CI_SEEDS, Group, Scenario, generate, seed_of
 
 __all__ = ["Outcome", "check", "report_args", "site_drops", "trace_complete"]
 
@@ -316,7 +316,7 @@ def long_run(kernels: List[str], seeds: List[int], jobs: int, keep: bool, out_pa
             rec["failures"] = [f"{type(e).__name__}: {e}"]
             msg = f"{name} seed {seed}: ERROR {e}\n  {sc.short()}"
         rec["seconds"] = round(time.monotonic() - t, 1)
-        if lab is not None and not rec["failures"] and not keep:
+        if lab is not None and not rec["failures"] and not keep and seed not in CI_SEEDS:
             shutil.rmtree(lab.dir, ignore_errors=True)
         with lock:
             results.append(rec)
