@@ -245,9 +245,10 @@ def check(lab: LabVmcore, report: Dict[str, Any], sc: Optional[Scenario] = None)
             fail(f"the trace holds every drop, yet {total_unattr} are unattributed: {unattr}")
     kind_of = {g.device: g for g in sc.groups}
     for c in report.get("counter_checks", []):
-        g = kind_of.get(c["device"])
-        if g is None or c["counter"] != _drop_counter_name(g):
+        cg = kind_of.get(c["device"])
+        if cg is None or c["counter"] != _drop_counter_name(cg):
             continue
+        g = cg
         if c["counter_value"] != counters[g.device]:
             fail(
                 f"counter check reads {c['counter']} {c['counter_value']}, the guest says {counters[g.device]}"
