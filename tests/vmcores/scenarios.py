@@ -54,7 +54,12 @@ GENERATOR_VERSION = 1
 #:        ipvtap on a dummy fed from a sibling ipvlan (read), a single-queue tap stalled by vhost-net
 #:   166  top level, big buffer, net events, no stacks: an ipvtap on a veth, two multi-queue taps with
 #:        several full queues each (drops told apart by net events only)
-CI_SEEDS: Tuple[int, ...] = (1, 166)
+#:   1021 (regression, found by the long mode on bookworm) stacks, no net events: an ipvtap on a dummy
+#:        whose readers fell behind (14 drops, its queues no longer full at the dump) and a macvtap with a
+#:        full queue: report gave all 372 tap_handle_frame drops to the macvtap ("driver": the driver's
+#:        only device with a full queue), none to the ipvtap, and called 14 "freed without counting".
+#:        Timing decides whether the ipvtap drops at all (on sid that run it did not).
+CI_SEEDS: Tuple[int, ...] = (1, 166, 1021)
 
 #: The instance a scenario's trace uses when it is not the top-level buffer.
 INSTANCE = "scn"
