@@ -472,17 +472,17 @@ def build_report(
                 rest -= cnt
             if rest <= 0:
                 continue
-            # the drops the trace names no (known) device for: the driver's devices with a full queue,
-            # else those whose drop counter moved (or could not all be read), else all of them
+            # the drops the trace names no (known) device for: the driver's devices with a full queue or
+            # whose drop counter moved (or could not all be read: a reader that caught up leaves no full
+            # queue, only its counter), else all of them
             drv = drv_devs.get(mod, [])
-            pick = [d for d in drv if any(q.ring.analysis.full for q in d.queues)]
-            if not pick:
-                pick = [
-                    d
-                    for d in drv
-                    if not dev_complete.get(d.name, False)
-                    or dev_totals.get(d.name, d.counters).get(_KIND_COUNTER.get(d.kind, ""), 0)
-                ] or drv
+            pick = [
+                d
+                for d in drv
+                if any(q.ring.analysis.full for q in d.queues)
+                or not dev_complete.get(d.name, False)
+                or dev_totals.get(d.name, d.counters).get(_KIND_COUNTER.get(d.kind, ""), 0)
+            ] or drv
             if not pick:
                 unattributed[mod] += rest
                 continue
