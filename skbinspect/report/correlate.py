@@ -255,7 +255,7 @@ RULES = [
         "is tied to a device of that driver: to the device a net event of the same skb names, or to "
         "the one its frames reach through the devices read from the dump (a veth to its peer, a "
         "macvlan/ipvlan lower device to the macvtap/ipvtap on it, a bridge to its ports); else to the "
-        "driver's devices with a full queue. macvtap and ipvtap both drop in tap_handle_frame: their "
+        "driver's devices with a full queue or a drop counter that moved. macvtap and ipvtap both drop in tap_handle_frame: their "
         "drops are told apart by the callers in each drop's recorded stack (macvlan_* or ipvlan_*). "
         "Every drop is counted once: drops that may be one of several devices' are listed for each "
         "as ambiguous but counted in none, and a counter within the ambiguous range agrees. On a "

@@ -36,12 +36,14 @@ GUEST_MODULES = [
 ]
 
 
-def guest_sources_digest(boot: str) -> str:
+def guest_sources_digest(boot: str, scenario: Optional[bytes] = None) -> str:
     """Digest of what a boot's guest runs: init.sh, skblab.c and the boot's own scenario (part of its
-    cache key; other scenarios do not affect it)."""
+    cache key; other scenarios do not affect it).  ``scenario``: the script's text when it is generated
+    (the random boots) rather than guest/scenarios/BOOT.sh."""
     h = hashlib.sha256()
     for p in (GUEST_DIR / "init.sh", GUEST_DIR / "skblab.c", GUEST_DIR / "scenarios" / f"{boot}.sh"):
-        h.update(str(p.relative_to(GUEST_DIR)).encode() + b"\0" + p.read_bytes())
+        data = scenario if scenario is not None and p.parent.name == "scenarios" else p.read_bytes()
+        h.update(str(p.relative_to(GUEST_DIR)).encode() + b"\0" + data)
     return h.hexdigest()
 
 

@@ -33,6 +33,7 @@ from .hostfs import build_host_image, host_image_digest
 from .initramfs import GUEST_DIR, build_initramfs, build_skblab, guest_sources_digest
 from .kernels import KernelFiles, LabError, fetch_kernel
 from .qemu import GUEST_SETTINGS, Guest
+from .scenarios import CI_SEEDS, boot_name, generate, seed_of
 
 __all__ = ["LabVmcore", "LiveGuest", "build_vmcore", "live_guest", "parse_truth", "LAB_FORMAT"]
 
@@ -90,6 +91,18 @@ def host_runs(kernel: KernelFiles) -> int:
     return HOST_RUNS_DEFAULT_KERNEL if kernel.name == DEFAULT_KERNEL else HOST_RUNS_OTHER_KERNELS
 
 
+#: Modules the random boots load besides GUEST_MODULES (a dummy as a macvlan/ipvlan lower device).
+RANDOM_MODULES = ["dummy"]
+
+
+def scenario_script(boot: str) -> bytes:
+    """The script a boot runs: guest/scenarios/BOOT.sh, or for ``random-<seed>`` the generated one."""
+    seed = seed_of(boot)
+    if seed is not None:
+        return generate(seed).script().encode()
+    return (GUEST_DIR / "scenarios" / f"{boot}.sh").read_bytes()
+
+
 def _append(kernel: KernelFiles, boot: str) -> str:
     """Extra kernel command line of a boot: ``name=value`` words reach the guest's init as variables."""
     return f"skblab_runs={host_runs(kernel)}" if boot_spec(boot).runs else ""
@@ -137,7 +150,12 @@ def _key(kernel: KernelFiles, boot: str) -> str:
     settings, the truth format), not the builder's own code, so editing the builder rebuilds nothing."""
     h = hashlib.sha256()
     h.update(f"{LAB_FORMAT}\0{kernel.release}\0{kernel.version}\0{boot}\0{GUEST_SETTINGS}\0".encode())
-    h.update(guest_sources_digest(boot).encode())
+    seed = seed_of(boot)
+    if seed is None:
+        h.update(guest_sources_digest(boot).encode())
+    else:
+        h.update(guest_sources_digest(boot, scenario_script(boot)).encode())
+        h.update(" ".join(RANDOM_MODULES).encode())
     spec = boot_spec(boot)
     if spec != BootSpec():
         h.update(repr(spec).encode())
@@ -218,6 +236,8 @@ def parse_truth(out: Path, kernel: KernelFiles) -> Dict[str, Any]:
         "trace": {"top": {}, "instances": {}},
         "formats": {},
         "holders": {},
+        # random boots: each CPU's ring buffer stats (stats.cpuN) and the tun/tap modules' kallsyms lines
+        "extra": {p.name: p.read_text(errors="replace") for p in sorted((out / "extra").glob("*"))},
     }
     for sub in ("top",):
         d = out / "trace" / sub
@@ -278,12 +298,24 @@ def _progress(kernel: KernelFiles, boot: str, line: str) -> None:
 
 def _boot_once(kernel: KernelFiles, boot: str, work: Path) -> Dict[str, float]:
     scenario = GUEST_DIR / "scenarios" / f"{boot}.sh"
+    seed = seed_of(boot)
+    if seed is not None:  # generated: the script next to the build, with its description
+        scenario = work / f"{boot}.sh"
+        scenario.write_bytes(scenario_script(boot))
+        (work / "scenario.json").write_text(json.dumps(generate(seed).describe(), indent=1))
     spec = boot_spec(boot)
     timings: Dict[str, float] = {}
     t0 = time.monotonic()
     skblab = build_skblab(cache_dir() / "bin")
     extra = {f"scenarios/{inc}": (GUEST_DIR / "scenarios" / inc).read_bytes() for inc in spec.includes}
-    initrd = build_initramfs(kernel, scenario, work / "initramfs.cpio", skblab, extra_files=extra)
+    initrd = build_initramfs(
+        kernel,
+        scenario,
+        work / "initramfs.cpio",
+        skblab,
+        extra_modules=RANDOM_MODULES if seed is not None else None,
+        extra_files=extra,
+    )
     drives: List[Path] = []
     if spec.host_image:
         drives.append(build_host_image(kernel, work / "host.img"))
@@ -363,8 +395,11 @@ def build_vmcore(kernel: KernelFiles, boot: str = "lab", retries: int = 1) -> La
     )
 
 
+#: The random boots CI builds on every kernel (scenarios.CI_SEEDS).
+CI_RANDOM_BOOTS = [boot_name(s) for s in CI_SEEDS]
+
 #: The boots the test suite uses (built by ``python -m tests.vmcores build`` by default).
-TEST_BOOTS = ["lab", "vhost", "offlab", "host"]
+TEST_BOOTS = ["lab", "vhost", "offlab", "host"] + CI_RANDOM_BOOTS
 
 
 def build(names: List[str], boots: List[str] = TEST_BOOTS, jobs: int = 2) -> List[LabVmcore]:
