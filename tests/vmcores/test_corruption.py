@@ -744,6 +744,51 @@ def test_drops_instances_are_guarded(
     assert rc == (1 if exc is TypeError else 70) and out == "" and "simulated" in err, (rc, err)
 
 
+# ---- the Python API gives the problems (skbinspect.helpers) -------------------------------------------------
+
+
+def test_python_api_gives_the_problems(copy: DamagedCopy) -> None:
+    """A drgn user calling skbinspect.helpers on a damaged dump (tapmq's dev_list.next pointing back at
+    lo, __per_cpu_offset zeroed) gets the problems with the results: ``tap_devices().problems``, the notes
+    of ``drop_stats()`` and ``post_mortem()``, and :func:`problems` for what was met outside the helpers;
+    on the undamaged dump there are none."""
+    from skbinspect import helpers
+    from skbinspect.counters.stats import cpu_lists
+    from skbinspect.target.opener import open_target
+    from skbinspect.tuntap.devices import read_tap_devices
+
+    def fresh() -> Any:
+        prog = open_target(core=str(copy.core), symbols=copy.lab.symbols).prog
+        helpers.skbinspect_target(prog, copy.lab.symbols)
+        return prog
+
+    prog = fresh()
+    sound = helpers.tap_devices(prog)
+    assert sound.problems == [] and helpers.problems(prog) == []
+    assert not any("per-CPU" in n for n in helpers.drop_stats(prog).notes)
+
+    node = copy.dev("tapmq").dev_list.address_
+    possible = cpu_lists(copy.prog)[0]
+    with copy.damaged(
+        (node, _q(copy.dev("lo").dev_list.address_)),
+        (copy.prog["__per_cpu_offset"].address_, bytes(8 * (max(possible) + 1))),
+    ):
+        prog = fresh()
+        devs = helpers.tap_devices(prog)
+        stats = helpers.drop_stats(prog)
+        rep = helpers.post_mortem(prog)
+        left = helpers.problems(prog)
+        read_tap_devices(prog)  # skbinspect's module called directly: its problems come from problems()
+        direct = helpers.problems(prog)
+        again = helpers.problems(prog)
+    loop = [p for p in devs.problems if "loops back to" in p and "walk stopped" in p]
+    assert loop and "after tapmq" in loop[0], devs.problems
+    assert {"tap0", "tapmq"} <= {d.name for d in devs}
+    assert any("__per_cpu_offset" in n or "per-CPU" in n for n in stats.notes), stats.notes
+    assert any("walk stopped" in n for n in rep.notes), rep.notes
+    assert left == [] and any("walk stopped" in p for p in direct) and again == []
+
+
 # ---- the campaign ----------------------------------------------------------------------------------------------
 
 #: Runs per kernel in CI (a few minutes); SKBINSPECT_FUZZ_RUNS runs a long campaign.
