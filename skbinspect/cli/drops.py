@@ -93,7 +93,7 @@ def drops(
     from skbinspect.ftrace.reader import TraceReader
     from skbinspect.ftrace.render import render_drops
     from skbinspect.ftrace.select import selected_arrays
-    from skbinspect.memory.problems import take_problems
+    from skbinspect.memory.problems import DAMAGE, note_problem, section_note, take_problems
     from skbinspect.output import print_json
 
     if old_stacks is not None:  # the deprecated spelling, still honoured
@@ -102,7 +102,8 @@ def drops(
     prog = target.prog
     reasons = _known_reasons(prog, reasons)
     reports = []
-    for tr in selected_arrays(prog, instance, all_instances):
+    arrays = selected_arrays(prog, instance, all_instances)
+    for tr in arrays:
         cb, done = progress(f"decoding {tr.name}")
         try:
             reports.append(
@@ -113,8 +114,17 @@ def drops(
                     module_ok=target.debug.module_ok,
                 )
             )
+        except Exception as e:  # noqa: BLE001 - one instance's damage is a note; the others are still read
+            if len(arrays) == 1 and isinstance(e, SkbinspectError):
+                raise
+            note = section_note(prog, f"trace instance {tr.name}", e)
+            if len(arrays) == 1 and isinstance(e, DAMAGE):
+                raise SkbinspectError(f"cannot read the drops: {note}") from None
+            note_problem(prog, note)  # a bug: exit 70 once the other instances are printed
         finally:
             done()
+    if not reports and not all_instances:
+        return  # its bug is reported (exit 70)
     if state.json:
         warnings = target.warnings + take_problems(prog)
         if len(reports) == 1 and not all_instances:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import drgn
 
+from skbinspect.memory.problems import section_note
 from skbinspect.tuntap.topology import Topology, read_topology
 
 __all__ = [
@@ -149,8 +150,8 @@ def topology_of(prog: drgn.Program, notes: List[str]) -> Topology:
     """The device topology, read once; a failure is a note and an empty topology."""
     try:
         topo = read_topology(prog)
-    except (drgn.FaultError, LookupError, ValueError) as e:
-        notes.append(f"device topology unreadable: {e}")
+    except Exception as e:  # noqa: BLE001 - one section: a note (a bug: exit 70 after the output)
+        notes.append(section_note(prog, "device topology", e))
         return Topology()
     notes += [f"device topology: {n}" for n in topo.notes]
     return topo

@@ -421,6 +421,9 @@ def drops_report(
     if tr.lost:
         notes.append(f"the buffer lost {tr.lost} older events (it wrapped): earlier drops are not counted")
     notes += [f"skipped: {d}" for d in r.damage]
+    # what could not be read of the buffer itself (a damaged trace_buffer or per-CPU buffer): the counts
+    # above are only what was readable, never a silent 0
+    notes += [w for w in r.warnings if w not in notes]
     ordered = sorted(groups.values(), key=lambda g: (-g.count, g.reason_label, g.location_symbol or ""))
     tying = None
     if tie:

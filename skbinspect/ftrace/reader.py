@@ -352,6 +352,9 @@ def _trace_array(prog: drgn.Program, tr: drgn.Object) -> TraceArray:
             order = int(buf.subbuf_order.value_())
         except AttributeError:
             order = 0
+        except READ_FAULTS as e:  # the trace_buffer pointer is damaged: its per-CPU buffers fail below too
+            warnings.append(f"trace_buffer at {buf_addr:#x} unreadable ({e})")
+            order = 0
     if order > 10:
         warnings.append(f"implausible sub-buffer order {order}; using 0")
         order = 0
@@ -475,8 +478,10 @@ def find_trace_array(prog: drgn.Program, instance: Optional[str] = None) -> Trac
         # the top-level buffer is the static global_trace: found even when the list of arrays is damaged
         try:
             top = _trace_array(prog, prog["global_trace"].address_of_())
-        except (LookupError, drgn.FaultError, ValueError, OverflowError):
+        except LookupError:
             pass
+        except READ_FAULTS as e:
+            raise TraceError(f"the top-level trace buffer (global_trace) is unreadable: {e}.")
         else:
             top.warnings.append(
                 "the list of trace arrays is damaged: the top-level buffer was found as global_trace"

@@ -26,7 +26,6 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import drgn
 
-from skbinspect.errors import SkbinspectError
 from skbinspect.ftrace.attribution import (
     ENQUEUE_FUNCTIONS,
     KIND_COUNTER,
@@ -35,6 +34,7 @@ from skbinspect.ftrace.attribution import (
     location_function,
     location_module,
 )
+from skbinspect.memory.problems import section_note
 
 __all__ = [
     "DropRef",
@@ -329,13 +329,17 @@ def build_report(
     from skbinspect.tuntap.devices import read_tap_devices
 
     notes: List[str] = []
-    release = prog["UTS_RELEASE"].string_().decode(errors="replace")
+    try:
+        release = prog["UTS_RELEASE"].string_().decode(errors="replace")
+    except Exception as e:  # noqa: BLE001 - each section of the report is read on its own (section_note)
+        release = "?"
+        notes.append(section_note(prog, "the kernel release (UTS_RELEASE)", e))
     kw = {} if module_ok is None else {"module_ok": module_ok}
     try:
         devs = read_tap_devices(prog, (), None, entries=False, stale=False, holders=True, **kw)
-    except SkbinspectError as e:
+    except Exception as e:  # noqa: BLE001
         devs = []
-        notes.append(f"tun/tap queues: {e}")
+        notes.append(section_note(prog, "tun/tap queues", e))
     for d in devs:
         notes += [f"{d.name}: {n}" for n in d.notes]
 
@@ -367,10 +371,10 @@ def build_report(
             for s in stats.devices
             if any(s.totals.values())
         ]
-    except (SkbinspectError, drgn.FaultError, LookupError) as e:
+    except Exception as e:  # noqa: BLE001
         dev_totals, dev_complete, softnet_moved, device_counters, dm = {}, {}, [], [], None
         dev_unread = {}
-        notes.append(f"drop counters: {e}")
+        notes.append(section_note(prog, "drop counters", e))
     if dm is not None:
         notes += [f"drop_monitor: {n}" for n in dm.notes]
 
@@ -389,8 +393,8 @@ def build_report(
 
         reader = trace_reader(prog, instance, progress=progress)
         rep = drops_report(prog, reader=reader, devices=devs, moved=moved, addresses=True)
-    except SkbinspectError as e:
-        notes.append(f"trace: {e}")
+    except Exception as e:  # noqa: BLE001
+        notes.append(section_note(prog, "trace", e))
     if rep is not None:
         tr = rep.trace_array
         trace = TraceLimits(
@@ -405,7 +409,7 @@ def build_report(
             rep.has_reasons,
             list(rep.notes),
         )
-        if not tr.written:
+        if not tr.written and not tr.warnings:  # (a damaged buffer says so in its notes)
             trace.notes.append(
                 "the buffer is empty (tracing off, or never enabled for skb events): no drop history"
             )
@@ -447,7 +451,8 @@ def build_report(
         for name in p.candidates:
             by_dev.setdefault(name, []).append(p)
     verdicts: List[QueueVerdict] = []
-    for d in devs:
+
+    def device_verdicts(d: Any) -> None:  # the verdicts of one device (called below, guarded)
         ctr_name = KIND_COUNTER.get(d.kind)
         ctr_val = dev_totals.get(d.name, {}).get(ctr_name) if ctr_name else None
         if ctr_val is None and ctr_name:
@@ -472,12 +477,13 @@ def build_report(
                 f"once, under queue {full_idx[0]}"
             )
         keys = [(q.index, q) for q in qlist] + ([(None, None)] if None in per_q else [])
-        for qi, q in keys:
+
+        def queue_verdict(qi: Optional[int], q: Any) -> None:  # one queue's (called below, guarded)
             parts = per_q.get(qi, [])
             full = bool(q is not None and q.ring.analysis.full)
             batch = _vhost_batch(q)
             if not full and not parts and not batch:
-                continue
+                return
             refs = []
             for p in parts:
                 g = p.group
@@ -583,6 +589,19 @@ def build_report(
                 )
             v.summary = _summary(v)
             verdicts.append(v)
+
+        for qi, q in keys:
+            try:
+                queue_verdict(qi, q)
+            except Exception as e:  # noqa: BLE001 - one queue's damage is a note; the others are still read
+                what = f"{d.name} queue {qi}" if qi is not None else f"{d.name}'s drops"
+                notes.append(section_note(prog, what, e))
+
+    for d in devs:
+        try:
+            device_verdicts(d)
+        except Exception as e:  # noqa: BLE001 - one device's damage is a note; the others are still read
+            notes.append(section_note(prog, f"device {d.name}", e))
     verdicts.sort(key=lambda v: (not v.full, -v.drop_count, v.device, v.queue or 0))
 
     checks: List[CounterCheck] = []

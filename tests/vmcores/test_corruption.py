@@ -613,6 +613,182 @@ def test_a_bug_still_prints_what_was_read(monkeypatch: pytest.MonkeyPatch, capsy
     assert any("internal error while reading device macvtap0" in n for n in devs["macvtap0"]["notes"])
 
 
+# ---- sections of report and drops (one section's damage is a note; the others are printed) ---------------------
+
+
+def _full_queues(rep: Dict[str, Any]) -> List[Tuple[str, Any]]:
+    return sorted((v["device"], v["queue"]) for v in rep["verdicts"] if v["full"])
+
+
+def test_trace_buffer_pointer_damaged(copy: DamagedCopy) -> None:
+    """The top-level trace_array's array_buffer.buffer points at unmapped memory (on 7.x its sub-buffer
+    order is read through it first, which faulted in _trace_array and read as "no trace instance named
+    'top'"; on 6.1 the buffer read as empty with no word of the damage): `report` still gives every full
+    queue's verdict and says the trace buffer is unreadable, `drops` says so instead of a silent 0, and
+    `drops --all-instances` still counts the instance's drops as on the undamaged dump."""
+    import drgn
+
+    from skbinspect.ftrace.reader import trace_arrays
+
+    before = json.loads(copy.ok("--json", "report").stdout)
+    inst_before = {
+        d["instance"]: d["total"] for d in json.loads(copy.ok("--json", "drops", "--all-instances").stdout)
+    }
+    top = [t for t in trace_arrays(copy.prog) if t.is_top][0]
+    tro = drgn.Object(copy.prog, "struct trace_array *", top.address)
+    with copy.damaged((tro.array_buffer.buffer.address_, _q(UNMAPPED))):
+        rep = json.loads(copy.ok("--json", "report").stdout)
+        drops = json.loads(copy.ok("--json", "drops").stdout)
+        every = json.loads(copy.ok("--json", "drops", "--all-instances").stdout)
+        text = copy.ok("drops").stdout
+    assert _full_queues(before) and _full_queues(rep) == _full_queues(before)
+    assert any("unreadable" in n for n in rep["trace"]["notes"]), rep["trace"]
+    assert not any("buffer is empty" in n for n in rep["trace"]["notes"]), rep["trace"]
+    assert drops["total"] == 0 and any("unreadable" in n for n in drops["notes"]), drops
+    assert "unreadable" in text
+    got = {d["instance"]: d["total"] for d in every}
+    assert got["skbinst"] == inst_before["skbinst"] > 0
+
+
+@pytest.fixture(scope="module")
+def default_target() -> Any:
+    from skbinspect.target.opener import open_target
+    from tests.vmcores.config import DEFAULT_KERNEL
+
+    lab = lab_vmcore_for(DEFAULT_KERNEL)
+    return open_target(core=lab.vmcore, symbols=lab.symbols)
+
+
+def _run_in_process(target: Any, capsys: Any, *args: str) -> Tuple[int, str, str]:
+    from skbinspect.cli import app
+
+    capsys.readouterr()
+    rc = app.run(list(args), obj=app.State(None, None, (), True, False, prog_factory=lambda: target))
+    got = capsys.readouterr()
+    return rc, got.out, got.err
+
+
+@pytest.mark.parametrize("exc", [TypeError, RuntimeError])
+def test_report_sections_are_guarded(
+    default_target: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any, exc: type
+) -> None:
+    """An exception in one section of `report` -- the drop counters, the trace, one queue of one device --
+    is a note naming that section, and every other section is printed as on the undamaged dump.  A
+    TypeError (a garbage length or NULL met in the read path) is damage: exit 0.  Anything else is a bug:
+    exit 70, after the same output."""
+    from skbinspect.counters import stats
+    from skbinspect.ftrace import drops
+    from skbinspect.report import correlate
+
+    rc, out, _ = _run_in_process(default_target, capsys, "--json", "report")
+    assert rc == 0
+    base = json.loads(out)
+
+    def boom(*a: Any, **k: Any) -> Any:
+        raise exc("simulated")
+
+    real_batch = correlate._vhost_batch
+
+    def batch(q: Any) -> int:  # tapmq is the only device with a queue 2
+        if q is not None and q.index == 2:
+            raise exc("simulated")
+        return real_batch(q)
+
+    want_rc = 0 if exc is TypeError else 70
+    for target, name, fn, section in (
+        (stats, "drop_stats", boom, "drop counters"),
+        (drops, "drops_report", boom, "trace"),
+        (correlate, "_vhost_batch", batch, "tapmq queue 2"),
+    ):
+        with monkeypatch.context() as m:
+            m.setattr(target, name, fn)
+            rc, out, err = _run_in_process(default_target, capsys, "--json", "report")
+            text_rc, text, _ = _run_in_process(default_target, capsys, "report")
+        rep = json.loads(out)
+        assert rc == want_rc and text_rc == want_rc, (section, rc, err)
+        assert any(section in n and "simulated" in n for n in rep["notes"]), (section, rep["notes"])
+        assert (want_rc == 70) == ("internal error" in err), err
+        assert _full_queues(rep) == _full_queues(base), section
+        assert rep["release"] == base["release"]
+        if section != "trace":
+            assert rep["trace"] == base["trace"]
+        for v in base["verdicts"]:
+            assert v["device"] in text
+
+
+@pytest.mark.parametrize("exc", [TypeError, RuntimeError])
+def test_drops_instances_are_guarded(
+    default_target: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any, exc: type
+) -> None:
+    """An exception while reading one trace instance's drops: `drops --all-instances` prints the other
+    instances and names the one it could not read (a bug: exit 70 after them); `drops` on that instance
+    alone is a clear error (damage) or exit 70 (a bug), never a traceback."""
+    from skbinspect.ftrace import drops
+
+    rc, out, _ = _run_in_process(default_target, capsys, "--json", "drops", "--all-instances")
+    base = {d["instance"]: d for d in json.loads(out)["instances"]}
+    real = drops.drops_report
+
+    def top_fails(prog: Any, *a: Any, **k: Any) -> Any:
+        if k["reader"].tr.is_top:
+            raise exc("simulated")
+        return real(prog, *a, **k)
+
+    monkeypatch.setattr(drops, "drops_report", top_fails)
+    rc, out, err = _run_in_process(default_target, capsys, "--json", "drops", "--all-instances")
+    got = {d["instance"]: d for d in json.loads(out)["instances"]}
+    assert rc == (0 if exc is TypeError else 70), err
+    assert "top" not in got and got["skbinst"] == base["skbinst"]
+    assert "trace instance top" in err and "simulated" in err and "Traceback" not in err
+    rc, out, err = _run_in_process(default_target, capsys, "drops")
+    assert rc == (1 if exc is TypeError else 70) and out == "" and "simulated" in err, (rc, err)
+
+
+# ---- the Python API gives the problems (skbinspect.helpers) -------------------------------------------------
+
+
+def test_python_api_gives_the_problems(copy: DamagedCopy) -> None:
+    """A drgn user calling skbinspect.helpers on a damaged dump (tapmq's dev_list.next pointing back at
+    lo, __per_cpu_offset zeroed) gets the problems with the results: ``tap_devices().problems``, the notes
+    of ``drop_stats()`` and ``post_mortem()``, and :func:`problems` for what was met outside the helpers;
+    on the undamaged dump there are none."""
+    from skbinspect import helpers
+    from skbinspect.counters.stats import cpu_lists
+    from skbinspect.target.opener import open_target
+    from skbinspect.tuntap.devices import read_tap_devices
+
+    def fresh() -> Any:
+        prog = open_target(core=str(copy.core), symbols=copy.lab.symbols).prog
+        helpers.skbinspect_target(prog, copy.lab.symbols)
+        return prog
+
+    prog = fresh()
+    sound = helpers.tap_devices(prog)
+    assert sound.problems == [] and helpers.problems(prog) == []
+    assert not any("per-CPU" in n for n in helpers.drop_stats(prog).notes)
+
+    node = copy.dev("tapmq").dev_list.address_
+    possible = cpu_lists(copy.prog)[0]
+    with copy.damaged(
+        (node, _q(copy.dev("lo").dev_list.address_)),
+        (copy.prog["__per_cpu_offset"].address_, bytes(8 * (max(possible) + 1))),
+    ):
+        prog = fresh()
+        devs = helpers.tap_devices(prog)
+        stats = helpers.drop_stats(prog)
+        rep = helpers.post_mortem(prog)
+        left = helpers.problems(prog)
+        read_tap_devices(prog)  # skbinspect's module called directly: its problems come from problems()
+        direct = helpers.problems(prog)
+        again = helpers.problems(prog)
+    loop = [p for p in devs.problems if "loops back to" in p and "walk stopped" in p]
+    assert loop and "after tapmq" in loop[0], devs.problems
+    assert {"tap0", "tapmq"} <= {d.name for d in devs}
+    assert any("__per_cpu_offset" in n or "per-CPU" in n for n in stats.notes), stats.notes
+    assert any("walk stopped" in n for n in rep.notes), rep.notes
+    assert left == [] and any("walk stopped" in p for p in direct) and again == []
+
+
 # ---- the campaign ----------------------------------------------------------------------------------------------
 
 #: Runs per kernel in CI (a few minutes); SKBINSPECT_FUZZ_RUNS runs a long campaign.
