@@ -13,14 +13,19 @@ from skbinspect.report.correlate import Report, ReusedSkb
 __all__ = ["render_report", "render_timeline"]
 
 
-def render_timeline(out: Console, rep: Report, margin: int = 0) -> None:
-    """The trace's drops over time (:mod:`skbinspect.chart`), sized to the terminal."""
+def timeline_lines(out: Console, rep: Report, margin: int = 0) -> List[str]:
+    """The trace's drops over time (:mod:`skbinspect.chart`), sized to ``out``'s width: plain lines."""
     if rep.drop_times is None:
-        return
+        return []
     from skbinspect.chart import chart_for_console
 
     times, in_ns, end = rep.drop_times
-    for line in chart_for_console(out, times, in_ns, end, margin=margin):
+    return list(chart_for_console(out, times, in_ns, end, margin=margin))
+
+
+def render_timeline(out: Console, rep: Report, margin: int = 0) -> None:
+    """The trace's drops over time (:mod:`skbinspect.chart`), sized to the terminal."""
+    for line in timeline_lines(out, rep, margin):
         out.print(escape(line), highlight=False)
 
 
@@ -161,7 +166,8 @@ def render_report(
         )
         for n in t.notes:
             p(f"    note: {escape(n)}")
-    render_timeline(out, rep, margin=2)
+    for line in timeline_lines(out, rep, margin=2):  # in its place among the evidence
+        p(escape(line))
     for n in rep.notes:
         p(f"  note: {escape(n)}")
     p()
