@@ -243,3 +243,34 @@ def test_cli_stats_filter_and_nonzero(lab_vmcore: LabVmcore) -> None:
     p = run_skbinspect(*args_of(lab_vmcore), "stats", "nosuchdev0")
     assert p.returncode == 1 and "no device nosuchdev0" in p.stderr and "tap0" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_cli_stats_text_shows_what_moved(lab_vmcore: LabVmcore) -> None:
+    """Issue 16: text ``stats`` shows the devices whose drop counters moved (as ``--nonzero``) and says
+    what it hid; ``--all`` and named devices show every row; JSON keeps every device unless --nonzero."""
+    truth = {d["ifname"]: d for d in lab_vmcore.truth["ip_link"]}
+    moved = {n for n, d in truth.items() if any(ip_value(d, f) for f in IP_FIELDS)}
+    every = json.loads(run_skbinspect(*args_of(lab_vmcore), "--json", "stats").stdout)
+    assert {d["name"] for d in every["devices"]} == set(truth)
+
+    def named(text: str) -> set:
+        return {n for n in truth if re.search(rf"(^|\s){re.escape(n)}\s", text, re.M)}
+
+    p = run_skbinspect(*args_of(lab_vmcore), "stats")
+    assert p.returncode == 0, p.stderr
+    assert named(p.stdout) == moved
+    body, _, hidden = p.stdout.rstrip("\n").rpartition("\n")
+    n_quiet = len(truth) - len(moved)
+    assert hidden.startswith(f"hidden: {n_quiet} device") and "--all shows every row" in hidden, hidden
+    assert (
+        body
+        == run_skbinspect(*args_of(lab_vmcore), "stats", "--nonzero").stdout.rstrip("\n").rpartition("\n")[0]
+    )
+    p = run_skbinspect(*args_of(lab_vmcore), "stats", "--all")
+    assert p.returncode == 0 and named(p.stdout) == set(truth) and "hidden:" not in p.stdout
+    quiet = sorted(set(truth) - moved)
+    if quiet:  # a named device is shown whole, drops or not
+        p = run_skbinspect(*args_of(lab_vmcore), "stats", quiet[0])
+        assert p.returncode == 0 and quiet[0] in named(p.stdout) and "hidden:" not in p.stdout
+    p = run_skbinspect(*args_of(lab_vmcore), "stats", "--all", "--nonzero")
+    assert p.returncode == 64 and "contradict" in p.stderr
