@@ -63,6 +63,7 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
         )
         if d.char_device:
             head += f", {d.char_device}"
+        head += f", net_device {d.address:#x}"  # for drgn or crash, as crash's net shows it
         out.print(head)
         if d.counters:
             out.print("  drops: " + ", ".join(f"{k} {v}" for k, v in d.counters.items()))
@@ -71,6 +72,8 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
         if not d.queues:
             continue
         t = Table(show_edge=True, pad_edge=False)
+        # the queue's own object: drivers/net/tun.c struct tun_file, drivers/net/tap.c struct tap_queue
+        queue_struct = "tun_file" if d.kind == "tun" else "tap_queue"
         for col in (
             "queue",
             "state",
@@ -84,6 +87,8 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
             "stale",
             "free",
             "held by",
+            queue_struct,
+            "ptr_ring",
         ):
             t.add_column(
                 col, overflow="fold", justify="right" if col not in ("state", "held by", "fill") else "left"
@@ -104,8 +109,14 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
                 str(len(a.stale)),
                 str(a.free),
                 _holders(q),
+                f"{q.address:#x}",
+                f"{r.address:#x}",
             )
-        fit_hints(t, wrap=("held by",), drop=("batch", "stale", "free", "size", "tail", "head", "prod"))
+        fit_hints(
+            t,
+            wrap=("held by",),
+            drop=(queue_struct, "ptr_ring", "batch", "stale", "free", "size", "tail", "head", "prod"),
+        )
         out.print(t)
         _occupancy(out, d)
         for q in d.queues:

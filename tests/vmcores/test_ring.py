@@ -424,3 +424,33 @@ def test_pcap_with_vhost_net_batch(vhost_vmcore: LabVmcore, tmp_path: Any) -> No
         f"vhost-net batch of pid {v['pid']}"
         for i, e in enumerate(v["entries"])
     ] + [f"tapvh queue {queue} ring index {e['index']} {e['kind']} {e['address']} live" for e in q["entries"]]
+
+
+def test_text_gives_the_addresses(lab_vmcore: LabVmcore) -> None:
+    """Issue 16: ``ring`` gives each device's net_device address and each queue's tun_file/tap_queue and
+    ptr_ring addresses (to take into drgn or crash), the same as the JSON's; drgn finds each queue's
+    ring at its address (the ptr_ring inside the tun_file/tap_queue)."""
+    import re
+
+    import drgn
+
+    summary = ring_json(lab_vmcore)
+    p = run_skbinspect("-c", lab_vmcore.vmcore, *symbols_args(lab_vmcore.symbols), "ring")
+    assert p.returncode == 0, p.stderr
+    text = p.stdout
+    prog = None
+    for d in summary["devices"]:
+        assert re.search(rf"^{re.escape(d['name'])} ifindex .*, net_device {d['address']}$", text, re.M), d[
+            "name"
+        ]
+        for q in d["queues"]:
+            row = re.search(rf"\s{q['address']}\s+{q['ring']['address']}$", text, re.M)
+            assert row, (d["name"], q["index"])
+            if prog is None:
+                from tests.vmcores.test_reasons import target_of
+
+                prog = target_of(lab_vmcore).prog
+            kind = "struct tun_file" if d["kind"] == "tun" else "struct tap_queue"
+            member = "tx_ring" if d["kind"] == "tun" else "ring"
+            obj = drgn.Object(prog, kind + " *", int(q["address"], 16))
+            assert getattr(obj, member).address_ == int(q["ring"]["address"], 16)
