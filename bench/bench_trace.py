@@ -37,14 +37,12 @@ import drgn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.timing import open_bench_trace  # noqa: E402
 from skbinspect.cli.app import State, run  # noqa: E402
 from skbinspect.ftrace.reader import TraceReader, event_formats, find_trace_array, saved_cmdlines  # noqa: E402
 from skbinspect.ftrace.render import TraceTextFormatter, event_json  # noqa: E402
 from skbinspect.ftrace.skb_events import symbolizer  # noqa: E402
-from skbinspect.target.opener import open_target  # noqa: E402
 from tests.vmcores.config import DEFAULT_KERNEL, KERNELS  # noqa: E402
-from tests.vmcores.kernels import fetch_kernel  # noqa: E402
-from tests.vmcores.lab import build_vmcore  # noqa: E402
 
 INSTANCE = "bench"
 
@@ -267,14 +265,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--naive-repeat", type=int, default=1)
     args = ap.parse_args(argv)
 
-    kernel = fetch_kernel(KERNELS[args.kernel])
-    t0 = time.perf_counter()
-    lab = build_vmcore(kernel, "bench-trace")
-    print(f"vmcore: {lab.vmcore} ({time.perf_counter() - t0:.0f} s to build or find)")
-    t0 = time.perf_counter()
-    target = open_target(core=lab.vmcore, symbols=lab.symbols)
+    target = open_bench_trace(args.kernel)
     prog = target.prog
-    print(f"opened in {time.perf_counter() - t0:.1f} s: {target.release}")
 
     t0 = time.perf_counter()
     tr = find_trace_array(prog, INSTANCE)

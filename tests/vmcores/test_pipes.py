@@ -182,19 +182,9 @@ def _split_words(terminal: str, piped: str) -> list:
     return bad
 
 
-#: every command, as a user types it on a terminal (the timeline and the charts included)
-TERMINAL_COMMANDS = [
-    ["info"],
-    ["ring"],
-    ["ring", "-e"],
-    ["ring", "--stale"],
-    ["reasons"],
-    ["reasons", "NOT_SPECIFIED"],
-    ["stats"],
-    ["trace"],
-    ["drops"],
-    ["report"],
-]
+#: every command, as a user types it on a terminal (the timeline and the charts included): the same as
+#: the piped ones
+TERMINAL_COMMANDS = PIPED_COMMANDS
 
 
 @pytest.mark.parametrize("columns", [80, 120])
