@@ -50,10 +50,22 @@ def render_report(
     """The report: one line per verdict first, then each verdict's detail, the evidence, and (with
     ``explain``) the rules that tied drops to queues.  Stale-skb reads are folded into a count unless
     ``verbose``.  When the whole is longer than a screen (``height`` rows, the terminal's by default,
-    at least 24), the verdict lines are repeated at the end."""
+    at least 24), the verdict lines are repeated at the end.  When rendering fails half-way (a bug), the
+    lines made so far are printed before the error goes on."""
     out = out or console()
     lines: List[str] = []
-    p = _Lines(lines)
+    try:
+        _report_lines(rep, out, explain, verbose, height, _Lines(lines))
+    finally:
+        for line in lines:
+            out.print(line)
+
+
+def _report_lines(
+    rep: Report, out: Console, explain: bool, verbose: bool, height: Optional[int], p: "_Lines"
+) -> None:
+    """The report's lines (markup strings), added to ``p``: see :func:`render_report`."""
+    lines = p.lines
     p(f"[bold]skbinspect report[/bold] ({escape(rep.release)})")
     for hl in rep.headlines:
         p(f"  {escape(hl['text'])}")
@@ -183,8 +195,6 @@ def render_report(
         p("[bold]Verdicts (again)[/bold]")
         for hl in rep.headlines:
             p(f"  {escape(hl['text'])}")
-    for line in lines:
-        out.print(line)
 
 
 class _Lines:

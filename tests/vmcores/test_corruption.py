@@ -717,6 +717,27 @@ def test_report_sections_are_guarded(
             assert v["device"] in text
 
 
+def test_report_rendering_bug_still_prints_what_was_made(
+    default_target: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """A bug while rendering the text report (here: in the drops-over-time chart, among the evidence):
+    the lines made before it (the title, the verdict lines, the verdicts) are printed, then exit 70."""
+    from skbinspect.report import render
+
+    rc, whole, _ = _run_in_process(default_target, capsys, "report")
+    assert rc == 0
+    head = whole[: whole.index("drops over time")].rstrip(" ")  # up to the chart (its indent too)
+    assert head.count("\n") > 5
+
+    def boom(*a: Any, **k: Any) -> Any:
+        raise RuntimeError("simulated")
+
+    monkeypatch.setattr(render, "timeline_lines", boom)
+    rc, out, err = _run_in_process(default_target, capsys, "report")
+    assert rc == 70 and "internal error" in err and "simulated" in err, err
+    assert out == head, out[-2000:]
+
+
 @pytest.mark.parametrize("exc", [TypeError, RuntimeError])
 def test_drops_instances_are_guarded(
     default_target: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any, exc: type
