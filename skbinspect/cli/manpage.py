@@ -56,6 +56,8 @@ def _paragraphs(text: str) -> List[str]:
 def _options(ctx: click.Context, cmd: click.Command) -> List[str]:
     out: List[str] = []
     for p in cmd.get_params(ctx):
+        if not isinstance(p, click.Option):  # arguments are in the usage line (click 8.2+ gives them a
+            continue  # help record of their own, older ones none: the page must not depend on it)
         rec = p.get_help_record(ctx)
         if rec is None:
             continue

@@ -125,6 +125,10 @@ DECLARATIONS: Tuple[Declaration, ...] = (
         since=(6, 17),
         commit='Linux kernel commit 22c62b9a84b8 ("timekeeping: Introduce auxiliary timekeepers") (in v6.17)',
     ),
+    # the scheduler clock, for the dump's time on the trace clock (report/correlate.py _dump_time):
+    # kernel/sched/clock.c DEFINE_STATIC_KEY_FALSE(__sched_clock_stable), u64 __sched_clock_offset
+    Declaration("__sched_clock_stable", "struct static_key_false"),
+    Declaration("__sched_clock_offset", "u64"),
     # ftrace (ftrace/reader.py)
     Declaration("ftrace_trace_arrays", "struct list_head"),
     Declaration("ftrace_events", "struct list_head"),
