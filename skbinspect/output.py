@@ -16,6 +16,7 @@ from rich.table import Table
 
 __all__ = [
     "RawJSON",
+    "StdoutStandIn",
     "console",
     "err_console",
     "fit_hints",
@@ -50,11 +51,32 @@ def _colour_options() -> Dict[str, Any]:
 _TRAILING = re.compile(r" +((?:\x1b\[[0-9;]*m)*)$")
 
 
-class _PlainLines:
-    """A text stream that drops the spaces rich pads lines with before each newline (piped output)."""
+class StdoutStandIn:
+    """What the stand-ins for stdout share (piped text, ``-o FILE``, the pager): the file under them gives
+    ``fileno`` and ``encoding``; ``isatty`` says whether the console should treat it as a terminal."""
+
+    #: a terminal as far as the console is concerned (tables, colours, the width)
+    terminal_like = False
 
     def __init__(self, file: TextIO) -> None:
         self._file = file
+
+    def isatty(self) -> bool:
+        return self.terminal_like
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._file, "encoding", None) or "utf-8"
+
+
+class _PlainLines(StdoutStandIn):
+    """A text stream that drops the spaces rich pads lines with before each newline (piped output)."""
+
+    def __init__(self, file: TextIO) -> None:
+        super().__init__(file)
         self._partial = ""
 
     def write(self, text: str) -> int:
@@ -69,16 +91,6 @@ class _PlainLines:
             self._file.write(self._partial)
             self._partial = ""
         self._file.flush()
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        return self._file.fileno()
-
-    @property
-    def encoding(self) -> str:
-        return getattr(self._file, "encoding", None) or "utf-8"
 
 
 class _Console(Console):

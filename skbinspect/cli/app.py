@@ -14,7 +14,7 @@ import click
 
 from skbinspect import __version__
 from skbinspect.errors import SkbinspectError
-from skbinspect.output import set_color
+from skbinspect.output import StdoutStandIn, set_color
 from skbinspect.target.opener import Target, open_target
 
 __all__ = ["COMPLETE_VAR", "State", "cli", "instance_options", "json_document", "main", "pass_state", "run"]
@@ -185,13 +185,13 @@ def cli(
         _redirect_output(ctx, output)
 
 
-class _OutputFile:
+class _OutputFile(StdoutStandIn):
     """``-o FILE``: stdout for the command's output.  Not a terminal, so text is plain as when piped; a
     write that fails (disk full) is an error naming the file, not a traceback."""
 
     def __init__(self, path: str, file: TextIO) -> None:
+        super().__init__(file)
         self.path = path
-        self._file = file
 
     def write(self, text: str) -> int:
         try:
@@ -204,16 +204,6 @@ class _OutputFile:
             self._file.flush()
         except OSError as e:
             raise SkbinspectError(f"cannot write {self.path}: {e.strerror or e}") from e
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        return self._file.fileno()
-
-    @property
-    def encoding(self) -> str:
-        return self._file.encoding
 
     def close(self) -> None:
         self._file.close()

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from typing import IO, List, Optional, TextIO
 
+from skbinspect.output import StdoutStandIn
+
 __all__ = ["PagedOutput", "pager_command", "paging"]
 
 DEFAULT_PAGER = "less -FRX"
@@ -47,13 +49,15 @@ def pager_command() -> Optional[List[str]]:
     return argv
 
 
-class PagedOutput:
+class PagedOutput(StdoutStandIn):
     """stdout for a command whose text goes through a pager.  A terminal as far as the console is
     concerned (tables, colours for ``less -R``, the terminal's width), which it still is in the end."""
 
+    terminal_like = True
+
     def __init__(self, argv: List[str], terminal: TextIO) -> None:
+        super().__init__(terminal)
         self.argv = argv
-        self.terminal = terminal
         self.proc: Optional["subprocess.Popen[str]"] = None
         self._stdin: Optional[IO[str]] = None
         self._started = False
@@ -68,13 +72,13 @@ class PagedOutput:
 
         clear_line()  # a progress line would stay glued to the first line of output
         try:
-            self.terminal.flush()
+            self._file.flush()
             self.proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.PIPE,
                 env=env,
                 text=True,
-                encoding=getattr(self.terminal, "encoding", None) or "utf-8",
+                encoding=self.encoding,
                 errors="replace",
             )
         except (OSError, ValueError) as e:
@@ -92,24 +96,14 @@ class PagedOutput:
         if not self._started:
             self._start()
         if self._stdin is None:
-            return self.terminal.write(text)
+            return self._file.write(text)
         return self._stdin.write(text)  # BrokenPipeError when the pager quit (q): the command stops, exit 0
 
     def flush(self) -> None:
         if self._stdin is not None:
             self._stdin.flush()
         else:
-            self.terminal.flush()
-
-    def isatty(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self.terminal.fileno()
-
-    @property
-    def encoding(self) -> str:
-        return getattr(self.terminal, "encoding", None) or "utf-8"
+            self._file.flush()
 
     def close(self) -> None:
         """Let the pager show the rest and wait for the user to quit it."""
