@@ -31,6 +31,7 @@ __all__ = [
     "ENQUEUE_FUNCTIONS",
     "KIND_MODULE",
     "KIND_COUNTER",
+    "ring_full_counter_moved",
     "Portion",
     "Tying",
     "tie_ring_full",
@@ -52,6 +53,25 @@ KIND_MODULE = {"tun": "tun", "macvtap": "tap", "ipvtap": "tap"}
 #: tx_dropped in 5.10; drivers/net/tap.c tap_handle_frame(): drop: tap->count_rx_dropped() ->
 #: macvlan/ipvlan rx_dropped).  See docs/kernel/counters.md.
 KIND_COUNTER = {"tun": "tx_dropped", "macvtap": "rx_dropped", "ipvtap": "rx_dropped"}
+
+
+def ring_full_counter_moved(
+    device: Any, counters: Optional[Dict[str, int]] = None, complete: Optional[bool] = None
+) -> bool:
+    """Whether a device's ring-full drop counter (:data:`KIND_COUNTER`) moved, or could not all be read (a
+    counter that can't be read may have moved, so the device stays a candidate).
+
+    :param device: a :class:`~skbinspect.tuntap.devices.TapDevice`.
+    :param counters: the device's counters summed over every CPU (``stats``); default the core counters
+        read with the device (``device.counters``, empty when they could not be read).
+    :param complete: whether every CPU's share of ``counters`` was read; default: ``counters`` is not empty.
+    """
+    if counters is None:
+        counters = device.counters
+    if not (bool(counters) if complete is None else complete):
+        return True
+    return bool(counters.get(KIND_COUNTER.get(device.kind, ""), 0))
+
 
 #: Device kinds that drop in one shared function (drivers/net/tap.c tap_handle_frame() serves macvtap
 #: and ipvtap, 5.10 .. 7.x) are told apart by the callers in each drop's stack: macvlan's broadcast work

@@ -465,7 +465,12 @@ def _tie(
     each group's :attr:`DropGroup.attributed` filled from them; None when no group is a tun/tap driver's
     or the devices cannot be read."""
     from skbinspect.errors import SkbinspectError
-    from skbinspect.ftrace.attribution import ENQUEUE_FUNCTIONS, KIND_COUNTER, location_module, tie_ring_full
+    from skbinspect.ftrace.attribution import (
+        ENQUEUE_FUNCTIONS,
+        location_module,
+        ring_full_counter_moved,
+        tie_ring_full,
+    )
 
     if not any(location_module(g.location_symbol) in ENQUEUE_FUNCTIONS for g in groups):
         return None
@@ -473,21 +478,13 @@ def _tie(
         from skbinspect.tuntap.devices import read_tap_devices
 
         try:
-            if module_ok is None:
-                devices = read_tap_devices(prog, (), None, entries=False, stale=False, holders=False)
-            else:
-                devices = read_tap_devices(
-                    prog, (), None, entries=False, stale=False, holders=False, module_ok=module_ok
-                )
+            devices = read_tap_devices(
+                prog, (), None, entries=False, stale=False, holders=False, module_ok=module_ok
+            )
         except (SkbinspectError, drgn.FaultError, LookupError, ValueError, TypeError) as e:
             notes.append(f"tun/tap devices unreadable ({e}): drops are not tied to them")
             return None
-    if moved is None:
-
-        def moved(d: Any) -> bool:
-            return not d.counters or bool(d.counters.get(KIND_COUNTER.get(d.kind, ""), 0))
-
-    tying = tie_ring_full(prog, groups, has_reasons, devices, moved)
+    tying = tie_ring_full(prog, groups, has_reasons, devices, moved or ring_full_counter_moved)
     notes += tying.notes
     for p in tying.portions:
         p.group.attributed[p.label] += p.count

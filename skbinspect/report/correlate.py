@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import drgn
 
@@ -33,6 +33,7 @@ from skbinspect.ftrace.attribution import (
     Portion,
     location_function,
     location_module,
+    ring_full_counter_moved,
 )
 from skbinspect.memory.problems import section_note
 
@@ -311,7 +312,7 @@ def _task_state(prog: drgn.Program, pid: int) -> Optional[str]:
 def build_report(
     prog: drgn.Program,
     instance: Optional[str] = None,
-    module_ok: Any = None,
+    module_ok: Optional[Callable[[str], bool]] = None,
     stale: bool = True,
     max_stale: int = MAX_STALE_PER_QUEUE,
     progress: Any = None,
@@ -334,9 +335,8 @@ def build_report(
     except Exception as e:  # noqa: BLE001 - each section of the report is read on its own (section_note)
         release = "?"
         notes.append(section_note(prog, "the kernel release (UTS_RELEASE)", e))
-    kw = {} if module_ok is None else {"module_ok": module_ok}
     try:
-        devs = read_tap_devices(prog, (), None, entries=False, stale=False, holders=True, **kw)
+        devs = read_tap_devices(prog, (), None, entries=False, stale=False, holders=True, module_ok=module_ok)
     except Exception as e:  # noqa: BLE001
         devs = []
         notes.append(section_note(prog, "tun/tap queues", e))
@@ -379,10 +379,8 @@ def build_report(
         notes += [f"drop_monitor: {n}" for n in dm.notes]
 
     def moved(d: Any) -> bool:
-        """The device's ring-full drop counter moved, or could not all be read."""
-        return not dev_complete.get(d.name, False) or bool(
-            dev_totals.get(d.name, d.counters).get(KIND_COUNTER.get(d.kind, ""), 0)
-        )
+        """The device's ring-full drop counter, summed over every CPU, moved (or could not all be read)."""
+        return ring_full_counter_moved(d, dev_totals.get(d.name, {}), dev_complete.get(d.name, False))
 
     # one pass over the trace: the drop groups, their ring-full drops tied to the devices (the rules
     # `drops` uses), and the skb addresses for memory reuse and stale reads

@@ -647,21 +647,21 @@ def read_tap_devices(
     stale: bool = False,
     holders: bool = True,
     live: Optional[bool] = None,
-    module_ok: Callable[[str], bool] = lambda name: True,
+    module_ok: Optional[Callable[[str], bool]] = None,
 ) -> List[TapDevice]:
     """Read tun/tap/macvtap/ipvtap devices with their queues, rings and (optionally) ring contents.
 
     :param names: device names or ifindexes; all devices if empty.
     :param entries: decode the live entries (always counted; decoding reads each object).
     :param stale: also decode the stale window's entries.
-    :param module_ok: ``module_ok(name)`` tells whether a module's debug info is loaded; devices of a
-        module without it are listed with a note instead of being read.
+    :param module_ok: ``module_ok(name)`` tells whether a module's debug info is loaded (default: every
+        module's is); devices of a module without it are listed with a note instead of being read.
     """
     devices: List[TapDevice] = []
     is_live = bool(prog.flags & drgn.ProgramFlags.IS_LIVE) if live is None else live
     for dev, kind, inum in find_tap_devices(prog, names, netns):
         needed = {"tun": ["tun"], "macvtap": ["tap", "macvtap"], "ipvtap": ["tap", "ipvtap"]}[kind]
-        missing = [m for m in needed if not module_ok(m)]
+        missing = [m for m in needed if module_ok is not None and not module_ok(m)]
         try:
             if missing:
                 d = _device(prog, dev, kind, "tap" if kind != "tun" else "?", [])
