@@ -26,13 +26,17 @@ USAGE_EXIT = 64
 COMPLETE_VAR = "_SKBINSPECT_COMPLETE"
 
 EPILOG = """\b
-Targets (before the command, as with drgn; the global options may also follow the command):
-  skbinspect info                      the live kernel, through /proc/kcore (needs root)
-  skbinspect -c /var/crash/vmcore info a vmcore (ELF or kdump-compressed)
-  skbinspect --qemu /run/qmp.sock info a running QEMU guest over QMP
+Targets (before the command, as with drgn; the global options may also
+follow the command):
+  skbinspect info
+      the live kernel, through /proc/kcore (needs root)
+  skbinspect -c /var/crash/vmcore info
+      a vmcore (ELF or kdump-compressed)
+  skbinspect --qemu /run/qmp.sock info
+      a running QEMU guest over QMP
   skbinspect -c vmcore -s ./vmlinux -s ./debug/ info
-                                       debug info from given files or directories
-\b
+      debug info from given files or directories
+
 Debug info is found automatically for the kernel and the modules skbinspect reads (tun, tap, macvlan,
 macvtap, ipvlan, ipvtap, veth, vhost, vhost_net, drop_monitor) in the standard places:
 /usr/lib/debug/boot/vmlinux-RELEASE, /usr/lib/debug/lib/modules/RELEASE/ (Debian, Ubuntu, Fedora).

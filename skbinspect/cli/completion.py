@@ -12,11 +12,17 @@ __all__ = ["completion"]
 
 _EPILOG = """\b
 Install (then open a new shell):
-  bash:  skbinspect completion bash > ~/.local/share/bash-completion/completions/skbinspect
-         (or, for every user: > /etc/bash_completion.d/skbinspect; bash 4.4 or later)
-  zsh:   skbinspect completion zsh > ~/.zfunc/_skbinspect   with  fpath+=~/.zfunc; autoload -Uz compinit;
-         compinit  in ~/.zshrc (or: eval "$(skbinspect completion zsh)" in ~/.zshrc)
-  fish:  skbinspect completion fish > ~/.config/fish/completions/skbinspect.fish"""
+  bash:
+    skbinspect completion bash \\
+        > ~/.local/share/bash-completion/completions/skbinspect
+    (or, for every user: > /etc/bash_completion.d/skbinspect; bash 4.4+)
+  zsh:
+    skbinspect completion zsh > ~/.zfunc/_skbinspect
+    with  fpath+=~/.zfunc; autoload -Uz compinit; compinit  in ~/.zshrc
+    (or: eval "$(skbinspect completion zsh)" in ~/.zshrc)
+  fish:
+    skbinspect completion fish \\
+        > ~/.config/fish/completions/skbinspect.fish"""
 
 
 @cli.command(epilog=_EPILOG)

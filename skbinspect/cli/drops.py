@@ -15,9 +15,10 @@ __all__ = ["drops"]
 
 _EPILOG_DROPS = """\b
 Examples:
-  skbinspect -c vmcore drops                    kfree_skb drops by reason and location, with stacks
+  skbinspect -c vmcore drops
+      kfree_skb drops by reason and location, with stacks
   skbinspect -c vmcore drops -i skbinst --reason FULL_RING
-  skbinspect -c vmcore --json drops | jq '.groups[] | {reason, location_symbol, count}'
+  skbinspect -c vmcore --json drops | jq '.groups[] | {reason, count}'
 """
 
 

@@ -13,12 +13,17 @@ __all__ = ["reasons"]
 
 REASONS_EPILOG = """\b
 Examples:
-  skbinspect reasons                   the whole table: value, name, subsystem, where the name came from
-  skbinspect reasons 55                what reason 55 is on this kernel
-  skbinspect reasons FULL_RING         which value FULL_RING has on this kernel
-  skbinspect reasons --tuntap          only the tun/tap and ring/queue/backlog reasons
-  skbinspect --json reasons            JSON: has_reasons, subsystems, notes, reasons[]
-\b
+  skbinspect reasons
+      the whole table: value, name, subsystem, where the name came from
+  skbinspect reasons 55
+      what reason 55 is on this kernel
+  skbinspect reasons FULL_RING
+      which value FULL_RING has on this kernel
+  skbinspect reasons --tuntap
+      only the tun/tap and ring/queue/backlog reasons
+  skbinspect --json reasons
+      JSON: has_reasons, subsystems, notes, reasons[]
+
 Numbers differ between kernels (FULL_RING is 55 on 6.1, 67 on 6.12, 78 on 7.x): everything here is
 read from the target.  Kernels before 5.17 (e.g. 5.10) record no reasons."""
 

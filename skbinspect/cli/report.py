@@ -16,13 +16,18 @@ __all__ = ["report"]
 
 _EPILOG = """\b
 Examples:
-  skbinspect -c vmcore report                 one line per verdict, then the detail and the evidence
-  skbinspect -c vmcore report --explain       ... and the rules that tied drops to queues
-  skbinspect -c vmcore report --verbose       ... listing every stale skb read
-  skbinspect -c vmcore report -i skbinst      drops from a trace instance
+  skbinspect -c vmcore report
+      one line per verdict, then the detail and the evidence
+  skbinspect -c vmcore report --explain
+      ... and the rules that tied drops to queues
+  skbinspect -c vmcore report --verbose
+      ... listing every stale skb read
+  skbinspect -c vmcore report -i skbinst
+      drops from a trace instance
+  skbinspect -c vmcore report --svg drops.svg
+      also the drops-over-time chart as an SVG file
   skbinspect -c vmcore --json report | jq '.verdicts[] | .summary'
-  skbinspect -c vmcore report --svg drops.svg  also the drops-over-time chart as an SVG file
-\b
+
 The exit status is 0 even when problems are found: this is a report, not a check."""
 
 

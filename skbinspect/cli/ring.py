@@ -13,16 +13,23 @@ __all__ = ["ring"]
 
 RING_EPILOG = """\b
 Examples:
-  skbinspect ring                      every tun/tap/macvtap/ipvtap device in every namespace
-  skbinspect ring tap0 macvtap0        only these (name or ifindex)
-  skbinspect -c vmcore ring tap0 -e    with the live entries, oldest first, headers decoded
-  skbinspect ring --stale tapmq        the entries and the stale window (consumed, not yet zeroed)
-  skbinspect ring -e tap0 --json       JSON: devices -> queues -> ring -> entries (see README)
-  skbinspect ring -e -o ring.txt       the entries as plain text in ring.txt (-o: every command)
+  skbinspect ring
+      every tun/tap/macvtap/ipvtap device in every namespace
+  skbinspect ring tap0 macvtap0
+      only these (name or ifindex)
+  skbinspect -c vmcore ring tap0 -e
+      with the live entries, oldest first, headers decoded
+  skbinspect ring --stale tapmq
+      the entries and the stale window (consumed, not yet zeroed)
+  skbinspect ring -e tap0 --json
+      JSON: devices -> queues -> ring -> entries (see README)
+  skbinspect ring -e -o ring.txt
+      the entries as plain text in ring.txt (-o: every command)
   skbinspect ring --stale --pcap q.pcapng
-                                       the rings' packets for Wireshark/tcpdump, stale window included
-  (global options -c, -s, --qemu, --json, -o, --color may also follow the command)
-\b
+      the rings' packets for Wireshark/tcpdump, stale window included
+(global options -c, -s, --qemu, --json, -o, --color may also follow the
+command)
+
 Fullness follows the kernel: a ring is full when queue[producer] != NULL, which includes a producer
 that wrapped onto slots consumed but not yet zeroed (the stale window, at most batch-1 slots)."""
 

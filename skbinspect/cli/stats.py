@@ -14,12 +14,17 @@ __all__ = ["stats"]
 
 STATS_EPILOG = """\b
 Examples:
-  skbinspect stats                     softnet per CPU, the drop counters that moved, drop_monitor
-  skbinspect stats --all               every device and row, the all-zero ones too
-  skbinspect stats tap0 macvtap0       only these devices (name or ifindex), every row
-  skbinspect --json stats --nonzero    JSON without the all-zero rows (JSON has them all by default)
-  skbinspect --json stats              JSON: softnet.cpus[], devices[].rows[] and .totals, drop_monitor
-\b
+  skbinspect stats
+      softnet per CPU, the drop counters that moved, drop_monitor
+  skbinspect stats --all
+      every device and row, the all-zero ones too
+  skbinspect stats tap0 macvtap0
+      only these devices (name or ifindex), every row
+  skbinspect --json stats --nonzero
+      JSON without the all-zero rows (JSON has them all by default)
+  skbinspect --json stats
+      JSON: softnet.cpus[], devices[].rows[] and .totals, drop_monitor
+
 Device totals are what dev_get_stats() (ip -s -s link) reports for the drop fields: the core's
 per-CPU core_stats (5.18+; NULL until the first drop) or net_device atomics (older kernels), plus the
 driver's own counters (tun, macvlan/macvtap, ipvlan/ipvtap, veth, dev->stats). macvlan and ipvlan

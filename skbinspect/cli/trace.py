@@ -18,11 +18,13 @@ __all__ = ["trace"]
 
 _EPILOG_TRACE = """\b
 Examples:
-  skbinspect -c vmcore trace                         the top-level buffer, like /sys/kernel/tracing/trace
-  skbinspect -c vmcore trace --stacks --last 20      the last 20 events, with their kernel stacks
+  skbinspect -c vmcore trace
+      the top-level buffer, like /sys/kernel/tracing/trace
+  skbinspect -c vmcore trace --stacks --last 20
+      the last 20 events, with their kernel stacks
   skbinspect -c vmcore trace -i skbinst --event skb:kfree_skb
   skbinspect -c vmcore trace --all-instances --since 2.5
-  skbinspect -c vmcore --json trace --stacks | jq 'select(.reason == "FULL_RING")'
+  skbinspect -c vmcore --json trace | jq 'select(.reason == "FULL_RING")'
 """
 
 

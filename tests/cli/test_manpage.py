@@ -50,3 +50,41 @@ def test_man_page_renders_with_every_command_and_option() -> None:
     for param in cli.params:
         if isinstance(param, click.Option) and not param.hidden:
             assert all(o in text for o in param.opts), param.opts
+
+
+def _help_pages() -> list:
+    from skbinspect.cli import cli
+
+    return [[]] + [[name] for name in sorted(cli.commands)]
+
+
+@pytest.mark.parametrize("args", _help_pages(), ids=lambda a: " ".join(a) or "skbinspect")
+def test_help_fits_80_columns(args: list) -> None:
+    """``--help`` on an 80-column terminal: no line wider than it (the examples are typed as they are
+    shown, so a long one would wrap in the middle of a command)."""
+    from click.testing import CliRunner
+
+    from skbinspect.cli import cli
+
+    res = CliRunner().invoke(cli, [*args, "--help"], terminal_width=80)
+    assert res.exit_code == 0, res.output
+    assert "Usage:" in res.output
+    wide = [line for line in res.output.splitlines() if len(line) > 80]
+    assert not wide, wide
+
+
+def test_man_page_examples_fit_80_columns() -> None:
+    """The page's verbatim blocks (examples) are not refilled by man: they must fit 80 columns."""
+    groff = shutil.which("groff")
+    if groff is None:
+        pytest.fail("groff is not installed (Debian package groff-base, in scripts/install-deps.sh)")
+    p = subprocess.run(
+        [groff, "-man", "-Tutf8", "-rLL=78n", "-P-c", "-P-b", "-P-u", str(PAGE)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    wide = [line for line in p.stdout.splitlines() if len(line) > 80]
+    assert not wide, wide
