@@ -12,6 +12,20 @@ import pytest
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "skbinspect.1"
 
 
+def _groff(*options: str) -> "subprocess.CompletedProcess[str]":
+    """The committed page rendered by groff as man shows it (UTF-8), with these options."""
+    groff = shutil.which("groff")
+    if groff is None:
+        pytest.fail("groff is not installed (Debian package groff-base, in scripts/install-deps.sh)")
+    return subprocess.run(
+        [groff, "-man", "-Tutf8", *options, str(PAGE)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+        timeout=60,
+    )
+
+
 def test_committed_man_page_is_current() -> None:
     from skbinspect.cli import cli
     from skbinspect.cli.manpage import render_man
@@ -26,16 +40,7 @@ def test_man_page_renders_with_every_command_and_option() -> None:
 
     from skbinspect.cli import cli
 
-    groff = shutil.which("groff")
-    if groff is None:
-        pytest.fail("groff is not installed (Debian package groff-base, in scripts/install-deps.sh)")
-    p = subprocess.run(
-        [groff, "-man", "-Tutf8", "-ww", "-rLL=80n", str(PAGE)],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
-        timeout=60,
-    )
+    p = _groff("-ww", "-rLL=80n")
     assert p.returncode == 0 and p.stderr == "", p.stderr
     import re
 
@@ -75,16 +80,7 @@ def test_help_fits_80_columns(args: list) -> None:
 
 def test_man_page_examples_fit_80_columns() -> None:
     """The page's verbatim blocks (examples) are not refilled by man: they must fit 80 columns."""
-    groff = shutil.which("groff")
-    if groff is None:
-        pytest.fail("groff is not installed (Debian package groff-base, in scripts/install-deps.sh)")
-    p = subprocess.run(
-        [groff, "-man", "-Tutf8", "-rLL=78n", "-P-c", "-P-b", "-P-u", str(PAGE)],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
-        timeout=60,
-    )
+    p = _groff("-rLL=78n", "-P-c", "-P-b", "-P-u")
     assert p.returncode == 0, p.stderr
     wide = [line for line in p.stdout.splitlines() if len(line) > 80]
     assert not wide, wide
