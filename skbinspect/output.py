@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterable, List, Sequence, TextIO, Union,
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 __all__ = [
     "RawJSON",
@@ -21,6 +22,7 @@ __all__ = [
     "err_console",
     "fit_hints",
     "fit_table",
+    "literal_cells",
     "plain_table",
     "print_json",
     "set_color",
@@ -104,9 +106,15 @@ class _Console(Console):
 
     With ``plain`` (stdout is not a terminal) every table is printed without borders, columns aligned with
     spaces, so that grep, awk and cut work on it, and no line is wrapped or ends in spaces.
+
+    Text read from the target (device names, process names, kernel log lines, decoded headers) is data:
+    table cells and titles given as ``str`` are printed as they are (:func:`literal_cells`), never as
+    rich markup, and ``:name:`` is never turned into an emoji.  A styled cell is a :class:`Text`; other
+    lines escape what they quote from the target (:func:`rich.markup.escape`).
     """
 
     def __init__(self, *args: Any, plain: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("emoji", False)
         super().__init__(*args, **kwargs)
         self.plain = plain
 
@@ -114,8 +122,12 @@ class _Console(Console):
         hidden: List[str] = []
         for obj in objects:
             if isinstance(obj, Table):
+                literal_cells(obj)
                 if self.plain:
                     plain_table(obj)
+                    if obj.title is not None:  # its own line: rich wraps a title to the table's width
+                        super().print(obj.title)
+                        obj.title = None
                 else:
                     hidden += fit_table(self, obj)
         super().print(*objects, **kwargs)
@@ -125,6 +137,20 @@ class _Console(Console):
     def on_broken_pipe(self) -> None:
         self.quiet = True
         raise BrokenPipeError(32, "Broken pipe")
+
+
+def literal_cells(t: Table) -> Table:
+    """``t`` with every ``str`` cell and title as literal :class:`Text`: a ``[`` read from the target (an
+    interface called ``t[ap]0``, a task ``[kworker]``, an IPv6 ``[fe80::1]``) is printed, not taken for
+    markup that hides it or raises :class:`rich.errors.MarkupError`."""
+    for c in t.columns:
+        cells = c._cells
+        for i, cell in enumerate(cells):
+            if isinstance(cell, str):
+                cells[i] = Text(cell)
+    if isinstance(t.title, str):  # rich styles a str title itself, a Text not
+        t.title = Text(t.title, style=t.title_style or "table.title")
+    return t
 
 
 def plain_table(t: Table) -> Table:

@@ -97,3 +97,43 @@ def test_closed_pipe_raises_broken_pipe_not_system_exit(monkeypatch: pytest.Monk
     monkeypatch.setattr(sys, "stdout", _Closed())
     with pytest.raises(BrokenPipeError):
         output.console().print(_table())
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_table_cells_and_titles_are_literal(monkeypatch: pytest.MonkeyPatch, terminal: bool) -> None:
+    """A ``str`` cell or title is data (read from the target), printed as it is: not markup, not emoji."""
+    from tests.target_text import HOSTILE, rendered
+
+    def render() -> None:
+        t = Table(title=f"{HOSTILE} entries")
+        t.add_column("device")
+        t.add_column("styled")
+        t.add_row(HOSTILE, Text("FULL", style="bold red"))
+        output.console().print(t)
+        output.console().print(f"[yellow]note:[/yellow] {HOSTILE}", markup=False)
+
+    text = rendered(monkeypatch, render, terminal=terminal)
+    assert text.count(HOSTILE) == 3, text
+    assert "FULL" in text
+
+
+def test_styled_cells_keep_their_style(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Literal cells change no style: a ``Text`` cell keeps its own, a title the table's title style."""
+    buf = _piped(monkeypatch)
+    output.set_color("always")
+    t = Table(title="reasons")
+    t.add_column("name")
+    t.add_row(Text("FULL_RING", style="bold red"))
+    output.console().print(t)
+    assert "\x1b[1;31mFULL_RING" in buf.getvalue()
+    assert "\x1b[3mreasons\x1b[0m\n" in buf.getvalue()  # rich's table.title: italic, on its own line
+
+
+def test_piped_table_title_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A title wider than its table is not wrapped to the table's width when piped."""
+    piped = _piped(monkeypatch)
+    t = Table(title="tap0 queue 0: 1 live entries, oldest first", title_justify="left")
+    t.add_column("slot")
+    t.add_row("0")
+    output.console().print(t)
+    assert piped.getvalue() == "tap0 queue 0: 1 live entries, oldest first\nslot\n0\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -41,9 +42,9 @@ def render_reasons(table: DropReasonTable, release: str = "", out: Optional[Cons
             head += notes.pop(0)[len(lead) :]
         else:
             head += "."
-        out.print(head)
+        out.print(head, markup=False)  # the release and notes come from the target
         for n in notes:
-            out.print(f"note: {n}")
+            out.print(f"note: {n}", markup=False)
         return
     t = Table(title=f"drop reasons of {release or 'the target'}", title_justify="left")
     t.add_column("value", justify="right")
@@ -63,13 +64,14 @@ def render_reasons(table: DropReasonTable, release: str = "", out: Optional[Cons
         + ("" if v in table.registered or v == "core" and not table.registered else " (not registered)")
         for k, v in sorted(table.subsystems.items())
     )
-    out.print(f"subsystems: {subs}")
+    out.print(f"subsystems: {subs}", markup=False)
     out.print(
         f"sources: {', '.join(table.sources_found)} (preferred first); tags: tun/tap = the reasons "
-        "tun/tap drop with, queue = ring/queue/backlog reasons"
+        "tun/tap drop with, queue = ring/queue/backlog reasons",
+        markup=False,
     )
     for n in table.notes:
-        out.print(f"[yellow]note:[/yellow] {n}")
+        out.print(f"[yellow]note:[/yellow] {escape(n)}")
 
 
 def render_reason(table: DropReasonTable, r: DropReason, out: Optional[Console] = None) -> None:
@@ -178,7 +180,7 @@ def render_stats(stats: DropStats, out: Optional[Console] = None) -> None:
     )
     out.print(t)
     for n in sn.notes:
-        out.print(f"[yellow]note:[/yellow] {n}")
+        out.print(f"[yellow]note:[/yellow] {escape(n)}")
 
     fields = [f for f in TOTAL_FIELDS if any(f in d.totals for d in stats.devices)] or list(TOTAL_FIELDS[:2])
     dt = Table(
@@ -228,7 +230,7 @@ def render_stats(stats: DropStats, out: Optional[Console] = None) -> None:
     else:
         out.print("no devices to show")
     for n in stats.notes:
-        out.print(f"[yellow]note:[/yellow] {n}")
+        out.print(f"[yellow]note:[/yellow] {escape(n)}")
 
     dm = stats.drop_monitor
     if not dm.loaded:
@@ -238,7 +240,8 @@ def render_stats(stats: DropStats, out: Optional[Console] = None) -> None:
         f"drop_monitor: loaded, {state}, mode {dm.mode or '?'}"
         + (f", hardware drops {'on' if dm.monitor_hw else 'off'}" if dm.monitor_hw is not None else "")
         + (f", queue limit {dm.queue_limit}" if dm.queue_limit is not None else "")
-        + (f", truncation {dm.trunc_len}" if dm.trunc_len else "")
+        + (f", truncation {dm.trunc_len}" if dm.trunc_len else ""),
+        markup=False,
     )
     if dm.cpus:
         mt = Table(title="drop_monitor per CPU", title_justify="left")
@@ -249,4 +252,4 @@ def render_stats(stats: DropStats, out: Optional[Console] = None) -> None:
             mt.add_row(str(dc.cpu), dc.kind, str(dc.queued), str(dc.lost), "\n".join(summary), dc.note or "")
         out.print(mt)
     for n in dm.notes:
-        out.print(f"[yellow]note:[/yellow] {n}")
+        out.print(f"[yellow]note:[/yellow] {escape(n)}")

@@ -708,7 +708,7 @@ def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool =
 
     con = out or console()
     tr = report.trace_array
-    title = "top-level buffer" if tr.is_top else f"instance {tr.name}"
+    title = "top-level buffer" if tr.is_top else f"instance {escape(tr.name)}"
     con.print(
         f"[bold]kfree_skb drops[/bold] in the {title}: {report.total} drops"
         + (f" of {report.kfree_total} kfree_skb events" if report.kfree_total != report.total else "")
@@ -718,7 +718,7 @@ def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool =
     if not report.has_reasons:
         con.print("This kernel records no drop reasons in kfree_skb (before 5.17): grouped by location only.")
     for line in report.notes:
-        con.print(f"[yellow]note:[/yellow] {line}")
+        con.print(f"[yellow]note:[/yellow] {escape(line)}")
     if not report.groups:
         con.print("No kfree_skb events in the buffer" + (" match the filter." if report.filtered else "."))
         return
@@ -735,15 +735,15 @@ def render_drops(report: Any, out: Any = None, stacks: int = 3, timeline: bool =
     ):
         t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
     for g in report.groups:
-        t.add_row(
-            escape(g.reason_label),
-            escape(g.location_symbol or "-"),
+        t.add_row(  # str cells are printed literally (output.literal_cells): no escape()
+            g.reason_label,
+            g.location_symbol or "-",
             str(g.count),
             _secs(g.first_ts, report.in_ns),
             _secs(g.last_ts, report.in_ns),
             "%.1f" % g.rate if g.rate is not None else "-",
-            escape(g.device_label or "-"),
-            escape(", ".join(f"{c} ({n})" if len(g.tasks) > 1 else c for c, n in g.tasks.most_common(2))),
+            g.device_label or "-",
+            ", ".join(f"{c} ({n})" if len(g.tasks) > 1 else c for c, n in g.tasks.most_common(2)),
         )
     fit_hints(
         t, wrap=("tasks", "device / queue"), drop=("first", "last", "tasks", "device / queue", "rate/s")

@@ -91,23 +91,23 @@ def _report_lines(
                 f"      {r.count:>7} {escape(r.reason or '-')} at {escape(r.location_symbol or '-')}, "
                 f"{_s(r.first_s)} .. {_s(r.last_s)}{_ago(rep, r.last_s)}"
                 + (f", {r.rate_per_s:.1f}/s" if r.rate_per_s else "")
-                + f" (tied by {r.tied_by})"
+                + f" (tied by {escape(r.tied_by)})"
             )
         for h in v.holders:
             p(
                 f"      reader: pid {h.pid} ({escape(h.comm)}) fd {h.fd}"
-                + (f", state {h.state}" if h.state else "")
-                + (" [vhost worker]" if h.kind == "vhost" else "")
+                + (f", state {escape(h.state)}" if h.state else "")
+                + (escape(" [vhost worker]") if h.kind == "vhost" else "")
             )
         if v.counter is not None and v.counter_value is not None:
-            p(f"      counter: {v.counter} = {v.counter_value}")
+            p(f"      counter: {escape(v.counter)} = {v.counter_value}")
         if v.stale_skbs and not verbose:
             states: Dict[str, int] = {}
             for s in v.stale_skbs:
                 states[s.slab_state] = states.get(s.slab_state, 0) + 1
             p(
                 f"      {len(v.stale_skbs)} stale skbs of its last drops read ("
-                + ", ".join(f"{n} {st}" for st, n in sorted(states.items()))
+                + escape(", ".join(f"{n} {st}" for st, n in sorted(states.items())))
                 + "); --verbose lists them"
             )
         for s in v.stale_skbs if verbose else []:
@@ -121,7 +121,7 @@ def _report_lines(
                 if x
             )
             p(
-                f"      stale skb {s.address:#x} (dropped at {_s(s.ts_s)}; slab object {s.slab_state}): "
+                f"      stale skb {s.address:#x} (dropped at {_s(s.ts_s)}; slab object {escape(s.slab_state)}): "
                 f"{escape(what or '-')}" + (f" [dim]({escape(s.error)})[/dim]" if s.error else "")
             )
         for n in v.notes:
@@ -132,12 +132,16 @@ def _report_lines(
         p("  counters against the trace:")
         for c in rep.counter_checks:
             p(
-                f"    {c.device} {c.counter} {c.counter_value} vs trace {c.trace_count}: {c.verdict}: {escape(c.explanation)}"
+                f"    {escape(c.device)} {escape(c.counter)} {c.counter_value} vs trace {c.trace_count}: "
+                f"{escape(c.verdict)}: {escape(c.explanation)}"
             )
     if rep.device_counters:
         p("  device counters that moved:")
         for dc in rep.device_counters:
-            p(f"    {escape(dc['device'])}: " + ", ".join(f"{k} {n}" for k, n in dc["counters"].items()))
+            p(
+                f"    {escape(dc['device'])}: "
+                + escape(", ".join(f"{k} {n}" for k, n in dc["counters"].items()))
+            )
     if rep.softnet_moved:
         p("  per-CPU softnet stats that moved:")
         for sc in rep.softnet_moved:

@@ -6,6 +6,7 @@ import datetime
 from typing import List, Optional, Tuple
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -83,7 +84,7 @@ def render_info(info: TargetInfo, out: Optional[Console] = None) -> None:
             debug = "-" if not m.loaded else (m.debug_file or btf or "MISSING")
             out.print(Text(f"{m.name:<{name_w}}  {'yes' if m.loaded else 'no':<6}  {debug}"), soft_wrap=True)
         for w in info.warnings:
-            out.print(f"[yellow]warning:[/yellow] {w}")
+            out.print(f"[yellow]warning:[/yellow] {escape(w)}")
         return
     mt = Table(title="modules skbinspect reads", title_justify="left")
     mt.add_column("module")
@@ -94,7 +95,7 @@ def render_info(info: TargetInfo, out: Optional[Console] = None) -> None:
             mt.add_row(m.name, "no", "-")
         else:
             btf = sources.get(m.name, {}).get("types")
-            mt.add_row(m.name, "yes", m.debug_file or btf or "[red]MISSING[/red]")
+            mt.add_row(m.name, "yes", m.debug_file or btf or Text("MISSING", style="red"))
     out.print(mt)
     for w in info.warnings:
-        out.print(f"[yellow]warning:[/yellow] {w}")
+        out.print(f"[yellow]warning:[/yellow] {escape(w)}")

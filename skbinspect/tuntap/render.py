@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import List, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from skbinspect.output import console, fit_hints
 from skbinspect.tuntap.devices import TapDevice, TapQueue
@@ -21,21 +23,19 @@ def _holders(q: TapQueue) -> str:
     return ", ".join(held)
 
 
-def _fill(q: TapQueue) -> str:
+def _fill(q: TapQueue) -> Text:
     r = q.ring
     if r.error:
-        return "[red]unreadable[/red]"
+        return Text("unreadable", style="red")
     a = r.analysis
     s = f"{len(a.live)}/{r.size}"
     if a.full:
-        s = f"[bold red]FULL {s}[/bold red]"
-    return s
+        return Text(f"FULL {s}", style="bold red")
+    return Text(s)
 
 
 def _occupancy(out: Console, d: TapDevice) -> None:
     """The device's queues as bars of their ring size: live, stale and free slots (ASCII when piped)."""
-    from rich.markup import escape
-
     from skbinspect.chart import occupancy_lines, unicode_ok
 
     rows = []
@@ -56,19 +56,21 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
         return
     for d in devices:
         flags = ", ".join([d.mode] + d.flags)
+        # names, flags and notes come from the target: escaped, never markup (output._Console)
         head = (
-            f"[bold]{d.name}[/bold] ifindex {d.ifindex} netns {d.netns}: {d.kind} ({flags}), "
-            f"txqueuelen {d.tx_queue_len}, {d.operstate}, carrier {'on' if d.carrier else 'off'}, "
+            f"[bold]{escape(d.name)}[/bold] ifindex {d.ifindex} netns {d.netns}: {escape(d.kind)} "
+            f"({escape(flags)}), txqueuelen {d.tx_queue_len}, {escape(d.operstate)}, "
+            f"carrier {'on' if d.carrier else 'off'}, "
             f"queues {d.enabled_queues} enabled / {d.disabled_queues} disabled"
         )
         if d.char_device:
-            head += f", {d.char_device}"
+            head += f", {escape(d.char_device)}"
         head += f", net_device {d.address:#x}"  # for drgn or crash, as crash's net shows it
         out.print(head)
         if d.counters:
-            out.print("  drops: " + ", ".join(f"{k} {v}" for k, v in d.counters.items()))
+            out.print("  drops: " + escape(", ".join(f"{k} {v}" for k, v in d.counters.items())))
         for n in d.notes:
-            out.print(f"  [yellow]note:[/yellow] {n}")
+            out.print(f"  [yellow]note:[/yellow] {escape(n)}")
         if not d.queues:
             continue
         t = Table(show_edge=True, pad_edge=False)
@@ -122,20 +124,22 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
         for q in d.queues:
             label = f"queue {q.index if q.index is not None else '(disabled)'}"
             for p in q.ring.analysis.problems + q.notes:
-                out.print(f"  [yellow]{label}:[/yellow] {p}")
+                out.print(f"  [yellow]{label}:[/yellow] {escape(p)}")
             for v in q.vhost:
                 out.print(
                     f"  {label}: used by vhost-net of pid {v.pid} ({v.comm}) fd {v.fd}, worker "
                     f"{v.worker_pid} ({v.worker_comm}); {v.rxq_tail - v.rxq_head} entries taken from the "
-                    "ring, not yet delivered to the guest (rxq)"
+                    "ring, not yet delivered to the guest (rxq)",
+                    markup=False,
                 )
                 for n in v.notes:
-                    out.print(f"    [yellow]note:[/yellow] {n}")
+                    out.print(f"    [yellow]note:[/yellow] {escape(n)}")
                 if entries and v.entries:
                     for e in v.entries:
                         out.print(
                             f"    rxq[{v.rxq_head + e.index}] {e.kind} {e.address:#x} len {e.length}: "
-                            f"{e.error or e.summary}"
+                            f"{e.error or e.summary}",
+                            markup=False,
                         )
             if q.ring.torn:
                 out.print(
@@ -145,7 +149,7 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
             if entries:
                 rows = [*(q.stale_entries if stale else ()), *q.entries]
                 if rows:
-                    et = Table(
+                    et = Table(  # a str title is printed literally (output.literal_cells)
                         title=f"{d.name} {label}: {len(q.entries)} live entries, oldest first"
                         + (f", {len(q.stale_entries)} stale" if stale else ""),
                         title_justify="left",
@@ -168,8 +172,9 @@ def render_ring(devices: List[TapDevice], entries: bool, stale: bool, out: Optio
                 flows = [(flow, n) for flow, n in s["top_flows"][:3] if n > 1]
                 unique = "; every flow a single packet" if s["top_flows"] and not flows else ""
                 out.print(
-                    f"  {label} holds: " + ", ".join(f"{n} {p}" for p, n in s["protocols"].items()) + unique
+                    f"  {label} holds: " + ", ".join(f"{n} {p}" for p, n in s["protocols"].items()) + unique,
+                    markup=False,
                 )
                 for flow, n in flows:
-                    out.print(f"    {n:6} {flow}")
+                    out.print(f"    {n:6} {flow}", markup=False)
         out.print()

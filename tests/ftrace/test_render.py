@@ -216,3 +216,25 @@ def test_member_list_is_checked() -> None:
     with pytest.raises(AssertionError):
         _check_line(split)
     assert [m.name for m in TRACE_JSON_LINE if m.source == KEY] == ["ts", "time", "cpu"]
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_drops_print_target_text_as_is(monkeypatch: pytest.MonkeyPatch, terminal: bool) -> None:
+    """``drops``: an instance name, reason and symbol names, devices and tasks read from the target are
+    printed as they are (the table's cells are literal, the other lines escape them)."""
+    from collections import Counter
+
+    from skbinspect.ftrace.drops import DropGroup, DropsReport
+    from skbinspect.ftrace.render import render_drops
+    from tests.target_text import HOSTILE, rendered
+
+    g = DropGroup(
+        HOSTILE, 2, 0x10, HOSTILE, count=3, first_ts=1, last_ts=2, stacks=Counter({(0x10, 0x20): 3})
+    )
+    g.devices[HOSTILE] = 3
+    g.tasks[HOSTILE] = 3
+    tr = SimpleNamespace(is_top=False, name=HOSTILE)
+    report = DropsReport(tr, [g], 3, 3, 0, 1, 2, True, True, notes=[HOSTILE])  # type: ignore[arg-type]
+    text = rendered(monkeypatch, render_drops, report, terminal=terminal, timeline=False)
+    # the instance, the note; the row's reason, location, device and task; the stacks' reason and location
+    assert text.count(HOSTILE) == 8, text

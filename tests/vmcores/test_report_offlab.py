@@ -176,3 +176,22 @@ def test_headlines_name_the_split_and_the_vhost_batch(any_boot: LabVmcore) -> No
         assert f" {_counter(any_boot, 'mq0', 'tx_dropped')} FULL_RING" in heads["mq0"]["text"] or _old(
             any_boot
         )
+
+
+def test_text_names_every_reader_as_json_does(any_boot: LabVmcore) -> None:
+    """The text report shows each verdict's readers as the JSON has them, a vhost-net worker marked
+    ``[vhost worker]`` (rich took the mark for a markup tag and printed nothing)."""
+    rep = _json(any_boot, "report")
+    p = run_skbinspect("-c", any_boot.vmcore, *symbols_args(any_boot.symbols), "report")
+    assert p.returncode == 0, p.stderr
+    shown = [line.strip() for line in p.stdout.splitlines() if line.strip().startswith("reader: ")]
+    want = [
+        f"reader: pid {h['pid']} ({h['comm']}) fd {h['fd']}"
+        + (f", state {h['state']}" if h["state"] else "")
+        + (" [vhost worker]" if h["kind"] == "vhost" else "")
+        for v in rep["verdicts"]
+        for h in v["holders"]
+    ]
+    assert shown == want
+    if any_boot.boot == "vhost":
+        assert any(line.endswith(" [vhost worker]") for line in shown), shown
