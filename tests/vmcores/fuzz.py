@@ -6,13 +6,15 @@ skbs and their frames, softnet_data and the per-CPU offsets, core_stats, ftrace 
 list links, the event and drop-reason tables, the PID xarray and the holders' file tables, the module
 list.  Each run damages one site of a copy of the dump (random bytes, zeros, 0xff, a flipped bit, a
 pointer swapped with another of its kind, NULL, LIST_POISON, a misaligned or unmapped pointer, a node
-linked to itself, two nodes linked to each other, 64 stacked VLAN tags in a frame), runs every command
+linked to itself, two nodes linked to each other, 64 stacked VLAN tags in a frame, a device, task,
+instance or reason name rewritten as rich markup: :data:`MARKUP_NAME`), runs every command
 (``ring -e``, ``stats``, ``trace``, ``drops``, ``report``, as text and ``--json``) under a timeout (30 s
 of CPU in the worker, so that a busy machine does not pass for a hang; a worker that stops answering
 for 180 s without using it is killed), and puts the bytes back.  One copy per kernel is patched and restored in place.
 
 A run fails on: an exit status of 70 (an internal error) or a signal, a traceback, a timeout (a hang),
-``--json`` output that is not JSON, or -- when the damage is confined to one device, or is in no device
+``--json`` output that is not JSON, a tun/tap device or holder renamed :data:`MARKUP_NAME` that ``ring``
+does not print as it is, or -- when the damage is confined to one device, or is in no device
 nor the lists that lead to them (:data:`ELSEWHERE`) -- another tun/tap device missing or read differently
 from the undamaged dump.
 
@@ -52,6 +54,10 @@ TIMEOUT = 30.0
 WALL_TIMEOUT = 180.0
 TAP_DEVICES = ("tap0", "tapmq", "macvtap0", "ipvtap0")
 LIST_POISON1 = 0xDEAD000000000100
+#: A name the target may hold (an interface may be called so, a task may name itself so): a closing tag
+#: with nothing to close (rich raises on it), a tag that would hide text, an emoji code.  Cut to the room
+#: the name has, the "[/]" first.
+MARKUP_NAME = b"[/]t[ap]:ok:[b]"
 #: Sites in none of the tun/tap devices' objects nor in the lists that lead to them (namespaces, devices):
 #: with the damage there, every device is listed with its queues and ring sizes as in the undamaged dump.
 #: Holders (tasks, files), counters (percpu, softnet), the trace and its tables only add to a device.
@@ -66,7 +72,8 @@ class Site:
     """A place in kernel memory to damage.
 
     :ivar kind: ``ptr`` (an 8-byte pointer), ``node`` (a ``list_head``: next, then prev), ``int`` (an
-        integer of ``size`` bytes), ``bytes`` (a region of ``size`` bytes), ``frame`` (packet bytes).
+        integer of ``size`` bytes), ``bytes`` (a region of ``size`` bytes), ``frame`` (packet bytes),
+        ``text`` (a NUL-terminated name in ``size`` bytes, the NUL included).
     :ivar owner: the tun/tap device the damage is confined to, if it is.
     :ivar group: sites whose pointers may be swapped with each other and nodes of one list.
     """
@@ -110,7 +117,7 @@ def collect_sites(prog: Any) -> List[Site]:
         add("devlist", f"{name}.dev_list", dev.dev_list.address_, 16, "node", group="devlist")
         add("device", f"{name}.rtnl_link_ops", dev.rtnl_link_ops.address_, 8, "ptr", owner, "ops")
         add("device", f"{name}.netdev_ops", dev.netdev_ops.address_, 8, "ptr", owner, "ops")
-        add("device", f"{name}.name", dev.name.address_, 16, "bytes", owner)
+        add("device", f"{name}.name", dev.name.address_, 16, "text", owner)
         if dev.type_.type.has_member("core_stats"):
             add("device", f"{name}.core_stats", dev.core_stats.address_, 8, "ptr", owner, "percpu")
     # tun and tap devices: their structs, queues, rings, slots, skbs, frames
@@ -174,6 +181,8 @@ def collect_sites(prog: Any) -> List[Site]:
             if tro.type_.type.has_member(m):
                 add("ftrace", f"trace_array {tr.name}.{m}", tro.member_(m).address_, 4, "int")
         add("ftrace", f"trace_array {tr.name}.name", tro.name.address_, 8, "ptr", group="trname")
+        if not tr.is_top:
+            add("ftrace", f"trace_array {tr.name} name string", tro.name.value_(), len(tr.name) + 1, "text")
         add("ftrace", f"trace_buffer of {tr.name}", tr.buffer, 128, "bytes")
         tb = drgn.Object(prog, "struct trace_buffer *", tr.buffer)
         for m in ("subbuf_order", "subbuf_size", "cpus"):
@@ -226,6 +235,10 @@ def collect_sites(prog: Any) -> List[Site]:
             continue
         add("reasons", f"{sym}[0..4]", a, 32, "bytes")
         add("reasons", f"{sym}[1]", a + 8, 8, "ptr", group="reasons")
+        if sym == "drop_reasons":
+            name = prog.read_u64(a + 8 * 2)
+            if name:
+                add("reasons", f"{sym}[2] string", name, len(prog.read(name, 64).split(b"\0")[0]) + 1, "text")
     # tasks and files of the holders
     idr = prog["init_pid_ns"].idr.idr_rt.address_
     head = prog.read_u64(idr + off("struct xarray", "xa_head"))
@@ -243,6 +256,7 @@ def collect_sites(prog: Any) -> List[Site]:
     holders = {h.pid for d in tds.values() for q in d.queues for h in q.holders}
     for task in walk.tasks(prog):
         if int(task.pid) in holders:
+            add("tasks", f"pid {int(task.pid)}.comm", task.comm.address_, 16, "text")
             add("files", f"pid {int(task.pid)}.files", task.files.address_, 8, "ptr", group="files")
             fdt = task.files.fdt.read_()
             add("files", f"pid {int(task.pid)}.fdt.max_fds", fdt.max_fds.address_, 4, "int")
@@ -285,6 +299,7 @@ MUTATIONS = {
     ],
     "int": ["zeros", "ff", "random", "bitflip", "large", "negative"],
     "bytes": ["random", "zeros", "ff", "bitflip"],
+    "text": ["markup", "markup", "random", "zeros", "ff", "bitflip"],
     "frame": ["random", "zeros", "ff", "bitflip", "vlan64", "vlan5"],
     "slots": ["random_noncanonical", "zeros", "ff", "one_unmapped", "shifted", "self"],
 }
@@ -355,7 +370,9 @@ def mutate(
         if how == "self":
             return how, [(a, b"".join(q(a) for _ in range(count)))]
         return how, [(a, (b"\xff" if how == "ff" else b"\0") * n)]
-    # bytes, frame
+    if how == "markup":
+        return how, [(a, MARKUP_NAME[: n - 1] + b"\0")]
+    # bytes, frame, text
     raw = bytearray(read(a, n))
     if how == "vlan64" or how == "vlan5":
         tags = 64 if how == "vlan64" else 5
@@ -546,6 +563,15 @@ def _check(args: List[str], res: Dict[str, Any]) -> List[str]:
     return bad
 
 
+def _name_shown(site: Site, ring_text: str) -> List[str]:
+    """A tun/tap device or a queue holder renamed :data:`MARKUP_NAME`: ``ring`` prints the name as it is."""
+    shown_by_ring = (site.category == "device" and site.owner is not None) or site.name.endswith(".comm")
+    name = MARKUP_NAME[: site.size - 1].decode()
+    if shown_by_ring and name not in ring_text:
+        return [f"ring: {site.name} renamed {name!r} is not printed as it is"]
+    return []
+
+
 class Campaign:
     """Runs on one kernel's dump: a copy patched and restored in place."""
 
@@ -564,6 +590,9 @@ class Campaign:
         only = os.environ.get("SKBINSPECT_FUZZ_CATEGORIES")
         if only:
             self.sites = [x for x in self.sites if x.category in only.split(",")]
+        kinds = os.environ.get("SKBINSPECT_FUZZ_KINDS")
+        if kinds:
+            self.sites = [x for x in self.sites if x.kind in kinds.split(",")]
         self.file_offsets = file_offsets
         self.use_subprocess = use_subprocess
         self.worker = Worker(self.copy, self.symbols, log)
@@ -618,6 +647,8 @@ class Campaign:
                     res.failures += _check(args, r)
                     if json_ and cmd[0] == "ring" and r["rc"] == 0:
                         res.failures += self._others_intact(self._owners(site, changes), r["out"])
+                    if not json_ and cmd[0] == "ring" and r["rc"] == 0 and mutation == "markup":
+                        res.failures += _name_shown(site, r["out"])
         finally:
             self.restore(undo)
         res.secs = time.monotonic() - t0
@@ -718,9 +749,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument(
         "--categories", help="only sites of these categories (comma separated), e.g. ftrace,events"
     )
+    ap.add_argument("--kinds", help="only sites of these kinds (comma separated), e.g. text,frame")
     a = ap.parse_args(argv)
     if a.categories:
         os.environ["SKBINSPECT_FUZZ_CATEGORIES"] = a.categories
+    if a.kinds:
+        os.environ["SKBINSPECT_FUZZ_KINDS"] = a.kinds
     s = run_campaign(a.kernels.split(","), a.runs, a.seed, a.out, a.subprocess, progress=True, start=a.start)
     print(json.dumps({k: v for k, v in s.items() if k != "failures"}, indent=1))
     return 1 if s["failed_runs"] else 0

@@ -204,6 +204,33 @@ def test_damaged_net_devices_are_notes(copy: DamagedCopy) -> None:
     assert devs["tapmq"]["queues"] and devs["ipvtap0"]["queues"][0]["entries"]
 
 
+# ---- names written as rich markup (MarkupError, found by the campaign's "markup" mutation) ---------------------
+
+
+def test_names_that_look_like_markup_are_printed_as_they_are(copy: DamagedCopy) -> None:
+    """tap0 is renamed ``[/]t[ap]:ok:[b`` and so is the task that holds its queue (any name a device or a
+    task may have): ``ring``, ``report`` and ``stats`` print both names as they are.  Before, rich took
+    them for markup: exit 70 with a MarkupError."""
+    from skbinspect.memory import walk
+    from skbinspect.tuntap.devices import read_tap_devices
+    from tests.vmcores.fuzz import MARKUP_NAME
+
+    name = MARKUP_NAME[:15]
+    holder = read_tap_devices(copy.prog, ["tap0"], holders=True)[0].queues[0].holders[0]
+    task = next(t for t in walk.tasks(copy.prog) if int(t.pid) == holder.pid)
+    with copy.damaged((copy.dev("tap0").name.address_, name + b"\0"), (task.comm.address_, name + b"\0")):
+        out = copy.ring()
+        ring = copy.ok("ring", "-e").stdout
+        report = copy.ok("report").stdout
+        stats = copy.ok("stats").stdout
+    text = name.decode()
+    dev = _devices(out)[text]
+    assert dev["queues"][0]["holders"][0]["comm"] == text
+    assert f"{text} ifindex {dev['ifindex']}" in ring and f"{holder.pid} ({text}) fd {holder.fd}" in ring
+    assert f"reader: pid {holder.pid} ({text}) fd {holder.fd}" in report
+    assert any(line.split()[:1] == [text] for line in stats.splitlines()), stats
+
+
 # ---- lists that loop, NULL and poisoned links -----------------------------------------------------------------
 
 
