@@ -19,6 +19,9 @@ The naive baselines give exactly what skbinspect gives, and the run checks it be
   decoded frame by frame) + ``json.dumps``: the same entries JSON.
 * summary: ``ring tapbig`` without ``-e`` (text, and ``--json``): counts by protocol and the top flows,
   against the naive walk + ``entries_summary_slow`` (each frame decoded and counted): the same summary.
+* text: ``ring --entries tapbig`` as text piped to /dev/null (the entries table laid out by
+  :func:`skbinspect.output.plain_table_lines`), against the same command with rich laying the table out
+  (timed once: it is slow), after checking that both print the same bytes.
 """
 
 from __future__ import annotations
@@ -173,7 +176,22 @@ def main() -> int:
             rc = run([*args, "--no-holders", DEVICE], obj=state)
         assert rc == 0
 
+    def command_rich_layout(*args: str, out: Optional[TextIO] = None) -> None:
+        """``command`` with every piped table laid out by rich (output.plain_table_lines turned off)."""
+        from skbinspect import output
+
+        fast = output.plain_table_lines
+        output.plain_table_lines = lambda t: None  # type: ignore[assignment]
+        try:
+            command(*args, out=out)
+        finally:
+            output.plain_table_lines = fast
+
     # the baselines give what skbinspect gives
+    text, rich_text = io.StringIO(), io.StringIO()
+    command("ring", "--entries", out=text)
+    command_rich_layout("ring", "--entries", out=rich_text)
+    assert text.getvalue() == rich_text.getvalue(), "the piped entries table differs from rich's layout"
     ours = io.StringIO()
     command("--json", "ring", "--entries", out=ours)
     queue = json.loads(ours.getvalue())["devices"][0]["queues"][0]
@@ -209,6 +227,11 @@ def main() -> int:
         ("summary: ring --json (no -e)", lambda: command("--json", "ring")),
     ):
         rows.append((name, timeit(fn, args.repeat), sum_base))
+    text_base = "text: ring --entries, rich's own table layout"
+    rows.append((text_base, timeit(lambda: command_rich_layout("ring", "--entries"), 1), text_base))
+    rows.append(
+        ("text: ring --entries (piped)", timeit(lambda: command("ring", "--entries"), args.repeat), text_base)
+    )
     medians = {name: statistics.median(ts) for name, ts, _ in rows}
     print(f"\n{'method':46} {'median s':>9} {'best s':>8} {'entries/s':>11} {'vs naive':>9}")
     for name, ts, base in rows:

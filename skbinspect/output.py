@@ -8,8 +8,9 @@ import re
 import secrets
 import sys
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Sequence, TextIO, Union, cast
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Union, cast
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
@@ -24,6 +25,7 @@ __all__ = [
     "fit_table",
     "literal_cells",
     "plain_table",
+    "plain_table_lines",
     "print_json",
     "set_color",
 ]
@@ -130,6 +132,11 @@ class _Console(Console):
                         obj.title = None
                 else:
                     hidden += fit_table(self, obj)
+        if self.plain and self.color_system is None and len(objects) == 1 and isinstance(objects[0], Table):
+            lines = plain_table_lines(objects[0])
+            if lines is not None:  # the same text, without rich's layout (a ring's entries: 30x faster)
+                super().print(Text("\n".join(lines)), soft_wrap=True, **kwargs)
+                return
         super().print(*objects, **kwargs)
         if hidden:
             super().print(f"[dim](hidden at {self.width} columns: {', '.join(hidden)})[/dim]")
@@ -161,6 +168,58 @@ def plain_table(t: Table) -> Table:
     t.show_lines = False
     t.padding = (0, 1)
     return t
+
+
+#: anything but printable ASCII (a new line, a tab, wide, combining or zero-width characters): rich's own
+#: layout, whose Unicode rules are its own
+_NOT_PLAIN = re.compile(r"[^\x20-\x7e]")
+
+
+def plain_table_lines(t: Table) -> Optional[List[str]]:
+    """The lines rich prints for the borderless table :func:`plain_table` makes (without colours, trailing
+    spaces dropped), made without rich's layout: the columns at their widest cell, left or right
+    justified, two spaces apart.  None for a table only rich lays out: no header, a caption or footer,
+    set widths, centred columns, a cell that is not one line of printable ASCII."""
+    if (
+        not t.show_header
+        or t.show_footer
+        or t.caption is not None
+        or t.title is not None
+        or t.box is not None
+        or t.show_edge
+        or t.pad_edge
+        or t.collapse_padding
+        or t.padding != (0, 1, 0, 1)
+        or t.width is not None
+        or t.min_width is not None
+        or t.expand
+    ):
+        return None
+    columns: List[List[str]] = []
+    for c in t.columns:
+        if c.justify not in ("left", "right") or c.width or c.min_width or c.max_width or c.ratio:
+            return None
+        header = c.header
+        if not isinstance(header, str) or "[" in header or _NOT_PLAIN.search(header):
+            return None  # rich renders a str header as markup
+        cells = [header]
+        for cell in c._cells:
+            if not isinstance(cell, Text) or cell.justify is not None or _NOT_PLAIN.search(cell.plain):
+                return None
+            cells.append(cell.plain)
+        columns.append(cells)
+    if not columns:
+        return None
+    last = len(columns) - 1
+    parts: List[List[str]] = []
+    for i, (c, cells) in enumerate(zip(t.columns, columns)):
+        width = max(cell_len(x) for x in cells)  # rich measures a cell's whole text, trailing spaces too
+        left, right = ("" if i == 0 else " "), ("" if i == last else " ")
+        if c.justify == "right":  # rich's Lines.justify: strip the trailing white space, pad on the left
+            parts.append([left + " " * (width - cell_len(x)) + x + right for x in map(str.rstrip, cells)])
+        else:
+            parts.append([left + x + " " * (width - cell_len(x)) + right for x in cells])
+    return ["".join(row).rstrip(" ") for row in zip(*parts)]
 
 
 class _Fit:

@@ -137,3 +137,66 @@ def test_piped_table_title_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     t.add_row("0")
     output.console().print(t)
     assert piped.getvalue() == "tap0 queue 0: 1 live entries, oldest first\nslot\n0\n"
+
+
+def _rich_plain(t: Table) -> str:
+    """What rich itself prints for a plain table (colourless, trailing spaces dropped)."""
+    import rich.console
+
+    buf = io.StringIO()
+    rich.console.Console(
+        file=buf, width=output.PIPE_WIDTH, color_system=None, highlight=False, emoji=False
+    ).print(t)
+    return "".join(line.rstrip(" ") + "\n" for line in buf.getvalue().splitlines())
+
+
+def test_plain_table_lines_are_what_rich_prints() -> None:
+    """The fast layout of piped tables against rich's own, on random tables: justification, empty cells,
+    cells with spaces, brackets and emoji codes, no rows.  Tables with other characters (wide, combining,
+    zero-width, Unicode spaces) are left to rich."""
+    import random
+
+    rng = random.Random(77)
+    words = ["", " ", "x", "tap0", "0xffff888004a1b000", "  lead", "trail  ", "[b]", "a b c", ":ok:", "~"]
+    other = ["漢字", "é", "😄", "\xa0", "\u3000", "\u200b", "e\u0301", "\t"]
+    fast = 0
+    for _ in range(3000):
+        t = Table()
+        ncols = rng.randint(1, 6)
+        for _ in range(ncols):
+            t.add_column(rng.choice(["queue", "len", "", "held by"]), justify=rng.choice(["left", "right"]))
+        vocabulary = words + (other if rng.random() < 0.2 else [])
+        for _ in range(rng.randint(0, 5)):
+            t.add_row(*("".join(rng.choices(vocabulary, k=rng.randint(0, 3))) for _ in range(ncols)))
+        output.literal_cells(output.plain_table(t))
+        lines = output.plain_table_lines(t)
+        ascii_only = all(str(x).isascii() and str(x).isprintable() for c in t.columns for x in c._cells)
+        assert (lines is not None) == ascii_only, t.columns
+        if lines is not None:
+            fast += 1
+            assert "".join(line + "\n" for line in lines) == _rich_plain(t), t.columns
+    assert fast > 2000
+
+
+def test_plain_table_lines_leave_other_tables_to_rich() -> None:
+    """Tables the fast layout does not make: rich lays them out (multi-line cells, a grid without a
+    header, centred columns, renderables that are not text)."""
+    cases = []
+    t = output.plain_table(Table())
+    t.add_column("summary")
+    t.add_row("a\nb")
+    cases.append(t)
+    g = output.plain_table(Table.grid())
+    g.add_column()
+    g.add_row("x")
+    cases.append(g)
+    t = output.plain_table(Table())
+    t.add_column("c", justify="center")
+    t.add_row("x")
+    cases.append(t)
+    t = output.plain_table(Table())
+    t.add_column("nested")
+    t.add_row(Table())
+    cases.append(t)
+    for t in cases:
+        assert output.plain_table_lines(output.literal_cells(t)) is None
