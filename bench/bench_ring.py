@@ -169,7 +169,8 @@ def main() -> int:
                     assert e.address
 
     def command(*args: str, out: Optional[TextIO] = None) -> None:
-        state = State(None, None, (), True, True, prog_factory=lambda: target)
+        # the args say --json or not (before 2026-11-30 every line ran as --json, "ring (text, no -e)" too)
+        state = State(None, None, (), True, False, prog_factory=lambda: target)
         with contextlib.ExitStack() as stack:
             sink = out if out is not None else stack.enter_context(open(os.devnull, "w"))
             stack.enter_context(contextlib.redirect_stdout(sink))

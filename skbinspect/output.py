@@ -10,7 +10,6 @@ import sys
 import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Union, cast
 
-from rich.cells import cell_len
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
@@ -124,19 +123,19 @@ class _Console(Console):
         hidden: List[str] = []
         for obj in objects:
             if isinstance(obj, Table):
-                literal_cells(obj)
                 if self.plain:
                     plain_table(obj)
                     if obj.title is not None:  # its own line: rich wraps a title to the table's width
-                        super().print(obj.title)
+                        super().print(_literal_title(obj))
                         obj.title = None
+                    if self.color_system is None and len(objects) == 1:
+                        lines = plain_table_lines(obj)
+                        if lines is not None:  # the same text without rich's layout (a ring's entries)
+                            super().print(Text("\n".join(lines)), soft_wrap=True, **kwargs)
+                            return
+                    literal_cells(obj)
                 else:
-                    hidden += fit_table(self, obj)
-        if self.plain and self.color_system is None and len(objects) == 1 and isinstance(objects[0], Table):
-            lines = plain_table_lines(objects[0])
-            if lines is not None:  # the same text, without rich's layout (a ring's entries: 30x faster)
-                super().print(Text("\n".join(lines)), soft_wrap=True, **kwargs)
-                return
+                    hidden += fit_table(self, literal_cells(obj))
         super().print(*objects, **kwargs)
         if hidden:
             super().print(f"[dim](hidden at {self.width} columns: {', '.join(hidden)})[/dim]")
@@ -144,6 +143,12 @@ class _Console(Console):
     def on_broken_pipe(self) -> None:
         self.quiet = True
         raise BrokenPipeError(32, "Broken pipe")
+
+
+def _literal_title(t: Table) -> Any:
+    if isinstance(t.title, str):  # rich styles a str title itself, a Text not
+        return Text(t.title, style=t.title_style or "table.title")
+    return t.title
 
 
 def literal_cells(t: Table) -> Table:
@@ -155,8 +160,7 @@ def literal_cells(t: Table) -> Table:
         for i, cell in enumerate(cells):
             if isinstance(cell, str):
                 cells[i] = Text(cell)
-    if isinstance(t.title, str):  # rich styles a str title itself, a Text not
-        t.title = Text(t.title, style=t.title_style or "table.title")
+    t.title = _literal_title(t)
     return t
 
 
@@ -170,16 +174,12 @@ def plain_table(t: Table) -> Table:
     return t
 
 
-#: anything but printable ASCII (a new line, a tab, wide, combining or zero-width characters): rich's own
-#: layout, whose Unicode rules are its own
-_NOT_PLAIN = re.compile(r"[^\x20-\x7e]")
-
-
 def plain_table_lines(t: Table) -> Optional[List[str]]:
     """The lines rich prints for the borderless table :func:`plain_table` makes (without colours, trailing
     spaces dropped), made without rich's layout: the columns at their widest cell, left or right
-    justified, two spaces apart.  None for a table only rich lays out: no header, a caption or footer,
-    set widths, centred columns, a cell that is not one line of printable ASCII."""
+    justified, two spaces apart.  ``str`` cells are literal (:func:`literal_cells`).  None for a table
+    only rich lays out: no header, a caption or footer, set widths, centred columns, a cell that is not
+    one line of printable ASCII."""
     if (
         not t.show_header
         or t.show_footer
@@ -193,6 +193,7 @@ def plain_table_lines(t: Table) -> Optional[List[str]]:
         or t.width is not None
         or t.min_width is not None
         or t.expand
+        or not t.columns
     ):
         return None
     columns: List[List[str]] = []
@@ -200,26 +201,30 @@ def plain_table_lines(t: Table) -> Optional[List[str]]:
         if c.justify not in ("left", "right") or c.width or c.min_width or c.max_width or c.ratio:
             return None
         header = c.header
-        if not isinstance(header, str) or "[" in header or _NOT_PLAIN.search(header):
+        if not isinstance(header, str) or "[" in header:
             return None  # rich renders a str header as markup
         cells = [header]
         for cell in c._cells:
-            if not isinstance(cell, Text) or cell.justify is not None or _NOT_PLAIN.search(cell.plain):
+            if isinstance(cell, str):
+                cells.append(cell)
+            elif isinstance(cell, Text) and cell.justify is None:
+                cells.append(cell.plain)
+            else:
                 return None
-            cells.append(cell.plain)
+        whole = "".join(cells)
+        if not (whole.isascii() and whole.isprintable()):  # one cell width per character, one line
+            return None
         columns.append(cells)
-    if not columns:
-        return None
     last = len(columns) - 1
     parts: List[List[str]] = []
     for i, (c, cells) in enumerate(zip(t.columns, columns)):
-        width = max(cell_len(x) for x in cells)  # rich measures a cell's whole text, trailing spaces too
-        left, right = ("" if i == 0 else " "), ("" if i == last else " ")
+        width = max(map(len, cells))  # rich measures a cell's whole text, trailing spaces too
         if c.justify == "right":  # rich's Lines.justify: strip the trailing white space, pad on the left
-            parts.append([left + " " * (width - cell_len(x)) + x + right for x in map(str.rstrip, cells)])
-        else:
-            parts.append([left + x + " " * (width - cell_len(x)) + right for x in cells])
-    return ["".join(row).rstrip(" ") for row in zip(*parts)]
+            cells = [x.rstrip().rjust(width) for x in cells]
+        elif i != last:
+            cells = [x.ljust(width) for x in cells]
+        parts.append(cells)
+    return ["  ".join(row).rstrip(" ") for row in zip(*parts)]
 
 
 class _Fit:

@@ -168,8 +168,8 @@ def test_plain_table_lines_are_what_rich_prints() -> None:
         vocabulary = words + (other if rng.random() < 0.2 else [])
         for _ in range(rng.randint(0, 5)):
             t.add_row(*("".join(rng.choices(vocabulary, k=rng.randint(0, 3))) for _ in range(ncols)))
-        output.literal_cells(output.plain_table(t))
-        lines = output.plain_table_lines(t)
+        lines = output.plain_table_lines(output.plain_table(t))  # str cells, as the console meets them
+        assert output.plain_table_lines(output.literal_cells(t)) == lines  # Text cells: the same
         ascii_only = all(str(x).isascii() and str(x).isprintable() for c in t.columns for x in c._cells)
         assert (lines is not None) == ascii_only, t.columns
         if lines is not None:
