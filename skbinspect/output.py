@@ -128,10 +128,10 @@ class _Console(Console):
                     if obj.title is not None:  # its own line: rich wraps a title to the table's width
                         super().print(_literal_title(obj))
                         obj.title = None
-                    if self.color_system is None and len(objects) == 1:
+                    if self.color_system is None and len(objects) == 1 and not kwargs:
                         lines = plain_table_lines(obj)
                         if lines is not None:  # the same text without rich's layout (a ring's entries)
-                            super().print(Text("\n".join(lines)), soft_wrap=True, **kwargs)
+                            super().print(Text("\n".join(lines)), soft_wrap=True)
                             return
                     literal_cells(obj)
                 else:
