@@ -349,6 +349,21 @@ def _boot_once(kernel: KernelFiles, boot: str, work: Path) -> Dict[str, float]:
     return timings
 
 
+#: A work directory this old belongs to no running build or guest (a host boot takes under 30 minutes).
+STALE_WORK_S = 6 * 3600
+
+
+def sweep_stale_work(parent: Path, prefix: str) -> None:
+    """Remove the work directories ``parent/prefix*`` of builds and live guests that were killed (Ctrl-C,
+    a CI timeout) before they could rename or remove them: a host boot's is 700 MB."""
+    for stale in parent.glob(f"{prefix}*"):
+        try:
+            if time.time() - stale.stat().st_mtime > STALE_WORK_S:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass  # removed by another build meanwhile
+
+
 def load_vmcore(kernel: KernelFiles, boot: str = "lab") -> Optional[LabVmcore]:
     """The cached vmcore of ``boot`` on ``kernel``, if it was built with the current sources."""
     manifest = cache_dir() / "vmcores" / kernel.name / f"{boot}-{_key(kernel, boot)}" / "lab.json"
@@ -369,6 +384,7 @@ def build_vmcore(kernel: KernelFiles, boot: str = "lab", retries: int = 1) -> La
     for old in final.parent.glob(f"{boot}-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
+    sweep_stale_work(final.parent, f".{boot}-")
     errors = []
     for attempt in range(retries + 1):
         work = Path(tempfile.mkdtemp(prefix=f".{boot}-", dir=final.parent))
@@ -454,6 +470,7 @@ def live_guest(kernel: KernelFiles, boot: str = "live", retries: int = 1) -> Ite
     """Boot ``boot`` and keep it running (traffic flowing) while the caller reads it over QMP.
     A guest that fails to come up (a TCG boot panic) is retried once."""
     cache_dir().mkdir(parents=True, exist_ok=True)
+    sweep_stale_work(cache_dir(), f"live-{kernel.name}-")
     for attempt in range(retries + 1):
         work = Path(tempfile.mkdtemp(prefix=f"live-{kernel.name}-", dir=cache_dir()))
         try:
