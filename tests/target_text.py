@@ -22,12 +22,16 @@ HOSTILE = "t[ap]0[/][red]x[/red][fe80::1]:ok:\\[b]"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class _Terminal(io.StringIO):
+class TerminalStdout(io.StringIO):
+    """A stdout stand-in that is a terminal."""
+
     def isatty(self) -> bool:
         return True
 
 
-class _Pipe(io.StringIO):
+class PipedStdout(io.StringIO):
+    """A stdout stand-in that is a pipe."""
+
     def isatty(self) -> bool:
         return False
 
@@ -37,7 +41,7 @@ def rendered(
 ) -> str:
     """What ``render(*args, **kw)`` prints on stdout, piped or on a wide colour terminal (colour codes
     removed), through :func:`skbinspect.output.console` as the CLI prints."""
-    buf = _Terminal() if terminal else _Pipe()
+    buf = TerminalStdout() if terminal else PipedStdout()
     monkeypatch.setattr(sys, "stdout", buf)
     monkeypatch.setenv("COLUMNS", "400")
     monkeypatch.delenv("NO_COLOR", raising=False)

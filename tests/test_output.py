@@ -12,14 +12,10 @@ from rich.table import Table
 from rich.text import Text
 
 from skbinspect import output
+from tests.target_text import PipedStdout
 
 
-class _Pipe(io.StringIO):
-    def isatty(self) -> bool:
-        return False
-
-
-class _Closed(_Pipe):
+class _Closed(PipedStdout):
     def write(self, s: str) -> int:
         raise BrokenPipeError(32, "Broken pipe")
 
@@ -30,9 +26,9 @@ def _auto_color() -> Iterator[None]:
     output.set_color("auto")
 
 
-def _piped(monkeypatch: pytest.MonkeyPatch) -> _Pipe:
+def _piped(monkeypatch: pytest.MonkeyPatch) -> PipedStdout:
     # in the test itself: pytest's capture puts its own sys.stdout back between setup and call
-    buf = _Pipe()
+    buf = PipedStdout()
     monkeypatch.setattr(sys, "stdout", buf)
     return buf
 
