@@ -543,7 +543,8 @@ def test_kdump_file_with_excluded_pages(kdump_file: Path, tmp_path: Path) -> Non
         checked += 1
         assert len(got["entries"]) == len(q.entries)
         for e, undamaged in zip(got["entries"], q.entries):
-            skb = drgn.Object(prog, "struct sk_buff", address=int(e["address"], 16))
+            assert int(e["address"], 16) == undamaged.address
+            skb = drgn.Object(prog, "struct sk_buff", address=undamaged.address)
             frame = int(skb.head) + int(skb.mac_header)  # the frame's bytes, as read for the entry
             lost = in_excluded(undamaged.address, skb_size) or in_excluded(frame, len(undamaged.data) or 1)
             assert bool(e["error"]) == lost, e
